@@ -1,0 +1,324 @@
+"""The one YAML file: schema, validation and operator-readable errors.
+
+``load(path)`` returns a validated ``Config`` or raises ``ConfigError`` whose ``problems``
+are lines of the form ``FILE:LINE: key.path: message`` (indexes from 0), e.g.
+``subscribers.example.yaml:14: subscribers[2].topics[0]: unknown topic 'difusion'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from newsletter import models
+from newsletter.errors import ConfigError
+
+DEFAULT_PATH = "newsletter.yaml"
+ENV_VAR = "NEWSLETTER_CONFIG"
+
+# Deliberately simple: one @, no spaces or angle brackets, a dotted domain. Deliverability
+# is the SMTP server's call; this catches typos such as a missing @ or a trailing comma.
+_EMAIL_RE = re.compile(
+    r"^[^@\s<>(),;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
+)
+
+
+def _check_email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL_RE.match(value):
+        raise ValueError(f"invalid email address {value!r}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class NewsletterSettings(_Model):
+    title: str = "Trending Papers"
+    from_: Annotated[str, Field(alias="from")] = "Trending Papers <papers@example.org>"
+    base_url: str = "https://papers.example.org"
+    secret_env: str = "NEWSLETTER_SECRET"
+    state: str = "newsletter.db"
+    templates_dir: str | None = None
+    subject: str = "{title}: {count} new papers for {date}"
+
+    @field_validator("from_")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        from email.utils import parseaddr
+
+        _, addr = parseaddr(value)
+        _check_email(addr or value)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        try:
+            value.format(title="t", count=1, date="2024-01-01")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"bad subject template {value!r} ({e}); use {{title}}, {{count}} and {{date}}"
+            ) from None
+        return value
+
+    @property
+    def from_address(self) -> str:
+        from email.utils import parseaddr
+
+        return parseaddr(self.from_)[1]
+
+
+class HuggingFaceSource(_Model):
+    enabled: bool = True
+    base_url: str = "https://huggingface.co"
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class Sources(_Model):
+    huggingface: HuggingFaceSource = HuggingFaceSource()
+
+
+class Smtp(_Model):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str = "NEWSLETTER_SMTP_PASSWORD"
+
+
+class TopicSettings(_Model):
+    keywords: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    exclude: list[Annotated[str, Field(min_length=1)]] = []
+
+
+class SubscriberSettings(_Model):
+    email: str
+    name: str | None = None
+    topics: Annotated[list[str], Field(min_length=1)]
+    cadence: Literal["daily", "weekly"] = "daily"
+    max_papers: Annotated[int, Field(ge=1, le=100)] = 10
+    min_upvotes: Annotated[int, Field(ge=0)] = 0
+    timezone: str = "UTC"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return _check_email(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}") from None
+        return value
+
+
+class Config(_Model):
+    newsletter: NewsletterSettings = NewsletterSettings()
+    sources: Sources = Sources()
+    smtp: Smtp = Smtp()
+    topics: dict[str, TopicSettings]
+    subscribers: list[SubscriberSettings]
+    # Where the file was read from; relative paths in it are relative to its folder.
+    _path: Path = PrivateAttr(default=Path(DEFAULT_PATH))
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def state_path(self) -> Path:
+        return self.base_dir / self.newsletter.state
+
+    @property
+    def templates_path(self) -> Path | None:
+        tdir = self.newsletter.templates_dir
+        return None if tdir is None else self.base_dir / tdir
+
+    def topic_models(self) -> dict[str, models.Topic]:
+        return {
+            name: models.Topic(name=name, keywords=tuple(t.keywords), exclude=tuple(t.exclude))
+            for name, t in self.topics.items()
+        }
+
+    def subscriber_models(self) -> list[models.Subscriber]:
+        return [
+            models.Subscriber(
+                email=s.email,
+                name=s.name,
+                topics=tuple(s.topics),
+                cadence=s.cadence,
+                max_papers=s.max_papers,
+                min_upvotes=s.min_upvotes,
+                timezone=s.timezone,
+            )
+            for s in self.subscribers
+        ]
+
+
+def default_path() -> str:
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate the config file, or raise ConfigError listing every problem."""
+    shown = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            shown, [f"{shown}: no such file (pass -c FILE or set ${ENV_VAR})"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(shown, [f"{shown}: cannot read: {e}"]) from e
+    return parse(text, shown, path=Path(path))
+
+
+def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(shown, [f"{shown}:{line}: yaml: {e.problem or e}"]) from e
+    except yaml.YAMLError as e:
+        raise ConfigError(shown, [f"{shown}:1: yaml: {e}"]) from e
+    if not isinstance(data, dict):
+        raise ConfigError(shown, [f"{shown}:1: (top level): expected a mapping of settings"])
+
+    problems = [_problem(shown, root, loc, msg) for loc, msg in _semantic_problems(data)]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        problems += [_problem(shown, root, tuple(err["loc"]), _message(err)) for err in e.errors()]
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        raise ConfigError(shown, [line for _, line in problems])
+    config._path = path or Path(shown)
+    return config
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{err['msg'].lower()}, got {err['input']!r}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
+
+
+def _semantic_problems(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """Checks that span keys (topic references, duplicate subscribers).
+
+    They run on the raw data, beside pydantic's checks, so that one pass reports everything;
+    entries of the wrong shape are left to pydantic's messages.
+    """
+    topics = data.get("topics")
+    known = set(topics) if isinstance(topics, dict) else set()
+    subscribers = data.get("subscribers")
+    if not isinstance(subscribers, list):
+        return
+    seen: dict[str, int] = {}
+    for i, sub in enumerate(subscribers):
+        if not isinstance(sub, dict):
+            continue
+        sub_topics = sub.get("topics")
+        if isinstance(sub_topics, list) and isinstance(topics, dict):
+            for j, topic in enumerate(sub_topics):
+                if isinstance(topic, str) and topic not in known:
+                    names = ", ".join(sorted(known)) or "none defined"
+                    yield (
+                        ("subscribers", i, "topics", j),
+                        f"unknown topic {topic!r} (known: {names})",
+                    )
+        email = sub.get("email")
+        if isinstance(email, str):
+            key = email.strip().casefold()
+            if key in seen:
+                yield (
+                    ("subscribers", i, "email"),
+                    f"duplicate subscriber {email!r} (also subscribers[{seen[key]}])",
+                )
+            else:
+                seen[key] = i
+
+
+def format_path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("from" if part == "from_" else str(part))
+    return out or "(top level)"
+
+
+def _problem(
+    shown: str, root: yaml.Node | None, loc: tuple[Any, ...], message: str
+) -> tuple[int, str]:
+    line = _line_of(root, loc)
+    return line, f"{shown}:{line}: {format_path(loc)}: {message}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The 1-based line of the deepest YAML node on the path ``loc``."""
+    if node is None:
+        return 1
+    line = node.start_mark.line + 1
+    for part in loc:
+        if part == "from_":
+            part = "from"
+        nxt: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    # An unknown key is best shown on its own line, a value on the value's.
+                    nxt = value if not isinstance(value, yaml.ScalarNode) or value.value else key
+                    line = key.start_mark.line + 1
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            nxt = node.value[part]
+        if nxt is None:
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return line

@@ -1,0 +1,70 @@
+"""One exception root for every failure the operator may see.
+
+Context (the file, the URL, the recipient) lives in attributes; `str(e)` is one line that
+names it, so the CLI can print it as is. Causes are chained with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(NewsletterError):
+    """The configuration file is missing, unreadable or invalid.
+
+    ``problems`` holds one ``FILE:LINE: key.path: message`` line per problem.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        first = problems[0] if problems else f"{path}: invalid configuration"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more)
+
+
+class FetchError(NewsletterError):
+    """A source could not be fetched (network, HTTP status, file)."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        self.message = message
+        super().__init__(f"{url}: {message}")
+
+
+class ParseError(NewsletterError):
+    """A fetched body is not what the parser expects (never a silent empty list)."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        self.message = message
+        super().__init__(f"{url}: cannot parse: {message}")
+
+
+class TemplateError(NewsletterError):
+    """A template is missing, broken, or uses an undefined variable."""
+
+    def __init__(self, template: str, line: int | None, message: str) -> None:
+        self.template = template
+        self.line = line
+        where = f"{template}:{line}" if line else template
+        super().__init__(f"{where}: {message}")
+
+
+class StoreError(NewsletterError):
+    """The state database cannot be opened or is from a newer version."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class SendError(NewsletterError):
+    """A message could not be delivered to one recipient."""
+
+    def __init__(self, recipient: str, message: str) -> None:
+        self.recipient = recipient
+        self.message = message
+        super().__init__(f"{recipient}: {message}")

@@ -1,0 +1,105 @@
+"""Frozen dataclasses passed between the stages.
+
+What a source produces is ``PaperData`` (what comes in); the stages after the store work on
+the same shape, read back from the store, so a paper looks the same wherever it travels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+Cadence = Literal["daily", "weekly"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaperData:
+    """One paper as a source reported it on one daily list."""
+
+    id: str  # arXiv id without version suffix, e.g. "2405.15738"
+    title: str
+    day: dt.date  # the daily list (UTC date) the paper appeared on
+    abstract: str = ""
+    authors: tuple[str, ...] = ()
+    upvotes: int = 0
+    comments: int = 0
+    published_at: dt.datetime | None = None  # on arXiv
+    submitted_at: dt.datetime | None = None  # to the daily list
+    thumbnail: str | None = None
+    github_repo: str | None = None
+    github_stars: int | None = None
+    project_page: str | None = None
+    organization: str | None = None
+    ai_summary: str | None = None
+    ai_keywords: tuple[str, ...] = ()
+    source: str = "huggingface"
+
+    @property
+    def hf_url(self) -> str:
+        return f"https://huggingface.co/papers/{self.id}"
+
+    @property
+    def arxiv_url(self) -> str:
+        return f"https://arxiv.org/abs/{self.id}"
+
+    @property
+    def pdf_url(self) -> str:
+        return f"https://arxiv.org/pdf/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    name: str
+    keywords: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    email: str
+    topics: tuple[str, ...]
+    name: str | None = None
+    cadence: Cadence = "daily"
+    max_papers: int = 10
+    min_upvotes: int = 0
+    timezone: str = "UTC"
+
+    @property
+    def key(self) -> str:
+        """Identity: the address, compared case-insensitively."""
+        return self.email.casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A paper chosen for one digest, with why it was chosen."""
+
+    paper: PaperData
+    topic: str
+    keyword: str
+    field: str  # where the keyword matched: title, abstract or ai_keywords
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    subscriber: Subscriber
+    day: dt.date
+    picks: tuple[Pick, ...] = field(default_factory=tuple)
+
+    @property
+    def paper_ids(self) -> tuple[str, ...]:
+        return tuple(p.paper.id for p in self.picks)
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """A rendered digest: what the message stage wraps into MIME."""
+
+    to: str
+    to_name: str | None
+    subject: str
+    html: str
+    text: str
+    paper_ids: tuple[str, ...]

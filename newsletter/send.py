@@ -1,0 +1,99 @@
+"""Delivery: the ``Sender`` protocol and the preview sender that writes a folder.
+
+``PreviewSender`` writes one ``.eml`` (the complete MIME message) and one ``.html`` per
+recipient plus an ``index.html`` gallery; it never sends and never records a delivery.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from newsletter.errors import SendError
+from newsletter.message import Outgoing
+
+
+class Sender(Protocol):
+    #: Whether delivering means a subscriber received it (so it is recorded as sent).
+    records_deliveries: bool
+
+    def deliver(self, message: Outgoing) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    recipient: str
+    subject: str
+    papers: int
+    html_name: str
+    eml_name: str
+
+
+class PreviewSender:
+    records_deliveries = False
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.entries: list[_Entry] = []
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SendError(
+                str(out_dir), f"cannot create the preview folder: {e.strerror or e}"
+            ) from e
+
+    def deliver(self, message: Outgoing) -> None:
+        stem = f"{len(self.entries) + 1:03d}-{_slug(message.recipient)}"
+        try:
+            (self.out_dir / f"{stem}.eml").write_bytes(message.data)
+            (self.out_dir / f"{stem}.html").write_text(message.email.html, encoding="utf-8")
+        except OSError as e:
+            raise SendError(
+                message.recipient, f"cannot write {self.out_dir}: {e.strerror or e}"
+            ) from e
+        self.entries.append(
+            _Entry(
+                message.recipient,
+                message.email.subject,
+                len(message.email.paper_ids),
+                f"{stem}.html",
+                f"{stem}.eml",
+            )
+        )
+
+    def close(self) -> None:
+        self.index_path.write_text(_index(self.entries), encoding="utf-8")
+
+    @property
+    def index_path(self) -> Path:
+        return self.out_dir / "index.html"
+
+
+def _slug(address: str) -> str:
+    return re.sub(r"[^a-z0-9@._-]+", "_", address.casefold())[:80]
+
+
+def _index(entries: list[_Entry]) -> str:
+    rows = "\n".join(
+        f'<tr><td>{html.escape(e.recipient)}</td><td><a href="{html.escape(e.html_name)}">'
+        f"{html.escape(e.subject)}</a></td><td>{e.papers}</td>"
+        f'<td><a href="{html.escape(e.eml_name)}">.eml</a></td></tr>'
+        for e in entries
+    )
+    empty = "" if entries else '<tr><td colspan="4">No digests: nobody has new papers.</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Newsletter preview</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#111}}table{{border-collapse:collapse}}
+td,th{{padding:.4rem .8rem;border-bottom:1px solid #ddd;text-align:left}}</style></head>
+<body><h1>Newsletter preview</h1><p>{len(entries)} email{"" if len(entries) == 1 else "s"}; nothing was sent.</p>
+<table><thead><tr><th>Recipient</th><th>Subject</th><th>Papers</th><th>Message</th></tr></thead>
+<tbody>
+{rows}{empty}
+</tbody></table></body></html>
+"""
