@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.httpserver import FixtureServer, Reply, Request
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+DATA = Path(__file__).resolve().parent / "data"
+
+# The real captures that answer ``/api/daily_papers?date=D``: date -> file.
+HF_API_BY_DATE = {
+    "2024-05-27": "hf_api_daily_papers_date_2024-05-27_13papers_reserialized.json",
+    "2024-11-11": "hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json",
+    "2025-10-15": "hf_api_daily_papers_date_2025-10-15_26papers_reserialized.json",
+    "2026-05-08": "hf_api_daily_papers_date_2026-05-08_37papers.json",
+    "2026-07-31": "hf_api_daily_papers_date_2026-07-31_5papers_trimmed_pretty.json",
+}
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.fail(f"missing shared fixture {path}")
+    return path
+
+
+def hf_api_handler(req: Request) -> Reply:
+    """The daily papers API: a known date gets its capture, any other date an empty list."""
+    day = req.query.get("date", "")
+    name = HF_API_BY_DATE.get(day)
+    if name is None:
+        return Reply(200, b"[]", {"Content-Type": "application/json"})
+    return Reply(200, fixture_path(name).read_bytes(), {"Content-Type": "application/json"})
+
+
+@pytest.fixture
+def hf_server() -> Iterator[FixtureServer]:
+    """A real HTTP server on 127.0.0.1 answering like huggingface.co from the fixtures."""
+    with FixtureServer() as server:
+        server.routes["/api/daily_papers"] = hf_api_handler
+        yield server
+
+
+def write_config(path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None) -> Path:
+    """A small config pointing the Hugging Face source at a test server."""
+    subs = subscribers or DEFAULT_SUBSCRIBERS
+    path.write_text(
+        f"""\
+newsletter:
+  title: Test Papers
+  from: "Test Papers <papers@example.org>"
+  base_url: https://papers.example.org
+  state: state.db
+sources:
+  huggingface:
+    base_url: {hf_url}
+    retries: 0
+topics:
+  retrieval:
+    keywords: [retrieval, "agentic search"]
+  video:
+    keywords: [video]
+    exclude: [benchmark]
+  robots:
+    keywords: [quadruped, "robot arm"]
+{extra}
+subscribers:
+{subs}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+DEFAULT_SUBSCRIBERS = """\
+  - email: ada@example.org
+    name: Ada
+    topics: [retrieval]
+    max_papers: 3
+  - email: bob@example.org
+    topics: [video]
+    min_upvotes: 5
+  - email: carl@example.org
+    topics: [robots]
+"""
+
+
+def load_json(name: str) -> object:
+    return json.loads(fixture_path(name).read_text(encoding="utf-8"))
+
+
+def ids_in(text: str) -> list[str]:
+    return re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})", text)

@@ -1,0 +1,81 @@
+"""A real HTTP server on 127.0.0.1 for tests: routes answer with fixtures or faults."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to stall before answering (timeouts)
+    truncate: bool = False  # announce the full length, send half, close
+
+
+Handler = Callable[[Request], Reply]
+
+
+class FixtureServer:
+    """Routes by path; every request is recorded in ``requests`` for assertions."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Handler] = {}
+        self.requests: list[Request] = []
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                req = Request("GET", parts.path, query, dict(self.headers))
+                server.requests.append(req)
+                handler = server.routes.get(parts.path)
+                reply = handler(req) if handler else Reply(404, b"not found")
+                if reply.delay:
+                    threading.Event().wait(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    body = reply.body
+                    self.send_header("Content-Length", str(len(body)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2] if reply.truncate else body)
+                    if reply.truncate:
+                        self.close_connection = True
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> FixtureServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
