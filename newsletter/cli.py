@@ -57,6 +57,8 @@ def handles_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click prints them with exit code 2
         except ConfigError as e:
             for line in e.problems:
                 click.echo(line, err=True)

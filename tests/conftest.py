@@ -47,7 +47,9 @@ def hf_server() -> Iterator[FixtureServer]:
         yield server
 
 
-def write_config(path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None) -> Path:
+def write_config(
+    path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None
+) -> Path:
     """A small config pointing the Hugging Face source at a test server."""
     subs = subscribers or DEFAULT_SUBSCRIBERS
     path.write_text(
@@ -95,4 +97,5 @@ def load_json(name: str) -> object:
 
 
 def ids_in(text: str) -> list[str]:
-    return re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})", text)
+    """Paper ids linked from an email, in order, each once (a card links its paper twice)."""
+    return list(dict.fromkeys(re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})", text)))

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import config
+from newsletter.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+VALID = """\
+topics:
+  diffusion:
+    keywords: [diffusion]
+subscribers:
+  - email: ada@example.org
+    topics: [diffusion]
+"""
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "subs.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    prefix = f"{path}:"
+    return [p.removeprefix(prefix) for p in e.value.problems]
+
+
+def test_example_file_is_valid() -> None:
+    cfg = config.load(ROOT / "subscribers.example.yaml")
+    assert cfg.newsletter.title == "Trending Papers"
+    assert cfg.newsletter.from_address == "papers@example.org"
+    assert set(cfg.topics) >= {"diffusion"}
+    assert cfg.subscribers[0].email == "ada@example.org"
+    assert cfg.state_path == ROOT / "newsletter.db"
+
+
+def test_defaults_fill_everything_but_topics_and_subscribers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID, encoding="utf-8")
+    cfg = config.load(path)
+    sub = cfg.subscriber_models()[0]
+    assert (sub.cadence, sub.max_papers, sub.min_upvotes, sub.timezone) == ("daily", 10, 0, "UTC")
+    assert cfg.smtp.security == "starttls"
+    assert cfg.sources.huggingface.base_url == "https://huggingface.co"
+
+
+def test_yaml_syntax_error(tmp_path: Path) -> None:
+    assert problems(tmp_path, "topics:\n  a: [b\nsubscribers: []\n") == [
+        "3: yaml: expected ',' or ']', but got ':'"
+    ]
+
+
+def test_unknown_key_names_its_path_and_line(tmp_path: Path) -> None:
+    text = VALID.replace("    topics: [diffusion]", "    topics: [diffusion]\n    colour: blue")
+    assert problems(tmp_path, text) == ["7: subscribers[0].colour: unknown key"]
+
+
+def test_unknown_top_level_and_nested_keys(tmp_path: Path) -> None:
+    text = "newsletter:\n  titel: X\n" + VALID + "smtpp: {}\n"
+    assert problems(tmp_path, text) == [
+        "2: newsletter.titel: unknown key",
+        "9: smtpp: unknown key",
+    ]
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    text = VALID + "    max_papers: lots\n"
+    assert problems(tmp_path, text) == [
+        "7: subscribers[0].max_papers: input should be a valid integer, "
+        "unable to parse string as an integer, got 'lots'"
+    ]
+
+
+def test_wrong_choice(tmp_path: Path) -> None:
+    text = VALID + "    cadence: hourly\n"
+    assert problems(tmp_path, text) == [
+        "7: subscribers[0].cadence: input should be 'daily' or 'weekly', got 'hourly'"
+    ]
+
+
+def test_invalid_email(tmp_path: Path) -> None:
+    text = VALID.replace("ada@example.org", "ada.example.org")
+    assert problems(tmp_path, text) == [
+        "5: subscribers[0].email: invalid email address 'ada.example.org'"
+    ]
+
+
+def test_unknown_topic(tmp_path: Path) -> None:
+    text = VALID + "  - email: bob@example.org\n    topics: [diffusion, difusion]\n"
+    assert problems(tmp_path, text) == [
+        "8: subscribers[1].topics[1]: unknown topic 'difusion' (known: diffusion)"
+    ]
+
+
+def test_duplicate_subscriber_is_case_insensitive(tmp_path: Path) -> None:
+    text = VALID + "  - email: ADA@Example.org\n    topics: [diffusion]\n"
+    assert problems(tmp_path, text) == [
+        "7: subscribers[1].email: duplicate subscriber 'ADA@Example.org' (also subscribers[0])"
+    ]
+
+
+def test_unknown_timezone(tmp_path: Path) -> None:
+    text = VALID + "    timezone: Europe/Londn\n"
+    assert problems(tmp_path, text) == [
+        "7: subscribers[0].timezone: unknown timezone 'Europe/Londn'"
+    ]
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    assert problems(tmp_path, "topics: {}\n") == ["1: subscribers: required key is missing"]
+
+
+def test_bad_subject_template(tmp_path: Path) -> None:
+    text = "newsletter:\n  subject: '{titel} news'\n" + VALID
+    (line,) = problems(tmp_path, text)
+    assert line.startswith("2: newsletter.subject: bad subject template '{titel} news'")
+
+
+def test_every_problem_is_reported_in_line_order(tmp_path: Path) -> None:
+    text = """\
+newsletter:
+  bogus: 1
+topics:
+  diffusion:
+    keywords: [diffusion]
+subscribers:
+  - email: bob
+    topics: [difusion]
+    timezone: Mars/Base
+"""
+    assert problems(tmp_path, text) == [
+        "2: newsletter.bogus: unknown key",
+        "7: subscribers[0].email: invalid email address 'bob'",
+        "8: subscribers[0].topics[0]: unknown topic 'difusion' (known: diffusion)",
+        "9: subscribers[0].timezone: unknown timezone 'Mars/Base'",
+    ]
+
+
+def test_top_level_not_a_mapping(tmp_path: Path) -> None:
+    assert problems(tmp_path, "- just\n- a list\n") == [
+        "1: (top level): expected a mapping of settings"
+    ]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError) as e:
+        config.load(tmp_path / "nope.yaml")
+    assert e.value.problems == [
+        f"{tmp_path / 'nope.yaml'}: no such file (pass -c FILE or set $NEWSLETTER_CONFIG)"
+    ]
+
+
+def test_check_command_prints_problems_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "subs.yaml"
+    path.write_text(VALID + "    timezone: Nowhere/Town\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code == 2
+    assert result.output == f"{path}:7: subscribers[0].timezone: unknown timezone 'Nowhere/Town'\n"
+
+
+def test_check_command_summary_on_a_valid_file() -> None:
+    path = ROOT / "subscribers.example.yaml"
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{path}: ok: 4 topics, 3 subscribers\n"
+
+
+def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text(VALID, encoding="utf-8")
+    monkeypatch.setenv("NEWSLETTER_CONFIG", str(path))
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.output
+
+
+def test_default_config_missing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NEWSLETTER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2
+    assert (
+        result.output == "newsletter.yaml: no such file (pass -c FILE or set $NEWSLETTER_CONFIG)\n"
+    )

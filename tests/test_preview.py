@@ -1,0 +1,186 @@
+"""`newsletter preview` end to end: a real HTTP server, a real SQLite file, the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import re
+import sqlite3
+from email.message import EmailMessage
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.sources import HuggingFaceApi
+from newsletter.sources.http import HttpClient
+from tests.conftest import fixture_path, ids_in, write_config
+from tests.httpserver import FixtureServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_eml(path: Path) -> EmailMessage:
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def body(msg: EmailMessage, subtype: str) -> str:
+    part = msg.get_body((subtype,))
+    assert part is not None
+    return str(part.get_content())  # type: ignore[attr-defined]
+
+
+def run_preview(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["preview", *args, "--out", str(out)])
+    return result.exit_code, result.output, out
+
+
+def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+    assert code == 0, output
+    assert (
+        "2026-05-08: 37 papers fetched, 2 digests written, 1 subscriber with nothing new" in output
+    )
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "001-ada@example.org.eml",
+        "001-ada@example.org.html",
+        "002-bob@example.org.eml",
+        "002-bob@example.org.html",
+        "index.html",
+    ]
+    ada = read_eml(out / "001-ada@example.org.eml")
+    # retrieval: three matches ranked by upvotes, capped at max_papers=3.
+    assert ids_in(body(ada, "html")) == ["2605.05242", "2605.04962", "2605.06627"]
+    assert ids_in(body(ada, "plain")) == ["2605.05242", "2605.04962", "2605.06627"]
+    assert ada["To"] == "Ada <ada@example.org>"
+    assert ada["Subject"] == "Test Papers: 3 new papers for 2026-05-08"
+    assert ada.get_content_type() == "multipart/alternative"
+    # video, minus "benchmark" papers and papers under min_upvotes=5.
+    bob = read_eml(out / "002-bob@example.org.eml")
+    assert ids_in(body(bob, "html")) == ["2605.04045"]
+    # carl's topic matches nothing: no email at all.
+    assert not list(out.glob("*carl*"))
+
+    index = (out / "index.html").read_text()
+    assert 'href="001-ada@example.org.html"' in index and 'href="002-bob@example.org.html"' in index
+
+    # The HTML is inlined: styles live on the elements, not only in <style>.
+    assert re.search(r'<td class="paper" style="[^"]*padding', body(ada, "html"))
+
+    # The API was asked for exactly that day.
+    assert [r.query.get("date") for r in hf_server.requests] == ["2026-05-08"]
+
+    # Papers and snapshots are stored; nothing is recorded as sent.
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("SELECT COUNT(*) FROM papers").fetchone() == (37,)
+    assert db.execute("SELECT COUNT(*) FROM snapshots").fetchone() == (37,)
+    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (0,)
+
+
+def test_preview_twice_gives_the_same_digests(tmp_path: Path, hf_server: FixtureServer) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    for _ in range(2):
+        code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+        assert code == 0, output
+        assert ids_in(body(read_eml(out / "001-ada@example.org.eml"), "html")) == [
+            "2605.05242",
+            "2605.04962",
+            "2605.06627",
+        ]
+
+
+def test_preview_one_subscriber(tmp_path: Path, hf_server: FixtureServer) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    code, output, out = run_preview(
+        tmp_path, "-c", str(cfg), "--date", "2026-05-08", "--subscriber", "BOB@example.org"
+    )
+    assert code == 0, output
+    assert sorted(p.name for p in out.glob("*.eml")) == ["001-bob@example.org.eml"]
+
+
+def test_preview_unknown_subscriber_is_a_usage_error(
+    tmp_path: Path, hf_server: FixtureServer
+) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--subscriber", "zed@example.org")
+    assert code == 2
+    assert "no subscriber 'zed@example.org'" in output
+
+
+def test_a_day_without_papers_writes_no_email(tmp_path: Path, hf_server: FixtureServer) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-09")
+    assert code == 0, output
+    assert "0 papers fetched, 0 digests written, 3 subscribers with nothing new" in output
+    assert list(out.glob("*.eml")) == []
+    assert "No digests" in (out / "index.html").read_text()
+
+
+def test_preview_from_a_saved_api_response(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")  # never contacted
+    saved = fixture_path("hf_api_daily_papers_date_2026-05-08_37papers.json")
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--from", str(saved))
+    assert code == 0, output
+    assert "2026-05-08: 37 papers fetched, 2 digests written" in output
+    assert ids_in(body(read_eml(out / "002-bob@example.org.eml"), "html")) == ["2605.04045"]
+
+
+def test_preview_from_a_saved_page(tmp_path: Path) -> None:
+    subs = "  - email: ada@example.org\n    topics: [video]\n"
+    cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9", subscribers=subs)
+    saved = fixture_path("hf_html_daily_2024-08-01_13papers.html")
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--from", str(saved))
+    assert code == 0, output
+    assert output.startswith("2024-08-01: 13 papers fetched, 1 digest written")
+    assert len(ids_in(body(read_eml(out / "001-ada@example.org.eml"), "html"))) >= 1
+
+
+def test_example_config_previews_from_the_bundled_sample(tmp_path: Path) -> None:
+    # The README's first command, minus the virtualenv.
+    cfg = tmp_path / "subscribers.example.yaml"
+    cfg.write_text((ROOT / "subscribers.example.yaml").read_text())
+    code, output, out = run_preview(
+        tmp_path, "-c", str(cfg), "--from", str(ROOT / "examples" / "daily-papers-sample.json")
+    )
+    assert code == 0, output
+    assert "2 digests written, 1 subscriber with nothing new" in output
+    ada = ids_in(body(read_eml(out / "001-ada@example.org.eml"), "html"))
+    assert ada == ["2006.11239", "2112.10752", "2210.02747"]  # the survey is excluded
+
+
+def test_unreachable_source_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")
+    code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+    assert code == 1
+    assert output.startswith("newsletter: http://127.0.0.1:9/api/daily_papers?date=2026-05-08")
+    assert "connection failed" in output and "Traceback" not in output
+    assert output.count("\n") == 1
+
+
+def test_broken_response_is_a_parse_error_naming_the_url(tmp_path: Path) -> None:
+    from tests.httpserver import Reply
+
+    with FixtureServer() as server:
+        server.routes["/api/daily_papers"] = lambda req: Reply(200, b"<html>maintenance</html>")
+        cfg = write_config(tmp_path / "subs.yaml", hf_url=server.url)
+        code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+    assert code == 1
+    assert output.startswith(f"newsletter: {server.url}/api/daily_papers?date=2026-05-08")
+    assert "cannot parse: not JSON" in output
+
+
+def test_latest_day_walks_back_over_empty_days(hf_server: FixtureServer) -> None:
+    with HttpClient(retries=0) as client:
+        source = HuggingFaceApi(hf_server.url, client)
+        assert source.latest_day(dt.date(2026, 5, 10)) == dt.date(2026, 5, 8)
+    assert [r.query["date"] for r in hf_server.requests] == [
+        "2026-05-10",
+        "2026-05-09",
+        "2026-05-08",
+    ]

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import StoreError
+from newsletter.models import PaperData
+from newsletter.store import MIGRATIONS, SqliteStore
+
+NOW = dt.datetime(2026, 5, 8, 12, 0, tzinfo=dt.UTC)
+DAY = dt.date(2026, 5, 8)
+
+
+def paper(pid: str, upvotes: int = 1, day: dt.date = DAY, **kw: object) -> PaperData:
+    return PaperData(id=pid, title=f"Paper {pid}", day=day, upvotes=upvotes, **kw)  # type: ignore[arg-type]
+
+
+def test_created_on_first_use_with_all_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.db"
+    with SqliteStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+    assert path.is_file()
+    with SqliteStore(path) as store:  # reopening runs nothing again
+        assert store.schema_version == len(MIGRATIONS)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this program knows"):
+        SqliteStore(path)
+
+
+def test_not_a_database_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_text("this is not sqlite " * 100)
+    with pytest.raises(StoreError, match=str(path)):
+        SqliteStore(path)
+
+
+def test_papers_round_trip_with_every_field(tmp_path: Path) -> None:
+    p = paper(
+        "2605.00001",
+        upvotes=7,
+        authors=("A", "B"),
+        ai_keywords=("x",),
+        submitted_at=NOW,
+        published_at=NOW - dt.timedelta(days=3),
+        github_stars=3,
+        organization="Lab",
+    )
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([p], NOW)
+        assert store.candidates([DAY]) == [p]
+
+
+def test_candidates_by_day_and_latest_data_wins(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 1), paper("b", 2, day=DAY - dt.timedelta(days=1))], NOW)
+        store.add_papers([paper("a", 5)], NOW + dt.timedelta(hours=1))
+        assert [(p.id, p.upvotes) for p in store.candidates([DAY])] == [("a", 5)]
+        assert [p.id for p in store.candidates([DAY, DAY - dt.timedelta(days=1)])] == ["a", "b"]
+        assert store.candidates([]) == []
+
+
+def test_every_fetch_keeps_an_upvote_snapshot(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 1)], NOW)
+        store.add_papers([paper("a", 9)], NOW + dt.timedelta(hours=6))
+        rows = store.db.execute(
+            "SELECT upvotes FROM snapshots WHERE paper_id='a' ORDER BY fetched_at"
+        ).fetchall()
+        assert rows == [(1,), (9,)]
+
+
+def test_deliveries_are_per_subscriber_and_case_insensitive(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        assert store.sent_ids("ada@example.org") == frozenset()
+        store.record_delivery("Ada@Example.org", ["a", "b"], "2026-05-08/daily", NOW)
+        assert store.sent_ids("ada@example.org") == {"a", "b"}
+        assert store.sent_ids("bob@example.org") == frozenset()
