@@ -192,7 +192,7 @@ def preview(
         click.echo("No papers found in the last week: nothing to preview.")
         return
     click.echo(
-        f"{report.day}: {report.papers_fetched} papers fetched, "
+        f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered), "
         f"{len(report.delivered)} digest{'s' if len(report.delivered) != 1 else ''} written, "
         f"{len(report.nothing_new)} subscriber{'s' if len(report.nothing_new) != 1 else ''} with nothing new"
     )

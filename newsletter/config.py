@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from newsletter import models
+from newsletter import models, selection
 from newsletter.errors import ConfigError
 
 DEFAULT_PATH = "newsletter.yaml"
@@ -110,9 +118,42 @@ class Smtp(_Model):
     password_env: str = "NEWSLETTER_SMTP_PASSWORD"
 
 
+Term = Annotated[str, Field(min_length=1)]
+
+
 class TopicSettings(_Model):
-    keywords: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    exclude: list[Annotated[str, Field(min_length=1)]] = []
+    keywords: list[Term] = []
+    exclude: list[Term] = []
+    authors: list[Term] = []
+    organizations: list[Term] = []
+    categories: list[Term] = []
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> TopicSettings:
+        if not (self.keywords or self.authors or self.organizations or self.categories):
+            raise ValueError("a topic needs keywords, authors, organizations or categories")
+        return self
+
+
+_DEFAULT_WEIGHTS = selection.Weights()
+
+
+class Weights(_Model):
+    upvotes: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.upvotes
+    velocity: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.velocity
+    match: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.match
+    half_life_days: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.half_life_days
+
+
+class SelectionSettings(_Model):
+    max_age_days: Annotated[int, Field(ge=1, le=60)] = 7
+    send_empty: bool = False
+    trending_count: Annotated[int, Field(ge=0, le=50)] = 3
+    weights: Weights = Weights()
+
+    def weights_model(self) -> selection.Weights:
+        w = self.weights
+        return selection.Weights(w.upvotes, w.velocity, w.match, w.half_life_days)
 
 
 class SubscriberSettings(_Model):
@@ -123,6 +164,9 @@ class SubscriberSettings(_Model):
     max_papers: Annotated[int, Field(ge=1, le=100)] = 10
     min_upvotes: Annotated[int, Field(ge=0)] = 0
     timezone: str = "UTC"
+    keywords: list[Term] = []
+    exclude: list[Term] = []
+    sections: bool = False
 
     @field_validator("email")
     @classmethod
@@ -143,6 +187,7 @@ class Config(_Model):
     newsletter: NewsletterSettings = NewsletterSettings()
     sources: Sources = Sources()
     smtp: Smtp = Smtp()
+    selection: SelectionSettings = SelectionSettings()
     topics: dict[str, TopicSettings]
     subscribers: list[SubscriberSettings]
     # Where the file was read from; relative paths in it are relative to its folder.
@@ -167,7 +212,14 @@ class Config(_Model):
 
     def topic_models(self) -> dict[str, models.Topic]:
         return {
-            name: models.Topic(name=name, keywords=tuple(t.keywords), exclude=tuple(t.exclude))
+            name: models.Topic(
+                name=name,
+                keywords=tuple(t.keywords),
+                exclude=tuple(t.exclude),
+                authors=tuple(t.authors),
+                organizations=tuple(t.organizations),
+                categories=tuple(t.categories),
+            )
             for name, t in self.topics.items()
         }
 
@@ -181,6 +233,9 @@ class Config(_Model):
                 max_papers=s.max_papers,
                 min_upvotes=s.min_upvotes,
                 timezone=s.timezone,
+                keywords=tuple(s.keywords),
+                exclude=tuple(s.exclude),
+                sections=s.sections,
             )
             for s in self.subscribers
         ]

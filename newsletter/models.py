@@ -33,6 +33,7 @@ class PaperData:
     organization: str | None = None
     ai_summary: str | None = None
     ai_keywords: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # arXiv categories, e.g. ("cs.CL", "cs.AI")
     source: str = "huggingface"
 
     @property
@@ -50,9 +51,14 @@ class PaperData:
 
 @dataclass(frozen=True, slots=True)
 class Topic:
+    """What an operator defined under ``topics``; a paper matches on any of its criteria."""
+
     name: str
-    keywords: tuple[str, ...]
+    keywords: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
+    organizations: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,9 @@ class Subscriber:
     max_papers: int = 10
     min_upvotes: int = 0
     timezone: str = "UTC"
+    keywords: tuple[str, ...] = ()  # the subscriber's own, on top of their topics
+    exclude: tuple[str, ...] = ()  # vetoes a paper in any of their topics
+    sections: bool = False  # group the digest by topic
 
     @property
     def key(self) -> str:
@@ -78,8 +87,11 @@ class Pick:
     paper: PaperData
     topic: str
     keyword: str
-    field: str  # where the keyword matched: title, abstract or ai_keywords
+    field: str  # where it matched: title, ai_keywords, abstract, authors, organization, categories
     reason: str
+    score: float = 0.0
+    section: str = ""  # the heading it is shown under when the digest has sections
+    rising: bool = False  # skipped earlier for too few upvotes, now past the threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +100,20 @@ class Digest:
     day: dt.date
     picks: tuple[Pick, ...] = field(default_factory=tuple)
 
+    #: Papers that matched but had too few upvotes; remembered so they can come back "Rising".
+    skipped_ids: tuple[str, ...] = ()
+
     @property
     def paper_ids(self) -> tuple[str, ...]:
         return tuple(p.paper.id for p in self.picks)
+
+    @property
+    def sections(self) -> list[tuple[str, list[Pick]]]:
+        """Picks grouped by section heading, in order of first appearance."""
+        groups: dict[str, list[Pick]] = {}
+        for pick in self.picks:
+            groups.setdefault(pick.section, []).append(pick)
+        return list(groups.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """One run, from fetch to delivery. It calls the stages and does nothing else.
 
-    papers  = sources.fetch(source, days)                          -> [PaperData]  (I/O: HTTP)
+    since   = {s: selection.window_start(s, day, store.last_digest_day(s), max_age)}  (pure)
+    papers  = sources.fetch(source, days of the windows the store lacks) -> [PaperData] (I/O: HTTP)
     store.add_papers(papers, now)                                  -> upvote snapshots (I/O: SQLite)
-    matches = selection.match_topics(store.candidates(days), topics)          (pure, once per run)
+    matches = selection.match_topics(store.candidates(days), topics, trends)  (pure, once per run)
     for subscriber in config.subscribers:
-        digest = selection.select(matches, subscriber, store.sent_ids(subscriber), now)  (pure)
+        digest = selection.select(matches, subscriber, store.sent_ids(subscriber), now, since)  (pure)
         email  = render.render(digest, env, identity, name, unsubscribe URL)             (pure)
         msg    = message.build(email, sender identity, ...)                              (pure)
         sender.deliver(msg)                        (I/O: SMTP, or the preview folder)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from newsletter import message, render, selection, sources, unsubscribe
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 class RunReport:
     day: dt.date | None = None
     papers_fetched: int = 0
+    papers_considered: int = 0
     delivered: list[str] = field(default_factory=list)
     nothing_new: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -53,9 +56,10 @@ def run_once(
     day: dt.date | None = None,
     only: str | None = None,
 ) -> RunReport:
-    """Fetch ``day`` (default: the latest day with papers), then build and deliver digests.
+    """Fetch what the subscribers' windows need, then build and deliver their digests for ``day``.
 
-    ``only`` restricts the run to one subscriber's address (case-insensitive).
+    ``day`` defaults to the latest day with papers; ``only`` restricts the run to one
+    subscriber's address (case-insensitive).
     """
     report = RunReport()
     day = day or source.latest_day(now.date())
@@ -63,12 +67,34 @@ def run_once(
     if day is None:
         log.info("run.no_papers source=%s", source.name)
         return report
+    subscribers = [
+        s for s in config.subscriber_models() if only is None or s.key == only.casefold()
+    ]
+    settings = config.selection
 
-    papers = sources.fetch(source, [day])
+    since = {
+        s.key: selection.window_start(s, day, store.last_digest_day(s.key), settings.max_age_days)
+        for s in subscribers
+    }
+    first = min(since.values(), default=day)
+    days = [first + dt.timedelta(days=i) for i in range((day - first).days + 1)]
+    complete = store.complete_days(source.name, days) if source.live else set()
+    wanted = [d for d in days if d not in complete]
+    papers = sources.fetch(source, wanted)
     report.papers_fetched = len(papers)
     store.add_papers(papers, now)
-    store.mark_fetched(source.name, day, len(papers), now)
-    matches = selection.match_topics(store.candidates([day]), config.topic_models())
+    per_day = Counter(p.day for p in papers)
+    for d in wanted:
+        store.mark_fetched(source.name, d, per_day[d], now)
+    log.info("run.fetched days=%d fetched_days=%d papers=%d", len(days), len(wanted), len(papers))
+
+    candidates = store.candidates(days)
+    report.papers_considered = len(candidates)
+    matches = selection.match_topics(
+        candidates,
+        selection.topics_for_run(config.topic_models(), subscribers),
+        trends=store.trends(p.id for p in candidates),
+    )
 
     env = render.make_env(config.templates_path)
     identity = render.Identity(
@@ -83,11 +109,20 @@ def run_once(
             config.newsletter.title, config.newsletter.from_address.rpartition("@")[2]
         ),
     )
-    for subscriber in config.subscriber_models():
-        if only is not None and subscriber.key != only.casefold():
-            continue
-        digest = selection.select(matches, subscriber, store.sent_ids(subscriber.key), now, day=day)
-        if not digest.picks:
+    weights = settings.weights_model()
+    for subscriber in subscribers:
+        digest = selection.select(
+            matches,
+            subscriber,
+            store.sent_ids(subscriber.key),
+            now,
+            day=day,
+            since=since[subscriber.key],
+            skipped=store.skipped_ids(subscriber.key),
+            weights=weights,
+            trending_count=settings.trending_count,
+        )
+        if not digest.picks and not settings.send_empty:
             log.info("digest.nothing_new subscriber=%s day=%s", subscriber.email, day)
             report.nothing_new.append(subscriber.email)
             continue
@@ -95,9 +130,9 @@ def run_once(
         email = render.render(
             digest, env, identity, recipient_name=subscriber.name, unsubscribe_url=url
         )
-        digest_key = f"{day.isoformat()}/{subscriber.cadence}"
+        digest_id = f"{day.isoformat()}/{subscriber.cadence}"
         outgoing = message.build(
-            email, mail_sender, unsubscribe_url=url, digest_key=digest_key, now=now
+            email, mail_sender, unsubscribe_url=url, digest_key=digest_id, now=now
         )
         try:
             sender.deliver(outgoing)
@@ -106,7 +141,7 @@ def run_once(
             report.failed[subscriber.email] = str(e)
             continue
         if sender.records_deliveries:
-            store.record_delivery(subscriber.key, digest.paper_ids, digest_key, now)
+            store.record_delivery(digest, digest_id, now)
         report.delivered.append(subscriber.email)
         log.info("digest.delivered subscriber=%s papers=%d", subscriber.email, len(digest.picks))
     sender.close()

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from newsletter.errors import StoreError
-from newsletter.models import PaperData
+from newsletter.models import Digest, PaperData
+from newsletter.selection import Trend
+
+#: A trend compares the newest snapshot with one at least this much older, when there is one.
+TREND_BASELINE = dt.timedelta(hours=12)
 
 MIGRATIONS: Sequence[str] = (
     # 1: papers, the days they were listed, upvote snapshots, fetched days, deliveries.
@@ -56,6 +60,23 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (subscriber, paper_id)
     );
     """,
+    # 2: digests delivered (for catch-up windows) and papers skipped for too few upvotes.
+    """
+    CREATE TABLE digests (
+        subscriber  TEXT NOT NULL,
+        digest_id   TEXT NOT NULL,
+        day         TEXT NOT NULL,          -- the run's day (daily list) it was built for
+        delivered_at TEXT NOT NULL,
+        papers      INTEGER NOT NULL,
+        PRIMARY KEY (subscriber, digest_id)
+    );
+    CREATE TABLE skipped (
+        subscriber  TEXT NOT NULL,
+        paper_id    TEXT NOT NULL,
+        digest_id   TEXT NOT NULL,
+        PRIMARY KEY (subscriber, paper_id)
+    );
+    """,
 )
 
 
@@ -64,13 +85,19 @@ class Store(Protocol):
 
     def mark_fetched(self, source: str, day: dt.date, papers: int, now: dt.datetime) -> None: ...
 
+    def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]: ...
+
     def candidates(self, days: Iterable[dt.date]) -> list[PaperData]: ...
+
+    def trends(self, paper_ids: Iterable[str]) -> dict[str, Trend]: ...
 
     def sent_ids(self, subscriber: str) -> frozenset[str]: ...
 
-    def record_delivery(
-        self, subscriber: str, paper_ids: Iterable[str], digest_id: str, now: dt.datetime
-    ) -> None: ...
+    def skipped_ids(self, subscriber: str) -> frozenset[str]: ...
+
+    def last_digest_day(self, subscriber: str) -> dt.date | None: ...
+
+    def record_delivery(self, digest: Digest, digest_id: str, now: dt.datetime) -> None: ...
 
 
 class SqliteStore:
@@ -154,20 +181,82 @@ class SqliteStore:
         ).fetchall()
         return [_load(data, day) for data, day in rows]
 
+    def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]:
+        """Days fetched after they ended (UTC): their list can no longer grow."""
+        done = set()
+        for day in days:
+            row = self.db.execute(
+                "SELECT fetched_at FROM fetched_days WHERE source = ? AND day = ?",
+                (source, day.isoformat()),
+            ).fetchone()
+            if row and dt.datetime.fromisoformat(row[0]).date() > day:
+                done.add(day)
+        return done
+
+    def trends(self, paper_ids: Iterable[str]) -> dict[str, Trend]:
+        """Upvotes gained per paper between its newest snapshot and an older baseline."""
+        wanted = list(dict.fromkeys(paper_ids))
+        history: dict[str, list[tuple[dt.datetime, int]]] = {}
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            for pid, fetched_at, upvotes in self.db.execute(
+                f"SELECT paper_id, fetched_at, upvotes FROM snapshots WHERE paper_id IN ({marks}) "
+                "ORDER BY paper_id, fetched_at",
+                chunk,
+            ):
+                history.setdefault(pid, []).append((dt.datetime.fromisoformat(fetched_at), upvotes))
+        out: dict[str, Trend] = {}
+        for pid, snaps in history.items():
+            if len(snaps) < 2:
+                continue
+            newest_at, newest = snaps[-1]
+            older = [s for s in snaps[:-1] if newest_at - s[0] >= TREND_BASELINE] or snaps[:1]
+            base_at, base = older[-1]
+            hours = (newest_at - base_at).total_seconds() / 3600
+            if hours > 0:
+                out[pid] = Trend(delta=newest - base, hours=hours)
+        return out
+
     def sent_ids(self, subscriber: str) -> frozenset[str]:
         rows = self.db.execute(
             "SELECT paper_id FROM deliveries WHERE subscriber = ?", (subscriber.casefold(),)
         )
         return frozenset(r[0] for r in rows)
 
-    def record_delivery(
-        self, subscriber: str, paper_ids: Iterable[str], digest_id: str, now: dt.datetime
-    ) -> None:
+    def skipped_ids(self, subscriber: str) -> frozenset[str]:
+        rows = self.db.execute(
+            "SELECT paper_id FROM skipped WHERE subscriber = ?", (subscriber.casefold(),)
+        )
+        return frozenset(r[0] for r in rows)
+
+    def last_digest_day(self, subscriber: str) -> dt.date | None:
+        row = self.db.execute(
+            "SELECT MAX(day) FROM digests WHERE subscriber = ?", (subscriber.casefold(),)
+        ).fetchone()
+        return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+    def record_delivery(self, digest: Digest, digest_id: str, now: dt.datetime) -> None:
+        """What a subscriber received: the papers (never offered again) and the digest."""
+        who = digest.subscriber.key
+        stamp = now.isoformat()
         with self._tx():
             self.db.executemany(
                 "INSERT OR IGNORE INTO deliveries(subscriber, paper_id, digest_id, delivered_at) "
                 "VALUES (?, ?, ?, ?)",
-                [(subscriber.casefold(), pid, digest_id, now.isoformat()) for pid in paper_ids],
+                [(who, pid, digest_id, stamp) for pid in digest.paper_ids],
+            )
+            self.db.execute(
+                "INSERT OR IGNORE INTO digests(subscriber, digest_id, day, delivered_at, papers) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (who, digest_id, digest.day.isoformat(), stamp, len(digest.picks)),
+            )
+            self.db.executemany(
+                "DELETE FROM skipped WHERE subscriber = ? AND paper_id = ?",
+                [(who, pid) for pid in digest.paper_ids],
+            )
+            self.db.executemany(
+                "INSERT OR IGNORE INTO skipped(subscriber, paper_id, digest_id) VALUES (?, ?, ?)",
+                [(who, pid, digest_id) for pid in digest.skipped_ids],
             )
 
     def _tx(self) -> _Transaction:
@@ -183,6 +272,11 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _dump(paper: PaperData) -> str:
@@ -207,4 +301,5 @@ def _load(data: str, day: str) -> PaperData:
             raw[key] = dt.datetime.fromisoformat(raw[key])
     raw["authors"] = tuple(raw.get("authors") or ())
     raw["ai_keywords"] = tuple(raw.get("ai_keywords") or ())
+    raw["categories"] = tuple(raw.get("categories") or ())
     return PaperData(day=dt.date.fromisoformat(day), **raw)

@@ -44,7 +44,8 @@ def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) ->
     code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
     assert code == 0, output
     assert (
-        "2026-05-08: 37 papers fetched, 2 digests written, 1 subscriber with nothing new" in output
+        "2026-05-08: 37 papers fetched (37 considered), 2 digests written, 1 subscriber with nothing new"
+        in output
     )
 
     assert sorted(p.name for p in out.iterdir()) == [
@@ -73,8 +74,10 @@ def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) ->
     # The HTML is inlined: styles live on the elements, not only in <style>.
     assert re.search(r'<td class="paper" style="[^"]*padding', body(ada, "html"))
 
-    # The API was asked for exactly that day.
-    assert [r.query.get("date") for r in hf_server.requests] == ["2026-05-08"]
+    # A first digest covers max_age_days (7): the API was asked for each of those days.
+    assert [r.query.get("date") for r in hf_server.requests] == [
+        f"2026-05-{d:02d}" for d in range(2, 9)
+    ]
 
     # Papers and snapshots are stored; nothing is recorded as sent.
     db = sqlite3.connect(tmp_path / "state.db")
@@ -115,9 +118,12 @@ def test_preview_unknown_subscriber_is_a_usage_error(
 
 def test_a_day_without_papers_writes_no_email(tmp_path: Path, hf_server: FixtureServer) -> None:
     cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
-    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-09")
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-06-01")
     assert code == 0, output
-    assert "0 papers fetched, 0 digests written, 3 subscribers with nothing new" in output
+    assert (
+        "0 papers fetched (0 considered), 0 digests written, 3 subscribers with nothing new"
+        in output
+    )
     assert list(out.glob("*.eml")) == []
     assert "No digests" in (out / "index.html").read_text()
 
@@ -127,7 +133,7 @@ def test_preview_from_a_saved_api_response(tmp_path: Path) -> None:
     saved = fixture_path("hf_api_daily_papers_date_2026-05-08_37papers.json")
     code, output, out = run_preview(tmp_path, "-c", str(cfg), "--from", str(saved))
     assert code == 0, output
-    assert "2026-05-08: 37 papers fetched, 2 digests written" in output
+    assert "2026-05-08: 37 papers fetched (37 considered), 2 digests written" in output
     assert ids_in(body(read_eml(out / "002-bob@example.org.eml"), "html")) == ["2605.04045"]
 
 
@@ -137,7 +143,7 @@ def test_preview_from_a_saved_page(tmp_path: Path) -> None:
     saved = fixture_path("hf_html_daily_2024-08-01_13papers.html")
     code, output, out = run_preview(tmp_path, "-c", str(cfg), "--from", str(saved))
     assert code == 0, output
-    assert output.startswith("2024-08-01: 13 papers fetched, 1 digest written")
+    assert output.startswith("2024-08-01: 13 papers fetched (13 considered), 1 digest written")
     assert len(ids_in(body(read_eml(out / "001-ada@example.org.eml"), "html"))) >= 1
 
 
@@ -158,7 +164,7 @@ def test_unreachable_source_is_one_line_and_exit_1(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")
     code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
     assert code == 1
-    assert output.startswith("newsletter: http://127.0.0.1:9/api/daily_papers?date=2026-05-08")
+    assert output.startswith("newsletter: http://127.0.0.1:9/api/daily_papers?date=2026-05-02")
     assert "connection failed" in output and "Traceback" not in output
     assert output.count("\n") == 1
 
@@ -171,7 +177,7 @@ def test_broken_response_is_a_parse_error_naming_the_url(tmp_path: Path) -> None
         cfg = write_config(tmp_path / "subs.yaml", hf_url=server.url)
         code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
     assert code == 1
-    assert output.startswith(f"newsletter: {server.url}/api/daily_papers?date=2026-05-08")
+    assert output.startswith(f"newsletter: {server.url}/api/daily_papers?date=2026-05-02")
     assert "cannot parse: not JSON" in output
 
 

@@ -116,3 +116,149 @@ def test_reason_names_the_keyword_as_the_operator_wrote_it() -> None:
 def test_nothing_matches_gives_an_empty_digest() -> None:
     m = selection.match_topics([paper("a", "robots", 5)], {"d": Topic("d", ("diffusion",))})
     assert selection.select(m, sub("d"), frozenset(), NOW).picks == ()
+
+
+# -- topics beyond keywords ---------------------------------------------------------------
+
+
+def test_authors_organizations_and_categories() -> None:
+    papers = [
+        PaperData(id="1", title="x", day=DAY, authors=("Yann LeCun", "B")),
+        PaperData(id="2", title="x", day=DAY, organization="Meta AI"),
+        PaperData(id="3", title="x", day=DAY, categories=("cs.CL", "cs.AI")),
+        PaperData(
+            id="4", title="x", day=DAY, authors=("Yannick Lecunningham",), organization="Metamorph"
+        ),
+    ]
+    topics = {
+        "a": Topic("a", authors=("LeCun",)),
+        "o": Topic("o", organizations=("meta ai",)),
+        "c": Topic("c", categories=("cs.cl",)),
+    }
+    m = selection.match_topics(papers, topics)
+    assert {
+        t: {pid: (x.keyword, x.field) for pid, x in v.items()} for t, v in m.by_topic.items()
+    } == {
+        "a": {"1": ("Yann LeCun", "authors")},
+        "o": {"2": ("Meta AI", "organization")},
+        "c": {"3": ("cs.CL", "categories")},
+    }
+
+
+def test_personal_keywords_and_excludes() -> None:
+    papers = [
+        paper("1", "Diffusion survey", 9),
+        paper("2", "Mamba layers", 5),
+        paper("3", "Diffusion", 1),
+    ]
+    ada = Subscriber(email="ada@x.org", topics=("d",), keywords=("mamba",), exclude=("survey",))
+    bob = Subscriber(email="bob@x.org", topics=("d",))
+    topics = selection.topics_for_run({"d": Topic("d", ("diffusion",))}, [ada, bob])
+    assert len(topics) == 3  # d, ada's keywords, ada's excludes
+    m = selection.match_topics(papers, topics)
+    picks = selection.select(m, ada, frozenset(), NOW).picks
+    assert sorted(p.paper.id for p in picks) == ["2", "3"]
+    assert next(p for p in picks if p.paper.id == "2").topic == "Your keywords"
+    assert sorted(selection.select(m, bob, frozenset(), NOW).paper_ids) == ["1", "3"]
+
+
+def test_identical_personal_lists_share_one_topic() -> None:
+    subs = [
+        Subscriber(email=f"{i}@x.org", topics=("d",), keywords=("Mamba", "rwkv")) for i in range(50)
+    ]
+    subs.append(Subscriber(email="z@x.org", topics=("d",), keywords=("rwkv", "mamba")))
+    assert len(selection.topics_for_run({"d": Topic("d", ("x",))}, subs)) == 2
+
+
+# -- ranking ------------------------------------------------------------------------------
+
+
+W = selection.Weights()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "why"),
+    [
+        (dict(upvotes=50), dict(upvotes=10), "more upvotes"),
+        (dict(field="title"), dict(field="abstract"), "title beats abstract"),
+        (dict(trend=selection.Trend(40, 24)), dict(trend=None), "gaining upvotes"),
+        (dict(age=0), dict(age=4), "newer"),
+    ],
+)
+def test_ranking_factors(a: dict[str, object], b: dict[str, object], why: str) -> None:
+    def value(upvotes: int = 20, field: str = "title", trend: object = None, age: int = 0) -> float:
+        p = PaperData(id="x", title="t", day=DAY - dt.timedelta(days=age), upvotes=upvotes)
+        return selection.score(p, selection.Match("t", "k", field), trend, NOW, W)  # type: ignore[arg-type]
+
+    assert value(**a) > value(**b), why  # type: ignore[arg-type]
+
+
+def test_title_match_can_outrank_a_few_more_upvotes() -> None:
+    papers = [paper("a", "nothing", 12, abstract="diffusion"), paper("b", "diffusion", 10)]
+    m = selection.match_topics(papers, {"d": Topic("d", ("diffusion",))})
+    assert selection.select(m, sub("d"), frozenset(), NOW).paper_ids == ("b", "a")
+
+
+def test_reason_includes_the_trend() -> None:
+    p = paper("a", "diffusion", 154)
+    m = selection.match_topics(
+        [p], {"d": Topic("d", ("diffusion",))}, trends={"a": selection.Trend(40, 22)}
+    )
+    (pick,) = selection.select(m, sub("d"), frozenset(), NOW).picks
+    assert pick.reason == 'matched "diffusion" in title · 154 upvotes, +40 since yesterday'
+
+
+# -- windows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cadence", "last", "max_age", "expected"),
+    [
+        ("daily", None, 7, DAY - dt.timedelta(days=6)),  # first digest: max_age_days
+        ("daily", DAY - dt.timedelta(days=1), 7, DAY - dt.timedelta(days=1)),
+        ("daily", DAY - dt.timedelta(days=3), 7, DAY - dt.timedelta(days=3)),  # a weekend
+        ("daily", DAY - dt.timedelta(days=30), 7, DAY - dt.timedelta(days=6)),  # bounded
+        ("daily", DAY, 7, DAY),
+        ("weekly", None, 2, DAY - dt.timedelta(days=6)),
+        ("weekly", DAY - dt.timedelta(days=1), 7, DAY - dt.timedelta(days=6)),
+    ],
+)
+def test_window_start(cadence: str, last: dt.date | None, max_age: int, expected: dt.date) -> None:
+    s = Subscriber(email="a@x.org", topics=("d",), cadence=cadence)  # type: ignore[arg-type]
+    assert selection.window_start(s, DAY, last, max_age) == expected
+
+
+def test_papers_outside_the_window_are_not_picked() -> None:
+    old = PaperData(id="old", title="diffusion", day=DAY - dt.timedelta(days=3), upvotes=99)
+    future = PaperData(id="future", title="diffusion", day=DAY + dt.timedelta(days=1), upvotes=99)
+    m = selection.match_topics(
+        [old, future, paper("now", "diffusion")], {"d": Topic("d", ("diffusion",))}
+    )
+    digest = selection.select(m, sub("d"), frozenset(), NOW, since=DAY - dt.timedelta(days=1))
+    assert digest.paper_ids == ("now",)
+
+
+def test_low_upvote_papers_are_reported_as_skipped_and_can_rise() -> None:
+    old = PaperData(id="slow", title="diffusion", day=DAY - dt.timedelta(days=3), upvotes=30)
+    m = selection.match_topics(
+        [old, paper("low", "diffusion", 2)], {"d": Topic("d", ("diffusion",))}
+    )
+    s = sub("d", min_upvotes=10)
+    first = selection.select(m, s, frozenset(), NOW, since=DAY)
+    assert first.paper_ids == () and first.skipped_ids == ("low",)
+    again = selection.select(m, s, frozenset(), NOW, since=DAY, skipped=frozenset({"slow", "low"}))
+    (pick,) = again.picks
+    assert pick.paper.id == "slow" and pick.rising and pick.reason.startswith("Rising: ")
+
+
+def test_sections_trending_first_then_by_topic() -> None:
+    papers = [paper(str(i), "diffusion" if i % 2 else "video", 100 - i) for i in range(8)]
+    topics = {"d": Topic("d", ("diffusion",)), "v": Topic("v", ("video",))}
+    m = selection.match_topics(papers, topics)
+    s = Subscriber(email="a@x.org", topics=("v", "d"), sections=True)
+    digest = selection.select(m, s, frozenset(), NOW, trending_count=2)
+    assert [(name, [p.paper.id for p in picks]) for name, picks in digest.sections] == [
+        ("Trending across your topics", ["0", "1"]),
+        ("v", ["2", "4", "6"]),
+        ("d", ["3", "5", "7"]),
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import StoreError
-from newsletter.models import PaperData
+from newsletter.models import Digest, PaperData, Pick, Subscriber
 from newsletter.store import MIGRATIONS, SqliteStore
 
 NOW = dt.datetime(2026, 5, 8, 12, 0, tzinfo=dt.UTC)
@@ -78,9 +78,52 @@ def test_every_fetch_keeps_an_upvote_snapshot(tmp_path: Path) -> None:
         assert rows == [(1,), (9,)]
 
 
+def digest_for(email: str, day: dt.date, ids: list[str], skipped: tuple[str, ...] = ()) -> Digest:
+    sub = Subscriber(email=email, topics=("t",))
+    picks = tuple(Pick(paper(pid), "t", "k", "title", "r") for pid in ids)
+    return Digest(sub, day, picks, skipped_ids=skipped)
+
+
 def test_deliveries_are_per_subscriber_and_case_insensitive(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
         assert store.sent_ids("ada@example.org") == frozenset()
-        store.record_delivery("Ada@Example.org", ["a", "b"], "2026-05-08/daily", NOW)
+        assert store.last_digest_day("ada@example.org") is None
+        store.record_delivery(
+            digest_for("Ada@Example.org", DAY, ["a", "b"]), "2026-05-08/daily", NOW
+        )
         assert store.sent_ids("ada@example.org") == {"a", "b"}
         assert store.sent_ids("bob@example.org") == frozenset()
+        assert store.last_digest_day("ADA@example.org") == DAY
+
+
+def test_skipped_papers_are_remembered_until_delivered(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.record_delivery(
+            digest_for("ada@example.org", DAY, ["a"], skipped=("b", "c")), "d1", NOW
+        )
+        assert store.skipped_ids("ada@example.org") == {"b", "c"}
+        later = DAY + dt.timedelta(days=1)
+        store.record_delivery(digest_for("ada@example.org", later, ["b"]), "d2", NOW)
+        assert store.skipped_ids("ada@example.org") == {"c"}
+        assert store.last_digest_day("ada@example.org") == later
+
+
+def test_trends_compare_the_newest_snapshot_with_one_half_a_day_older(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 10), paper("b", 3)], NOW - dt.timedelta(hours=24))
+        store.add_papers([paper("a", 30)], NOW - dt.timedelta(hours=2))
+        store.add_papers([paper("a", 50)], NOW)
+        trends = store.trends(["a", "b"])
+        assert set(trends) == {"a"}  # one snapshot: no trend
+        assert trends["a"].delta == 40 and trends["a"].hours == 24
+        assert trends["a"].describe() == "+40 since yesterday"
+
+
+def test_a_day_is_complete_once_fetched_after_it_ended(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.mark_fetched("hf", DAY, 3, NOW)  # during the day: its list may still grow
+        store.mark_fetched("hf", DAY - dt.timedelta(days=1), 0, NOW)
+        assert store.complete_days("hf", [DAY, DAY - dt.timedelta(days=1)]) == {
+            DAY - dt.timedelta(days=1)
+        }
+        assert store.complete_days("other", [DAY - dt.timedelta(days=1)]) == set()

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 class Source(Protocol):
     name: str
+    #: A live source's past days settle, so the store need not fetch them again; a file's
+    #: content is what the operator asked for and is always read.
+    live: bool
 
     def fetch_day(self, day: dt.date) -> list[PaperData]:
         """The papers on ``day``'s daily list; [] for a day without papers."""
@@ -37,6 +40,7 @@ class HuggingFaceApi:
     """``GET {base_url}/api/daily_papers?date=YYYY-MM-DD``."""
 
     name = "huggingface"
+    live = True
     LOOKBACK_DAYS = 7  # weekends and holidays leave days empty
 
     def __init__(self, base_url: str, client: HttpClient) -> None:
@@ -61,6 +65,7 @@ class FileSource:
     """A saved API response or papers page, read instead of the network."""
 
     name = "file"
+    live = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
