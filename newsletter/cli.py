@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -20,8 +22,8 @@ import click
 from newsletter import __version__, render, sources, unsubscribe
 from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
-from newsletter.pipeline import run_once
-from newsletter.send import PreviewSender
+from newsletter.pipeline import RunReport, run_once
+from newsletter.send import Outcome, PreviewSender, Sender, SmtpSender, SmtpSettings
 from newsletter.sources.http import HttpClient
 from newsletter.store import SqliteStore
 
@@ -203,6 +205,193 @@ def preview(
         click.launch(str(sender.index_path.resolve()))
     if not report.ok:
         sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--date",
+    "date_",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The day to send for (YYYY-MM-DD, UTC). Default: today.",
+)
+@click.option("--subscriber", metavar="EMAIL", help="Send only this subscriber's digest.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build the digests due but write them to --out instead of sending.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("outbox"),
+    show_default=True,
+    help="Folder for --dry-run's emails and index.html.",
+)
+@click.option(
+    "--test",
+    "test_to",
+    metavar="ADDRESS",
+    help="Send the --subscriber's digest to ADDRESS instead; records nothing as sent.",
+)
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Also resend messages whose delivery is unknown (the server may have them: possible duplicates).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds to wait when another process is sending from the same state file.",
+)
+@from_option
+@handles_errors
+def send(
+    config_path: Path,
+    date_: dt.datetime | None,
+    subscriber: str | None,
+    dry_run: bool,
+    out: Path,
+    test_to: str | None,
+    retry_unknown: bool,
+    wait: float,
+    from_file: Path | None,
+) -> None:
+    """Fetch, build and deliver the digests due on a day over SMTP.
+
+    Daily subscribers are due every day, weekly ones on schedule.weekly_on. Every recipient
+    is recorded in a ledger before the first message goes out, so running it again the same
+    day resumes an interrupted send and never sends anyone a digest twice.
+    """
+    config = _load_config(config_path)
+    _check_subscriber(config, subscriber)
+    if test_to is not None and subscriber is None:
+        raise click.UsageError("--test needs --subscriber: whose digest to send")
+    preview_only = dry_run
+    key = unsubscribe.key_from_env(
+        config.newsletter.secret_env, preview=preview_only or test_to is not None
+    )
+    if key is None:
+        raise ConfigError(
+            str(config.path),
+            [
+                f"{config.path}: newsletter.secret_env: ${config.newsletter.secret_env} is not set; "
+                "it holds the key that signs unsubscribe links"
+            ],
+        )
+    day = _day(date_) or _now().date()
+    source = _source(config, from_file)
+    sender: Sender
+    if preview_only:
+        sender = PreviewSender(out)
+    else:
+        sender = SmtpSender(
+            _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
+        )
+    progress = _Progress()
+    with SqliteStore(config.state_path) as store:
+        report = run_once(
+            config,
+            source=source,
+            store=store,
+            sender=sender,
+            now=_now(),
+            key=key,
+            day=day,
+            only=subscriber,
+            due_only=test_to is None,
+            retry_unknown=retry_unknown,
+            clock=_now,
+            progress=progress,
+            lock_wait=wait,
+        )
+    progress.done()
+    _summary(report, dry_run=preview_only)
+    if preview_only and isinstance(sender, PreviewSender):
+        click.echo(f"Open {sender.index_path}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
+    smtp = config.smtp
+    password = None
+    if smtp.username:
+        password = os.environ.get(smtp.password_env)
+        if not password:
+            raise ConfigError(
+                str(config.path),
+                [
+                    f"{config.path}: smtp.password_env: ${smtp.password_env} is not set (smtp.username is {smtp.username!r})"
+                ],
+            )
+    ca_file = str(config.base_dir / smtp.ca_file) if smtp.ca_file else None
+    return SmtpSettings(
+        host=smtp.host,
+        port=smtp.port,
+        security=smtp.security,
+        username=smtp.username,
+        password=password,
+        connections=smtp.connections,
+        rate_per_second=smtp.rate_per_second,
+        timeout=smtp.timeout,
+        max_retries=smtp.max_retries,
+        retry_backoff=smtp.retry_backoff,
+        ca_file=ca_file,
+    )
+
+
+class _Progress:
+    """A progress line on a terminal; a plain log line every 100 messages otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, recipient: str, outcome: Outcome) -> None:
+        self.counts[outcome.status] += 1
+        total = sum(self.counts.values())
+        line = " ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        if self.tty:
+            click.echo(f"\rsending: {total} done ({line})", err=True, nl=False)
+        elif outcome.status in ("failed", "unknown"):
+            click.echo(f"{outcome.status}: {recipient}: {outcome.detail}", err=True)
+        elif total % 100 == 0:
+            click.echo(f"progress: {total} done ({line})", err=True)
+
+    def done(self) -> None:
+        if self.tty and self.counts:
+            click.echo("", err=True)
+
+
+def _summary(report: RunReport, *, dry_run: bool) -> None:
+    if report.day is None:
+        click.echo("No papers found in the last week: nothing to send.")
+        return
+    verb = "written" if dry_run else "sent"
+    rows = [
+        (verb, len(report.delivered)),
+        ("failed", len(report.failed)),
+        ("unknown", len(report.unknown)),
+        ("suppressed", len(report.suppressed)),
+        ("nothing new", len(report.nothing_new)),
+        ("pending", report.pending),
+    ]
+    click.echo(
+        f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
+    )
+    for label, n in rows:
+        click.echo(f"  {label:<12} {n:>7}")
+    for email, detail in list(report.failed.items())[:20]:
+        click.echo(f"failed: {email}: {detail}", err=True)
+    for email, detail in list(report.unknown.items())[:20]:
+        click.echo(f"unknown: {email}: {detail} (not resent unless --retry-unknown)", err=True)
+    if report.pending:
+        click.echo(f"{report.pending} left pending: run send again to resume.", err=True)
+    if report.aborted:
+        click.echo(f"newsletter: stopped: {report.aborted}", err=True)
 
 
 @cli.command()

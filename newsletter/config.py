@@ -114,8 +114,33 @@ class Smtp(_Model):
     host: str = "localhost"
     port: Annotated[int, Field(ge=1, le=65535)] = 587
     security: Literal["starttls", "tls", "none"] = "starttls"
+    allow_insecure: bool = False
+    ca_file: str | None = None
     username: str | None = None
     password_env: str = "NEWSLETTER_SMTP_PASSWORD"
+    connections: Annotated[int, Field(ge=1, le=64)] = 4
+    rate_per_second: Annotated[float, Field(gt=0)] | None = None
+    daily_cap: Annotated[int, Field(ge=1)] | None = None
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    retry_backoff: Annotated[float, Field(ge=0)] = 2.0
+
+    @model_validator(mode="after")
+    def _no_plaintext_over_the_network(self) -> Smtp:
+        from newsletter.send import is_loopback
+
+        if self.security == "none" and not self.allow_insecure and not is_loopback(self.host):
+            raise ValueError(
+                f"security: none sends mail unencrypted to {self.host}; use starttls or tls, "
+                "or set allow_insecure: true"
+            )
+        return self
+
+
+class Schedule(_Model):
+    weekly_on: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
 
 
 Term = Annotated[str, Field(min_length=1)]
@@ -188,6 +213,7 @@ class Config(_Model):
     sources: Sources = Sources()
     smtp: Smtp = Smtp()
     selection: SelectionSettings = SelectionSettings()
+    schedule: Schedule = Schedule()
     topics: dict[str, TopicSettings]
     subscribers: list[SubscriberSettings]
     # Where the file was read from; relative paths in it are relative to its folder.

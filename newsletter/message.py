@@ -42,6 +42,7 @@ class Outgoing:
     message_id: str
     data: bytes
     email: Email
+    envelope_from: str = ""  # MAIL FROM (Return-Path): where bounces go
 
 
 def message_id(sender: Sender, recipient: str, digest_key: str) -> str:
@@ -73,7 +74,13 @@ def build(
     msg["Precedence"] = "bulk"
     msg.set_content(email.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(email.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    return Outgoing(recipient=email.to, message_id=mid, data=msg.as_bytes(), email=email)
+    return Outgoing(
+        recipient=email.to,
+        message_id=mid,
+        data=msg.as_bytes(),
+        email=email,
+        envelope_from=sender.address,
+    )
 
 
 def list_id(title: str, domain: str) -> str:

@@ -4,15 +4,19 @@
     papers  = sources.fetch(source, days of the windows the store lacks) -> [PaperData] (I/O: HTTP)
     store.add_papers(papers, now)                                  -> upvote snapshots (I/O: SQLite)
     matches = selection.match_topics(store.candidates(days), topics, trends)  (pure, once per run)
-    for subscriber in config.subscribers:
+    for subscriber in due(config.subscribers, day):
         digest = selection.select(matches, subscriber, store.sent_ids(subscriber), now, since)  (pure)
+        store.freeze(run, digest)                  (a real send: the run's ledger row, pending)
         email  = render.render(digest, env, identity, name, unsubscribe URL)             (pure)
         msg    = message.build(email, sender identity, ...)                              (pure)
-        sender.deliver(msg)                        (I/O: SMTP, or the preview folder)
-        store.record_delivery(...)                 (a real send only; a preview never)
+        sender.send_all(msgs)                      (I/O: SMTP, or the preview folder)
+        store.finish(run, subscriber, outcome)     (a real send only: ledger + sent-history)
 
-I/O lives at the edges behind small protocols (``Source``, ``Store``, ``Sender``) so tests
-hand in fakes and production wires the real ones the same way.
+A real send freezes its recipients and their digests in the ledger before the first
+message goes out, so running it again the same day resumes it instead of building another;
+a preview, a dry run and a test send never write the ledger or the sent-history. I/O lives
+at the edges behind small protocols (``Source``, ``Store``, ``Sender``) so tests hand in
+fakes and production wires the real ones the same way.
 """
 
 from __future__ import annotations
@@ -20,15 +24,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from newsletter import message, render, selection, sources, unsubscribe
 from newsletter.config import Config
 from newsletter.errors import SendError
-from newsletter.send import Sender
-from newsletter.store import Store
+from newsletter.models import Digest, Subscriber
+from newsletter.send import Outcome, Sender
+from newsletter.store import SqliteStore, digest_id
 
 log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+Progress = Callable[[str, Outcome], None]
 
 
 @dataclass(slots=True)
@@ -39,27 +48,37 @@ class RunReport:
     delivered: list[str] = field(default_factory=list)
     nothing_new: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unknown: dict[str, str] = field(default_factory=dict)
+    suppressed: list[str] = field(default_factory=list)  # unsubscribed or bouncing: not mailed
+    pending: int = 0  # left for a later run (daily cap, or the run was stopped)
+    aborted: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.aborted is None
 
 
 def run_once(
     config: Config,
     *,
     source: sources.Source,
-    store: Store,
+    store: SqliteStore,
     sender: Sender,
     now: dt.datetime,
     key: bytes,
     day: dt.date | None = None,
     only: str | None = None,
+    due_only: bool = False,
+    retry_unknown: bool = False,
+    clock: Clock | None = None,
+    progress: Progress | None = None,
+    lock_wait: float = 0.0,
 ) -> RunReport:
-    """Fetch what the subscribers' windows need, then build and deliver their digests for ``day``.
+    """Build and deliver the digests for ``day`` (default: the latest day with papers).
 
-    ``day`` defaults to the latest day with papers; ``only`` restricts the run to one
-    subscriber's address (case-insensitive).
+    ``only`` restricts the run to one subscriber's address; ``due_only`` to the subscribers
+    due on ``day`` (weekly ones on ``schedule.weekly_on``). With a sender that records
+    deliveries this is a real send: frozen in the ledger, resumable, never twice.
     """
     report = RunReport()
     day = day or source.latest_day(now.date())
@@ -67,11 +86,52 @@ def run_once(
     if day is None:
         log.info("run.no_papers source=%s", source.name)
         return report
-    subscribers = [
-        s for s in config.subscriber_models() if only is None or s.key == only.casefold()
-    ]
-    settings = config.selection
+    states = store.states()
+    subscribers = []
+    for sub in config.subscriber_models():
+        if only is not None and sub.key != only.casefold():
+            continue
+        if due_only and not selection.is_due(sub, day, config.schedule.weekly_on):
+            continue
+        if sub.key in states:
+            report.suppressed.append(sub.email)
+            continue
+        subscribers.append(sub)
+    composer = _Composer(config, key, now)
+    if not sender.records_deliveries:
+        digests = _select(config, source, store, now, day, subscribers, report)
+        events = _Tally(report, progress)
+        sender.send_all(_compose_all(composer, digests, report), events)
+        sender.close()
+        return report
+    return _send(
+        config,
+        source,
+        store,
+        sender,
+        now,
+        day,
+        subscribers,
+        composer,
+        report,
+        retry_unknown=retry_unknown,
+        clock=clock or (lambda: now),
+        progress=progress,
+        lock_wait=lock_wait,
+    )
 
+
+def _select(
+    config: Config,
+    source: sources.Source,
+    store: SqliteStore,
+    now: dt.datetime,
+    day: dt.date,
+    subscribers: list[Subscriber],
+    report: RunReport,
+) -> Iterator[Digest]:
+    """Fetch what the windows need, match once, then yield one digest per subscriber."""
+    settings = config.selection
     since = {
         s.key: selection.window_start(s, day, store.last_digest_day(s.key), settings.max_age_days)
         for s in subscribers
@@ -95,23 +155,9 @@ def run_once(
         selection.topics_for_run(config.topic_models(), subscribers),
         trends=store.trends(p.id for p in candidates),
     )
-
-    env = render.make_env(config.templates_path)
-    identity = render.Identity(
-        title=config.newsletter.title,
-        base_url=config.newsletter.base_url,
-        operator_address=config.newsletter.from_address,
-        subject_template=config.newsletter.subject,
-    )
-    mail_sender = message.Sender(
-        from_header=config.newsletter.from_,
-        list_id=message.list_id(
-            config.newsletter.title, config.newsletter.from_address.rpartition("@")[2]
-        ),
-    )
     weights = settings.weights_model()
     for subscriber in subscribers:
-        digest = selection.select(
+        yield selection.select(
             matches,
             subscriber,
             store.sent_ids(subscriber.key),
@@ -122,27 +168,189 @@ def run_once(
             weights=weights,
             trending_count=settings.trending_count,
         )
-        if not digest.picks and not settings.send_empty:
-            log.info("digest.nothing_new subscriber=%s day=%s", subscriber.email, day)
-            report.nothing_new.append(subscriber.email)
-            continue
-        url = f"{config.newsletter.base_url}/unsubscribe/{unsubscribe.make_token(key, subscriber.email)}"
+
+
+class _Composer:
+    """Digest -> Outgoing: the render and message stages with this installation's identity."""
+
+    def __init__(self, config: Config, key: bytes, now: dt.datetime) -> None:
+        self.config = config
+        self.key = key
+        self.now = now
+        self.env = render.make_env(config.templates_path)
+        nl = config.newsletter
+        self.identity = render.Identity(
+            title=nl.title,
+            base_url=nl.base_url,
+            operator_address=nl.from_address,
+            subject_template=nl.subject,
+        )
+        self.sender = message.Sender(
+            from_header=nl.from_,
+            list_id=message.list_id(nl.title, nl.from_address.rpartition("@")[2]),
+        )
+
+    def compose(self, digest: Digest) -> message.Outgoing:
+        sub = digest.subscriber
+        token = unsubscribe.make_token(self.key, sub.email)
+        url = f"{self.config.newsletter.base_url}/unsubscribe/{token}"
         email = render.render(
-            digest, env, identity, recipient_name=subscriber.name, unsubscribe_url=url
+            digest, self.env, self.identity, recipient_name=sub.name, unsubscribe_url=url
         )
-        digest_id = f"{day.isoformat()}/{subscriber.cadence}"
-        outgoing = message.build(
-            email, mail_sender, unsubscribe_url=url, digest_key=digest_id, now=now
+        return message.build(
+            email, self.sender, unsubscribe_url=url, digest_key=digest_id(digest), now=self.now
         )
-        try:
-            sender.deliver(outgoing)
-        except SendError as e:
-            log.error("digest.failed subscriber=%s error=%s", subscriber.email, e)
-            report.failed[subscriber.email] = str(e)
+
+
+def _compose_all(
+    composer: _Composer, digests: Iterable[Digest], report: RunReport
+) -> Iterator[message.Outgoing]:
+    send_empty = composer.config.selection.send_empty
+    for digest in digests:
+        if not digest.picks and not send_empty:
+            log.info("digest.nothing_new subscriber=%s day=%s", digest.subscriber.email, digest.day)
+            report.nothing_new.append(digest.subscriber.email)
             continue
-        if sender.records_deliveries:
-            store.record_delivery(digest, digest_id, now)
-        report.delivered.append(subscriber.email)
-        log.info("digest.delivered subscriber=%s papers=%d", subscriber.email, len(digest.picks))
-    sender.close()
+        yield composer.compose(digest)
+
+
+class _Tally:
+    """Events of a preview, dry run or test send: count, record nothing."""
+
+    def __init__(self, report: RunReport, progress: Progress | None) -> None:
+        self.report = report
+        self.progress = progress
+
+    def started(self, msg: message.Outgoing) -> None:
+        pass
+
+    def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
+        _count(self.report, msg.recipient, outcome)
+        if self.progress:
+            self.progress(msg.recipient, outcome)
+
+
+def _count(report: RunReport, recipient: str, outcome: Outcome) -> None:
+    if outcome.status == "sent":
+        report.delivered.append(recipient)
+    elif outcome.status == "failed":
+        report.failed[recipient] = outcome.detail
+    elif outcome.status == "unknown":
+        report.unknown[recipient] = outcome.detail
+    else:
+        report.pending += 1
+
+
+class _Ledger:
+    """Events of a real send: every transition is committed as it happens."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        run_id: int,
+        clock: Clock,
+        report: RunReport,
+        progress: Progress | None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.clock = clock
+        self.report = report
+        self.progress = progress
+
+    def started(self, msg: message.Outgoing) -> None:
+        self.store.mark_sending(self.run_id, msg.recipient.casefold(), msg.message_id, self.clock())
+
+    def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
+        key = msg.recipient.casefold()
+        self.store.finish(self.run_id, key, outcome.status, outcome.detail, self.clock())
+        if outcome.suppress:
+            self.store.set_state(key, "suppressed", outcome.detail, self.clock())
+        log.log(
+            logging.WARNING if outcome.status in ("failed", "unknown") else logging.INFO,
+            "digest.%s subscriber=%s detail=%r",
+            outcome.status,
+            msg.recipient,
+            outcome.detail,
+        )
+        if self.progress:
+            self.progress(msg.recipient, outcome)
+
+
+def _send(
+    config: Config,
+    source: sources.Source,
+    store: SqliteStore,
+    sender: Sender,
+    now: dt.datetime,
+    day: dt.date,
+    subscribers: list[Subscriber],
+    composer: _Composer,
+    report: RunReport,
+    *,
+    retry_unknown: bool,
+    clock: Clock,
+    progress: Progress | None,
+    lock_wait: float,
+) -> RunReport:
+    with store.send_lock(lock_wait):
+        run_id = store.open_run(day, now)
+        for email in store.supersede_before(day, clock()):
+            log.info(
+                "digest.superseded subscriber=%s (left pending by an earlier day's run)", email
+            )
+        for email in store.recover_in_flight(run_id, clock()):
+            log.warning(
+                "digest.unknown subscriber=%s (in flight when a previous send stopped)", email
+            )
+        present = store.run_recipients(run_id)
+        missing = [s for s in subscribers if s.key not in present]
+        if missing:  # a new run, or subscribers added since it started
+            # Selected in full before the ledger transaction: fetching does I/O of its own.
+            digests = list(_select(config, source, store, now, day, missing, report))
+            added = store.freeze(run_id, digests, clock(), send_empty=config.selection.send_empty)
+            log.info("run.frozen run=%d day=%s added=%d", run_id, day, added)
+        by_key = {s.key: s for s in subscribers}
+        rows = store.pending(run_id, retry_unknown=retry_unknown)
+        daily_cap = config.smtp.daily_cap
+        if daily_cap is not None:
+            start_of_day = dt.datetime.combine(clock().date(), dt.time(), tzinfo=dt.UTC)
+            room = max(0, daily_cap - store.delivered_since(start_of_day))
+            if len(rows) > room:
+                log.warning("run.daily_cap cap=%d left_pending=%d", daily_cap, len(rows) - room)
+                rows = rows[:room]
+
+        configured = {s.key for s in config.subscriber_models()}
+        states = store.states()
+
+        def messages() -> Iterator[message.Outgoing]:
+            for row in rows:
+                sub = by_key.get(row.subscriber)
+                if sub is None:  # removed from the YAML, unsubscribed or suppressed since
+                    if row.subscriber not in configured or row.subscriber in states:
+                        store.finish(
+                            run_id, row.subscriber, "cancelled", "no longer subscribed", clock()
+                        )
+                    continue
+                yield composer.compose(store.frozen_digest(row, sub))
+
+        events = _Ledger(store, run_id, clock, report, progress)
+        try:
+            sender.send_all(messages(), events)
+        except SendError as e:  # the server refuses us: the rest stays pending for a later run
+            log.error("run.aborted error=%s", e)
+            report.aborted = str(e)
+        finally:
+            sender.close()
+            _fill_from_ledger(store, run_id, report)
+            store.close_run(run_id, clock())
     return report
+
+
+def _fill_from_ledger(store: SqliteStore, run_id: int, report: RunReport) -> None:
+    """The run's totals, this invocation's work and what earlier ones did, from the ledger."""
+    report.delivered = [e for e, _ in store.run_rows(run_id, "sent")]
+    report.failed = dict(store.run_rows(run_id, "failed"))
+    report.unknown = dict(store.run_rows(run_id, "unknown"))
+    report.nothing_new = [e for e, _ in store.run_rows(run_id, "empty")]
+    report.pending = store.run_counts(run_id)["pending"]

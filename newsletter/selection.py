@@ -242,6 +242,14 @@ def window_start(
     return max(min(last_digest_day, day), oldest)
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def is_due(subscriber: Subscriber, day: dt.date, weekly_on: str) -> bool:
+    """Daily subscribers are due every day, weekly ones on ``weekly_on``."""
+    return subscriber.cadence == "daily" or WEEKDAYS[day.weekday()] == weekly_on
+
+
 def score(
     paper: PaperData, match: Match, trend: Trend | None, now: dt.datetime, weights: Weights
 ) -> float:

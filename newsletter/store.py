@@ -9,16 +9,22 @@ deliveries.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import errno
+import fcntl
 import json
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from newsletter.errors import StoreError
-from newsletter.models import Digest, PaperData
+from newsletter.models import Digest, PaperData, Pick, Subscriber
 from newsletter.selection import Trend
 
 #: A trend compares the newest snapshot with one at least this much older, when there is one.
@@ -77,6 +83,37 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (subscriber, paper_id)
     );
     """,
+    # 3: the send ledger (one frozen run per day, one row per recipient) and subscriber states.
+    """
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        day         TEXT NOT NULL UNIQUE,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE ledger (
+        run_id      INTEGER NOT NULL REFERENCES runs(id),
+        subscriber  TEXT NOT NULL,          -- casefolded address
+        email       TEXT NOT NULL,          -- as configured
+        digest      TEXT NOT NULL,          -- the frozen digest (JSON)
+        papers      INTEGER NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN
+                        ('pending', 'sending', 'sent', 'failed', 'unknown', 'empty', 'cancelled')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        detail      TEXT,
+        message_id  TEXT,
+        updated_at  TEXT NOT NULL,
+        UNIQUE (run_id, subscriber)
+    );
+    CREATE INDEX ledger_status ON ledger(run_id, status);
+    CREATE INDEX ledger_updated ON ledger(status, updated_at);
+    CREATE TABLE subscriber_state (
+        subscriber  TEXT PRIMARY KEY,
+        state       TEXT NOT NULL CHECK (state IN ('unsubscribed', 'suppressed')),
+        reason      TEXT,
+        changed_at  TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -126,6 +163,14 @@ class SqliteStore:
         self.close()
 
     def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == len(MIGRATIONS):
+            return
+        # Two processes starting at once must not both run a migration.
+        with self._file_lock("migrate", wait=60):
+            self._migrate_locked()
+
+    def _migrate_locked(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(
@@ -237,30 +282,349 @@ class SqliteStore:
 
     def record_delivery(self, digest: Digest, digest_id: str, now: dt.datetime) -> None:
         """What a subscriber received: the papers (never offered again) and the digest."""
-        who = digest.subscriber.key
-        stamp = now.isoformat()
         with self._tx():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO deliveries(subscriber, paper_id, digest_id, delivered_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(who, pid, digest_id, stamp) for pid in digest.paper_ids],
+            self._record(
+                digest.subscriber.key,
+                [{"id": pid} for pid in digest.paper_ids],
+                list(digest.skipped_ids),
+                digest_id,
+                digest.day.isoformat(),
+                now,
             )
-            self.db.execute(
-                "INSERT OR IGNORE INTO digests(subscriber, digest_id, day, delivered_at, papers) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (who, digest_id, digest.day.isoformat(), stamp, len(digest.picks)),
-            )
-            self.db.executemany(
-                "DELETE FROM skipped WHERE subscriber = ? AND paper_id = ?",
-                [(who, pid) for pid in digest.paper_ids],
-            )
-            self.db.executemany(
-                "INSERT OR IGNORE INTO skipped(subscriber, paper_id, digest_id) VALUES (?, ?, ?)",
-                [(who, pid, digest_id) for pid in digest.skipped_ids],
-            )
+
+    def _record(
+        self,
+        who: str,
+        picks: list[dict[str, Any]],
+        skipped: list[str],
+        digest_id: str,
+        day: str,
+        now: dt.datetime,
+    ) -> None:
+        stamp = now.isoformat()
+        ids = [p["id"] for p in picks]
+        self.db.executemany(
+            "INSERT OR IGNORE INTO deliveries(subscriber, paper_id, digest_id, delivered_at) VALUES (?, ?, ?, ?)",
+            [(who, pid, digest_id, stamp) for pid in ids],
+        )
+        self.db.execute(
+            "INSERT OR IGNORE INTO digests(subscriber, digest_id, day, delivered_at, papers) VALUES (?, ?, ?, ?, ?)",
+            (who, digest_id, day, stamp, len(ids)),
+        )
+        self.db.executemany(
+            "DELETE FROM skipped WHERE subscriber = ? AND paper_id = ?", [(who, pid) for pid in ids]
+        )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO skipped(subscriber, paper_id, digest_id) VALUES (?, ?, ?)",
+            [(who, pid, digest_id) for pid in skipped],
+        )
 
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _file_lock(self, name: str, wait: float) -> Iterator[None]:
+        """An advisory lock beside the database; the OS releases it when the process dies."""
+        if self.path == ":memory:":
+            yield
+            return
+        path = f"{self.path}.{name}.lock"
+        with open(path, "a+") as fh:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "another process"
+                        raise StoreError(
+                            self.path,
+                            f"{holder} is sending from this state file; try again when it is done",
+                        ) from None
+                    time.sleep(0.1)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"newsletter (pid {os.getpid()})")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def send_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        """Held for the whole of a send, so two processes never deliver the same run."""
+        return self._file_lock("send", wait)
+
+    # -- the send ledger -------------------------------------------------------------------
+
+    def open_run(self, day: dt.date, now: dt.datetime) -> int:
+        """The run for ``day``: created on first use, the same one on every later call."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO runs(day, started_at) VALUES (?, ?)",
+            (day.isoformat(), now.isoformat()),
+        )
+        row = self.db.execute("SELECT id FROM runs WHERE day = ?", (day.isoformat(),)).fetchone()
+        return int(row[0])
+
+    def run_recipients(self, run_id: int) -> set[str]:
+        rows = self.db.execute("SELECT subscriber FROM ledger WHERE run_id = ?", (run_id,))
+        return {r[0] for r in rows}
+
+    def freeze(
+        self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
+    ) -> int:
+        """Add recipients to a run with their digests; rows already there are never changed.
+
+        A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
+        """
+        stamp = now.isoformat()
+        rows = [
+            (
+                run_id,
+                d.subscriber.key,
+                d.subscriber.email,
+                _digest_json(d),
+                len(d.picks),
+                "pending" if d.picks or send_empty else "empty",
+                stamp,
+            )
+            for d in digests
+        ]
+        with self._tx():
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT OR IGNORE INTO ledger(run_id, subscriber, email, digest, papers, status, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self.db.total_changes - before
+
+    def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]:
+        """Cancel what earlier days' runs left pending: today's windows cover those papers."""
+        rows = self.db.execute(
+            "SELECT l.run_id, l.subscriber, l.email FROM ledger l JOIN runs r ON r.id = l.run_id "
+            "WHERE r.day < ? AND l.status = 'pending'",
+            (day.isoformat(),),
+        ).fetchall()
+        with self._tx():
+            for run_id, key, _ in rows:
+                self.db.execute(
+                    "UPDATE ledger SET status = 'cancelled', detail = ?, updated_at = ? "
+                    "WHERE run_id = ? AND subscriber = ?",
+                    (f"superseded by the run of {day.isoformat()}", now.isoformat(), run_id, key),
+                )
+                self.db.execute(
+                    "UPDATE runs SET finished_at = ? WHERE id = ? AND finished_at IS NULL",
+                    (now.isoformat(), run_id),
+                )
+        return [email for _, _, email in rows]
+
+    def recover_in_flight(self, run_id: int, now: dt.datetime) -> list[str]:
+        """Rows left ``sending`` by a process that died: the server may have them, so ``unknown``."""
+        rows = self.db.execute(
+            "SELECT subscriber, email, digest FROM ledger WHERE run_id = ? AND status = 'sending'",
+            (run_id,),
+        ).fetchall()
+        with self._tx():
+            for key, _, digest in rows:
+                self._finish(
+                    run_id, key, "unknown", "in flight when a previous send stopped", now, digest
+                )
+        return [email for _, email, _ in rows]
+
+    def pending(self, run_id: int, *, retry_unknown: bool = False) -> list[LedgerRow]:
+        statuses = ("pending", "unknown") if retry_unknown else ("pending",)
+        marks = ",".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT subscriber, email, digest, status FROM ledger WHERE run_id = ? AND status IN ({marks}) "
+            "ORDER BY rowid",
+            (run_id, *statuses),
+        ).fetchall()
+        return [
+            LedgerRow(run_id, key, email, digest, status) for key, email, digest, status in rows
+        ]
+
+    def mark_sending(self, run_id: int, subscriber: str, message_id: str, now: dt.datetime) -> None:
+        self.db.execute(
+            "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?, updated_at = ? "
+            "WHERE run_id = ? AND subscriber = ?",
+            (message_id, now.isoformat(), run_id, subscriber),
+        )
+
+    def finish(
+        self, run_id: int, subscriber: str, status: LedgerStatus, detail: str, now: dt.datetime
+    ) -> None:
+        """A recipient's outcome; ``sent`` and ``unknown`` write the sent-history in the same commit."""
+        row = self.db.execute(
+            "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?", (run_id, subscriber)
+        ).fetchone()
+        if row is None:
+            raise KeyError(subscriber)
+        with self._tx():
+            self._finish(run_id, subscriber, status, detail, now, row[0])
+
+    def _finish(
+        self,
+        run_id: int,
+        key: str,
+        status: LedgerStatus,
+        detail: str,
+        now: dt.datetime,
+        digest: str,
+    ) -> None:
+        self.db.execute(
+            "UPDATE ledger SET status = ?, detail = ?, updated_at = ? WHERE run_id = ? AND subscriber = ?",
+            (status, detail or None, now.isoformat(), run_id, key),
+        )
+        if status in ("sent", "unknown"):
+            frozen = json.loads(digest)
+            self._record(
+                key, frozen["picks"], frozen["skipped"], frozen["digest_id"], frozen["day"], now
+            )
+
+    def run_counts(self, run_id: int) -> Counter[str]:
+        rows = self.db.execute(
+            "SELECT status, COUNT(*) FROM ledger WHERE run_id = ? GROUP BY status", (run_id,)
+        )
+        return Counter({status: n for status, n in rows})
+
+    def run_rows(self, run_id: int, status: LedgerStatus) -> list[tuple[str, str]]:
+        """(email, detail) of the run's rows in ``status``."""
+        rows = self.db.execute(
+            "SELECT email, COALESCE(detail, '') FROM ledger WHERE run_id = ? AND status = ? ORDER BY rowid",
+            (run_id, status),
+        )
+        return [(e, d) for e, d in rows]
+
+    def close_run(self, run_id: int, now: dt.datetime) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at = ? WHERE id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM ledger WHERE run_id = ? AND status IN ('pending', 'sending'))",
+            (now.isoformat(), run_id, run_id),
+        )
+
+    def delivered_since(self, since: dt.datetime) -> int:
+        """Messages handed to the server since ``since`` (for the daily cap)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM ledger WHERE status IN ('sent', 'unknown') AND updated_at >= ?",
+            (since.isoformat(),),
+        ).fetchone()
+        return int(row[0])
+
+    def frozen_digest(self, row: LedgerRow, subscriber: Subscriber) -> Digest:
+        """Rebuild a frozen digest; paper data comes from the store."""
+        frozen = json.loads(row.digest)
+        ids = [p["id"] for p in frozen["picks"]]
+        papers = self.papers(ids)
+        picks = tuple(
+            Pick(
+                paper=papers[p["id"]],
+                topic=p["topic"],
+                keyword=p["keyword"],
+                field=p["field"],
+                reason=p["reason"],
+                score=p["score"],
+                section=p["section"],
+                rising=p["rising"],
+            )
+            for p in frozen["picks"]
+            if p["id"] in papers
+        )
+        return Digest(
+            subscriber,
+            dt.date.fromisoformat(frozen["day"]),
+            picks,
+            skipped_ids=tuple(frozen["skipped"]),
+        )
+
+    def papers(self, ids: Iterable[str]) -> dict[str, PaperData]:
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, PaperData] = {}
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            for pid, data, day in self.db.execute(
+                f"SELECT p.id, p.data, MIN(d.day) FROM papers p JOIN paper_days d ON d.paper_id = p.id "
+                f"WHERE p.id IN ({marks}) GROUP BY p.id",
+                chunk,
+            ):
+                out[pid] = _load(data, day)
+        return out
+
+    # -- subscriber states -----------------------------------------------------------------
+
+    def set_state(
+        self,
+        subscriber: str,
+        state: Literal["unsubscribed", "suppressed"],
+        reason: str,
+        now: dt.datetime,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO subscriber_state(subscriber, state, reason, changed_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(subscriber) DO UPDATE SET state = excluded.state, reason = excluded.reason, "
+            "changed_at = excluded.changed_at",
+            (subscriber.casefold(), state, reason, now.isoformat()),
+        )
+
+    def clear_state(self, subscriber: str) -> bool:
+        cur = self.db.execute(
+            "DELETE FROM subscriber_state WHERE subscriber = ?", (subscriber.casefold(),)
+        )
+        return cur.rowcount > 0
+
+    def states(self) -> dict[str, tuple[str, str]]:
+        """Subscribers who must not get mail: address -> (state, reason)."""
+        rows = self.db.execute(
+            "SELECT subscriber, state, COALESCE(reason, '') FROM subscriber_state"
+        )
+        return {key: (state, reason) for key, state, reason in rows}
+
+
+LedgerStatus = Literal["pending", "sending", "sent", "failed", "unknown", "empty", "cancelled"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerRow:
+    run_id: int
+    subscriber: str  # casefolded address
+    email: str
+    digest: str  # frozen JSON
+    status: str
+
+
+def digest_id(digest: Digest) -> str:
+    return f"{digest.day.isoformat()}/{digest.subscriber.cadence}"
+
+
+def _digest_json(digest: Digest) -> str:
+    return json.dumps(
+        {
+            "day": digest.day.isoformat(),
+            "digest_id": digest_id(digest),
+            "picks": [
+                {
+                    "id": p.paper.id,
+                    "topic": p.topic,
+                    "keyword": p.keyword,
+                    "field": p.field,
+                    "reason": p.reason,
+                    "score": p.score,
+                    "section": p.section,
+                    "rising": p.rising,
+                }
+                for p in digest.picks
+            ],
+            "skipped": list(digest.skipped_ids),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 class _Transaction:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from newsletter.errors import FetchError
 from newsletter.message import Outgoing
 from newsletter.models import PaperData
+from newsletter.send import Events, Outcome
 
 
 class FakeSource:
@@ -40,8 +41,11 @@ class OutboxSender:
         self.sent: list[Outgoing] = []
         self.closed = False
 
-    def deliver(self, message: Outgoing) -> None:
-        self.sent.append(message)
+    def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
+        for message in messages:
+            events.started(message)
+            self.sent.append(message)
+            events.finished(message, Outcome("sent"))
 
     def close(self) -> None:
         self.closed = True
