@@ -1,0 +1,97 @@
+"""kill -9 a sending process again and again: nobody is lost, duplicates stay within `unknown`."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.smtpserver import SmtpServer
+from tests.test_send import DAY, SAVED, addresses, make_config
+
+RECIPIENTS = 500
+KILLS = 20
+
+
+def start(cfg: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NEWSLETTER_SECRET": "crash-test-key"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "newsletter",
+        "send",
+        "-c",
+        str(cfg),
+        "--from",
+        str(SAVED),
+        "--date",
+        DAY,
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_killed_sends_lose_nothing_and_duplicate_at_most_the_unknown(tmp_path: Path) -> None:
+    rng = random.Random(20261124)
+    with SmtpServer() as server:
+        # Slow enough that the send spans many kills; the default 4 connections.
+        cfg = make_config(tmp_path, server.port, n=RECIPIENTS, smtp="  rate_per_second: 40")
+        kills: list[int] = []  # messages the server had at each kill
+        for _ in range(200):
+            if len(kills) >= KILLS:
+                break
+            before = len(server.received)
+            proc = start(cfg)
+            # Kill while it delivers: once the server has a new message, at a random moment.
+            deadline = time.monotonic() + 20
+            while (
+                len(server.received) == before
+                and proc.poll() is None
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills.append(len(server.received))
+            else:
+                proc.communicate()
+                break
+        assert len(kills) >= KILLS, f"the send finished after {len(kills)} kills: slow it down"
+        assert kills[0] < RECIPIENTS / 2 and kills[-1] < RECIPIENTS, kills  # spread over the send
+        assert sum(b > a for a, b in zip(kills, kills[1:], strict=False)) >= KILLS // 2, kills
+
+        finish = start(cfg)
+        out, _ = finish.communicate(timeout=120)
+        assert finish.returncode == 0, out
+        db = sqlite3.connect(tmp_path / "state.db")
+        statuses = Counter(
+            dict(db.execute("SELECT status, COUNT(*) FROM ledger GROUP BY status").fetchall())
+        )
+        unknown = statuses["unknown"]
+        assert statuses["sent"] + unknown == RECIPIENTS, statuses
+        assert re.search(rf"^  unknown\s+{unknown}$", out, re.M), out  # the run reports them
+
+        retry = start(cfg, "--retry-unknown")
+        out, _ = retry.communicate(timeout=120)
+        assert retry.returncode == 0, out
+
+    got = server.handler.count()
+    lost = set(addresses(RECIPIENTS)) - set(got)
+    duplicates = sum(n - 1 for n in got.values())
+    print(
+        f"kills={len(kills)} unknown={unknown} duplicates={duplicates} received={sum(got.values())}"
+    )
+    assert not lost, f"lost: {sorted(lost)[:10]}"
+    assert duplicates <= unknown, (duplicates, unknown)
+    assert unknown <= 4 * len(kills)  # at most the messages in flight at each kill
