@@ -1,7 +1,9 @@
 """One run, from fetch to delivery. It calls the stages and does nothing else.
 
-    papers  = sources.fetch(source, days)                          -> [PaperData]  (I/O: HTTP)
-    store.add_papers(papers, now)                                  -> upvote snapshots (I/O: SQLite)
+    fetched = sources.fetch_all(sources, days, log_to=store)      -> [PaperData]  (I/O: HTTP)
+              # merged by arXiv id; a failed source is skipped and its days retried next run;
+              # no source answering fails the run and nothing is sent
+    store.add_papers(fetched.papers, now)                          -> upvote snapshots (I/O: SQLite)
     matches = selection.match_topics(store.candidates(days), topics)          (pure, once per run)
     for subscriber in config.subscribers:
         digest = selection.select(matches, subscriber, store.sent_ids(subscriber), now)  (pure)
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from newsletter import message, render, selection, sources, unsubscribe
 from newsletter.config import Config
-from newsletter.errors import SendError
+from newsletter.errors import NewsletterError, SendError
 from newsletter.send import Sender
 from newsletter.store import Store
 
@@ -36,16 +39,19 @@ class RunReport:
     delivered: list[str] = field(default_factory=list)
     nothing_new: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # One line per source that failed; with no source answering the run failed.
+    source_errors: list[str] = field(default_factory=list)
+    fetch_failed: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.fetch_failed
 
 
 def run_once(
     config: Config,
     *,
-    source: sources.Source,
+    source: sources.Source | Sequence[sources.Source],
     store: Store,
     sender: Sender,
     now: dt.datetime,
@@ -58,16 +64,24 @@ def run_once(
     ``only`` restricts the run to one subscriber's address (case-insensitive).
     """
     report = RunReport()
-    day = day or source.latest_day(now.date())
+    group = list(source) if isinstance(source, Sequence) else [source]
+    try:
+        day = day or sources.latest_day(group, now.date())
+    except NewsletterError as e:
+        report.source_errors, report.fetch_failed = [str(e)], True
+        return report
     report.day = day
     if day is None:
-        log.info("run.no_papers source=%s", source.name)
+        log.info("run.no_papers sources=%s", ",".join(s.name for s in group))
         return report
 
-    papers = sources.fetch(source, [day])
-    report.papers_fetched = len(papers)
-    store.add_papers(papers, now)
-    store.mark_fetched(source.name, day, len(papers), now)
+    fetched = sources.fetch_all(group, [day], log_to=store, now=now)
+    report.source_errors = fetched.errors
+    if not fetched.any_ok:
+        report.fetch_failed = True
+        return report
+    report.papers_fetched = len(fetched.papers)
+    store.add_papers(fetched.papers, now)
     matches = selection.match_topics(store.candidates([day]), config.topic_models())
 
     env = render.make_env(config.templates_path)
