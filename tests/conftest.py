@@ -47,7 +47,9 @@ def hf_server() -> Iterator[FixtureServer]:
         yield server
 
 
-def write_config(path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None) -> Path:
+def write_config(
+    path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None
+) -> Path:
     """A small config pointing the Hugging Face source at a test server."""
     subs = subscribers or DEFAULT_SUBSCRIBERS
     path.write_text(
