@@ -14,12 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from bs4 import BeautifulSoup, Tag
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
 
 from newsletter.errors import ParseError
 from newsletter.models import PaperData
@@ -155,7 +156,11 @@ def _parse_api(body: bytes | str, day: dt.date | None) -> list[PaperData]:
 
 
 def _parse_page(body: bytes | str, day: dt.date | None) -> list[PaperData]:
-    soup = BeautifulSoup(body, "lxml")
+    with warnings.catch_warnings():
+        # Whatever the body looks like (XML, a bare URL), it is judged below, not warned about.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        soup = BeautifulSoup(body, "lxml")
     try:
         props = _props(soup, "DailyPapers")
     except _Invalid as e:
