@@ -241,3 +241,10 @@ def test_weekend_feed_and_latest_day(server: FixtureServer) -> None:
     src = source(server, [], delay_seconds=0)
     assert src.fetch_day(dt.date(2026, 8, 1)) == []  # the Saturday feed: empty, normal
     assert src.latest_day(dt.date(2026, 8, 1)) == dt.date(2026, 7, 31)
+
+
+def test_rss_down_falls_back_to_the_api(server: FixtureServer) -> None:
+    server.routes["/rss/cs.CL"] = lambda req: Reply(503, b"")
+    papers = source(server, [], delay_seconds=0).fetch_day(dt.date(2026, 4, 30))
+    assert len(papers) == 20
+    assert server.requests[-1].path == "/api/query"

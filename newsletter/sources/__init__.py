@@ -183,8 +183,13 @@ class ArxivSource:
         self._feeds: dict[str, tuple[dt.date | None, list[PaperData]]] = {}
 
     def fetch_day(self, day: dt.date) -> list[PaperData]:
-        feeds = [self._feed(c) for c in self.categories]
-        if all(feed_day == day for feed_day, _ in feeds):
+        try:
+            feeds = [self._feed(c) for c in self.categories]
+        except NewsletterError as e:
+            # The API can still answer for the day, unless it is down too.
+            log.warning("fetch.rss_failed source=%s error=%s", self.name, e)
+            feeds = []
+        if feeds and all(feed_day == day for feed_day, _ in feeds):
             papers = [p for _, items in feeds for p in items]
         elif not arxiv.is_listing_day(day):
             papers = []  # arXiv announces nothing on weekends
