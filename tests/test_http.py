@@ -164,3 +164,13 @@ def test_store_keeps_the_raw_response() -> None:
             {"ETag": "e"},
         )
         assert store.load_response("http://x/a?b=2") is None
+
+
+def test_fetch_error_carries_the_status(server: FixtureServer) -> None:
+    server.routes["/x"] = in_turn(Reply(503, b""))
+    with client([], retries=1) as c:
+        with pytest.raises(FetchError) as missing:
+            c.get(f"{server.url}/nothing-here")
+        with pytest.raises(FetchError) as down:
+            c.get(f"{server.url}/x")
+    assert (missing.value.status, down.value.status) == (404, 503)

@@ -336,3 +336,17 @@ def test_parse_any_tells_json_from_html(tmp_path: Any) -> None:
         )
         == 8
     )
+
+
+def test_page_falls_back_to_the_old_daily_url_on_404(server: FixtureServer) -> None:
+    server.routes["/papers"] = lambda req: Reply(
+        200 if req.query.get("date") == "2024-08-01" else 404,
+        fixture_path(PAGE_2024).read_bytes(),
+    )
+    with HttpClient(retries=0) as client:
+        papers = HuggingFace(server.url, client, mode="page").fetch_day(dt.date(2024, 8, 1))
+    assert len(papers) == 13
+    assert [(r.path, r.query) for r in server.requests] == [
+        ("/papers/date/2024-08-01", {}),
+        ("/papers", {"date": "2024-08-01"}),
+    ]

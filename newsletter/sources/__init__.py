@@ -141,8 +141,14 @@ class HuggingFace:
         return list(papers.values())
 
     def _page(self, period: Period) -> list[PaperData]:
-        response = self.client.get(huggingface.page_url(self.base_url, period))
         day = dt.date.fromisoformat(period.value) if period.kind == "date" else None
+        try:
+            response = self.client.get(huggingface.page_url(self.base_url, period))
+        except FetchError as e:
+            if day is None or e.status != 404:
+                raise
+            # Older deployments only know /papers?date=D.
+            response = self.client.get(huggingface.old_daily_page_url(self.base_url, day))
         return huggingface.parse_page(response.body, response.url, day=day)
 
 

@@ -111,6 +111,7 @@ class HttpClient:
         attempt = 0
         while True:
             delay: float | None = None
+            status: int | None = None
             try:
                 r = self._client.get(url, params=params, headers=headers)
                 body = r.content
@@ -128,13 +129,14 @@ class HttpClient:
                     if self.store is not None:
                         self.store.save_response(response, self._clock())
                     return response
-                problem = f"HTTP {r.status_code} {r.reason_phrase}".rstrip()
+                status = r.status_code
+                problem = f"HTTP {status} {r.reason_phrase}".rstrip()
                 if r.status_code not in RETRY_STATUSES:
-                    raise FetchError(shown, problem)
+                    raise FetchError(shown, problem, status=r.status_code)
                 delay = _retry_after(r.headers.get("Retry-After"))
             if attempt >= self.retries:
                 tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-                raise FetchError(shown, f"{problem} (after {tries})")
+                raise FetchError(shown, f"{problem} (after {tries})", status=status)
             if delay is None:
                 # Exponential backoff with full jitter, so parallel clients spread out.
                 delay = random.uniform(0, self.backoff * 2**attempt)

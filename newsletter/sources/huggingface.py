@@ -27,6 +27,7 @@ from newsletter.models import PaperData
 
 API_PATH = "/api/daily_papers"
 DAILY_PAGE_PATH = "/papers/date/{value}"
+OLD_DAILY_PAGE_PATH = "/papers"  # ?date=YYYY-MM-DD
 WEEKLY_PAGE_PATH = "/papers/week/{value}"
 MONTHLY_PAGE_PATH = "/papers/month/{value}"
 TRENDING_PAGE_PATH = "/papers/trending"
@@ -101,6 +102,10 @@ def page_url(base_url: str, period: Period) -> str:
         "trending": TRENDING_PAGE_PATH,
     }[period.kind]
     return base_url.rstrip("/") + path.format(value=period.value)
+
+
+def old_daily_page_url(base_url: str, day: dt.date) -> str:
+    return f"{base_url.rstrip('/')}{OLD_DAILY_PAGE_PATH}?date={day.isoformat()}"
 
 
 def parse(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
