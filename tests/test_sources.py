@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
+from pathlib import Path
 
 from newsletter import sources
+from newsletter import store as store_mod
 from newsletter.errors import FetchError
 from newsletter.models import PaperData
 from newsletter.store import SqliteStore
@@ -132,3 +135,19 @@ def test_latest_day_skips_a_source_that_is_down() -> None:
 
     up = FakeSource("arxiv", {D1: [AX]})
     assert sources.latest_day([Down("huggingface", {}), up], D2) == D1
+
+
+def test_migration_2_keeps_an_existing_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(f"BEGIN; {store_mod.MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    db.execute(
+        "INSERT INTO fetched_days(source, day, fetched_at, papers) VALUES (?, ?, ?, ?)",
+        ("huggingface", D1.isoformat(), NOW.isoformat(), 13),
+    )
+    db.close()
+    with SqliteStore(path) as store:
+        assert store.schema_version == len(store_mod.MIGRATIONS) >= 2
+        assert store.failed_days("huggingface", D1) == []
+        store.mark_fetched("huggingface", D2, 0, NOW, error="HTTP 503")
+        assert store.failed_days("huggingface", D1) == [D2]
