@@ -322,6 +322,9 @@ def test_period_validation() -> None:
         Period.parse("week", "2025-40")
     with pytest.raises(ValueError, match="month"):
         Period.parse("month", "2025-13")
+    with pytest.raises(ValueError, match="not a week of the calendar"):
+        Period.parse("week", "2025-W53")  # 2025 has 52 ISO weeks
+    assert Period.parse("week", "2026-W53").days()[0] == dt.date(2026, 12, 28)
     assert len(Period.parse("week", "2025-W01").days()) == 7
     assert Period.parse("week", "2025-W01").days()[0] == dt.date(2024, 12, 30)
     assert len(Period.parse("month", "2024-02").days()) == 29

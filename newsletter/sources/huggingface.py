@@ -63,7 +63,12 @@ class Period:
             raise ValueError(f"expected an ISO week like 2025-W40, got {value!r}")
         elif kind == "month" and not _MONTH_RE.match(value):
             raise ValueError(f"expected a month like 2025-10, got {value!r}")
-        return cls(kind, value)
+        period = cls(kind, value)
+        try:
+            period.days()
+        except ValueError:  # 2026-W53: a year with 52 ISO weeks
+            raise ValueError(f"{value!r} is not a {kind} of the calendar") from None
+        return period
 
     def days(self) -> list[dt.date]:
         """The calendar days the period covers (none for trending)."""
