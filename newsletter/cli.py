@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -24,7 +25,6 @@ from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.pipeline import RunReport, run_once
 from newsletter.send import Outcome, PreviewSender, Sender, SmtpSender, SmtpSettings
-from newsletter.sources.http import HttpClient
 from newsletter.store import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -91,16 +91,28 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _source(config: config_mod.Config, from_file: Path | None) -> sources.Source:
+@contextmanager
+def _sources(
+    config: config_mod.Config,
+    from_file: Path | None,
+    store: SqliteStore,
+    *,
+    replay: bool = False,
+) -> Iterator[list[sources.Source]]:
+    """The configured sources (responses kept in ``store``), or the one ``--from`` file."""
     if from_file is not None:
-        return sources.FileSource(from_file)
-    hf = config.sources.huggingface
-    if not hf.enabled:
-        raise ConfigError(
-            str(config.path),
-            [f"{config.path}: sources.huggingface.enabled is false and no --from FILE was given"],
-        )
-    return sources.HuggingFaceApi(hf.base_url, HttpClient(timeout=hf.timeout, retries=hf.retries))
+        yield [sources.FileSource(from_file)]
+        return
+    with sources.open_sources(config.sources, store=store, replay=replay) as found:
+        if not found:
+            raise ConfigError(
+                str(config.path),
+                [
+                    f"{config.path}: sources: both huggingface and arxiv are disabled "
+                    "and no --from FILE was given"
+                ],
+            )
+        yield found
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -177,12 +189,11 @@ def preview(
     _check_subscriber(config, subscriber)
     key = unsubscribe.key_from_env(config.newsletter.secret_env, preview=True)
     assert key is not None  # a preview always gets one, throwaway if need be
-    source = _source(config, from_file)
     sender = PreviewSender(out)
-    with SqliteStore(config.state_path) as store:
+    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
         report = run_once(
             config,
-            source=source,
+            source=found,
             store=store,
             sender=sender,
             now=_now(),
@@ -190,6 +201,10 @@ def preview(
             day=_day(date_),
             only=subscriber,
         )
+    for line in report.source_errors:
+        click.echo(line, err=True)
+    if report.fetch_failed:
+        abort("no source could be fetched: nothing to preview")
     if report.day is None:
         click.echo("No papers found in the last week: nothing to preview.")
         return
@@ -205,6 +220,33 @@ def preview(
         click.launch(str(sender.index_path.resolve()))
     if not report.ok:
         sys.exit(EXIT_FAILED)
+
+
+def _period(
+    date_: dt.datetime | None, week: str | None, month: str | None, trending: bool
+) -> sources.Period | None:
+    given = [
+        p
+        for p, v in (
+            ("--date", date_),
+            ("--week", week),
+            ("--month", month),
+            ("--trending", trending),
+        )
+        if v
+    ]
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} cannot be used together: pick one")
+    try:
+        if week:
+            return sources.Period.parse("week", week)
+        if month:
+            return sources.Period.parse("month", month)
+    except ValueError as e:
+        raise click.UsageError(f"--{'week' if week else 'month'}: {e}") from None
+    if trending:
+        return sources.Period("trending")
+    return sources.Period.day(date_.date()) if date_ else None
 
 
 @cli.command()
@@ -282,7 +324,6 @@ def send(
             ],
         )
     day = _day(date_) or _now().date()
-    source = _source(config, from_file)
     sender: Sender
     if preview_only:
         sender = PreviewSender(out)
@@ -291,10 +332,10 @@ def send(
             _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
         )
     progress = _Progress()
-    with SqliteStore(config.state_path) as store:
+    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
         report = run_once(
             config,
-            source=source,
+            source=found,
             store=store,
             sender=sender,
             now=_now(),
@@ -308,6 +349,10 @@ def send(
             lock_wait=wait,
         )
     progress.done()
+    for line in report.source_errors:
+        click.echo(line, err=True)
+    if report.fetch_failed:
+        abort("no source could be fetched: nothing was sent")
     _summary(report, dry_run=preview_only)
     if preview_only and isinstance(sender, PreviewSender):
         click.echo(f"Open {sender.index_path}")
@@ -397,26 +442,55 @@ def _summary(report: RunReport, *, dry_run: bool) -> None:
 @cli.command()
 @config_option
 @date_option
+@click.option("--week", metavar="YYYY-Www", help="An ISO week's papers, e.g. 2025-W40.")
+@click.option("--month", metavar="YYYY-MM", help="A month's papers, e.g. 2025-10.")
+@click.option("--trending", is_flag=True, help="The papers trending now.")
 @from_option
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Parse the responses kept in the state database again instead of the network.",
+)
 @handles_errors
-def fetch(config_path: Path, date_: dt.datetime | None, from_file: Path | None) -> None:
-    """Fetch one day's papers into the state database and print them."""
+def fetch(
+    config_path: Path,
+    date_: dt.datetime | None,
+    week: str | None,
+    month: str | None,
+    trending: bool,
+    from_file: Path | None,
+    replay: bool,
+) -> None:
+    """Fetch papers into the state database and print them (id, upvotes, title).
+
+    Prints one status line per source and exits 1 if any source failed.
+    """
+    period = _period(date_, week, month, trending)
     config = _load_config(config_path)
-    source = _source(config, from_file)
-    day = _day(date_) or source.latest_day(_now().date())
-    if day is None:
-        click.echo(f"{source.name}: no papers in the last week")
-        return
-    papers = sources.fetch(source, [day])
     with SqliteStore(config.state_path) as store:
-        now = _now()
-        store.add_papers(papers, now)
-        store.mark_fetched(source.name, day, len(papers), now)
-    width = max((len(p.id) for p in papers), default=10)
+        with _sources(config, from_file, store, replay=replay) as found:
+            now = _now()
+            if period is None:
+                day = sources.latest_day(found, now.date())
+                if day is None:
+                    click.echo("no papers in the last week")
+                    return
+                period = sources.Period.day(day)
+            report = sources.fetch_period(found, period)
+        store.add_papers(report.papers, now)
+        if period.kind == "date":
+            day = period.days()[0]
+            for status in report.statuses:
+                if not status.skipped:
+                    store.mark_fetched(status.name, day, status.papers, now, error=status.error)
+    width = max((len(p.id) for p in report.papers), default=10)
     click.echo(f"{'id':<{width}}  {'upvotes':>7}  title")
-    for p in sorted(papers, key=lambda p: (-p.upvotes, p.id)):
+    for p in report.papers:
         click.echo(f"{p.id:<{width}}  {p.upvotes:>7}  {p.title}")
-    click.echo(f"{source.name}: ok: {len(papers)} papers for {day}")
+    for status in report.statuses:
+        click.echo(status.line(), err=not status.ok)
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
 
 
 def _check_subscriber(config: config_mod.Config, address: str | None) -> None:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -95,6 +96,7 @@ class NewsletterSettings(_Model):
 class HuggingFaceSource(_Model):
     enabled: bool = True
     base_url: str = "https://huggingface.co"
+    mode: Literal["api", "page"] = "api"  # api falls back to the page when the API fails
     timeout: Annotated[float, Field(gt=0)] = 30.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
 
@@ -106,8 +108,43 @@ class HuggingFaceSource(_Model):
         return value.rstrip("/")
 
 
+_CATEGORY_RE = re.compile(r"^[a-z-]+(\.[A-Za-z-]+)?$")  # cs.CL, stat.ML, hep-th
+
+
+class ArxivSource(_Model):
+    enabled: bool = False
+    categories: Annotated[list[str], Field(validate_default=True)] = []
+    announce_types: Annotated[list[Literal["new", "cross", "replace"]], Field(min_length=1)] = [
+        "new",
+        "cross",
+    ]
+    api_url: str = "https://export.arxiv.org/api/query"
+    rss_url: str = "https://rss.arxiv.org/rss"
+    delay_seconds: Annotated[float, Field(ge=0)] = 3.0  # arXiv asks for 3 s between requests
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        for cat in value:
+            if not _CATEGORY_RE.match(cat):
+                raise ValueError(f"not an arXiv category like cs.CL: {cat!r}")
+        if info.data.get("enabled") and not value:
+            raise ValueError("list at least one category (e.g. [cs.CL]) when arXiv is enabled")
+        return value
+
+    @field_validator("api_url", "rss_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+
 class Sources(_Model):
     huggingface: HuggingFaceSource = HuggingFaceSource()
+    arxiv: ArxivSource = ArxivSource()
 
 
 class Smtp(_Model):

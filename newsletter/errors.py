@@ -28,9 +28,10 @@ class ConfigError(NewsletterError):
 class FetchError(NewsletterError):
     """A source could not be fetched (network, HTTP status, file)."""
 
-    def __init__(self, url: str, message: str) -> None:
+    def __init__(self, url: str, message: str, *, status: int | None = None) -> None:
         self.url = url
         self.message = message
+        self.status = status  # the HTTP status, when the server answered
         super().__init__(f"{url}: {message}")
 
 

@@ -6,6 +6,7 @@ the same shape, read back from the store, so a paper looks the same wherever it 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,8 +34,9 @@ class PaperData:
     organization: str | None = None
     ai_summary: str | None = None
     ai_keywords: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()  # arXiv categories, e.g. ("cs.CL", "cs.AI")
     source: str = "huggingface"
+    categories: tuple[str, ...] = ()  # arXiv categories, the primary one first
+    arxiv_comment: str | None = None  # the author's arXiv comment ("12 pages, 3 figures")
 
     @property
     def hf_url(self) -> str:
@@ -126,3 +128,21 @@ class Email:
     html: str
     text: str
     paper_ids: tuple[str, ...]
+
+
+def merge_papers(old: PaperData, new: PaperData) -> PaperData:
+    """One paper reported by two sources (or two fetches), as one record.
+
+    The Hugging Face record wins (upvotes, comments, ai_summary: arXiv has none of them);
+    arXiv adds what only it knows, its categories and the author's comment. Between two
+    records of the same kind the newer one wins, and so does its day.
+    """
+    if old.source == "huggingface" and new.source != "huggingface":
+        base, extra = old, new
+    else:
+        base, extra = new, old
+    return dataclasses.replace(
+        base,
+        categories=base.categories or extra.categories,
+        arxiv_comment=base.arxiv_comment or extra.arxiv_comment,
+    )

@@ -1,8 +1,10 @@
 """One run, from fetch to delivery. It calls the stages and does nothing else.
 
     since   = {s: selection.window_start(s, day, store.last_digest_day(s), max_age)}  (pure)
-    papers  = sources.fetch(source, days of the windows the store lacks) -> [PaperData] (I/O: HTTP)
-    store.add_papers(papers, now)                                  -> upvote snapshots (I/O: SQLite)
+    fetched = sources.fetch_all(sources, days of the windows the store lacks, log_to=store)
+              # merged by arXiv id; a failed source is skipped and its days retried next run;
+              # no source answering fails the run and nothing is sent       (I/O: HTTP)
+    store.add_papers(fetched.papers, now)                          -> upvote snapshots (I/O: SQLite)
     matches = selection.match_topics(store.candidates(days), topics, trends)  (pure, once per run)
     for subscriber in due(config.subscribers, day):
         digest = selection.select(matches, subscriber, store.sent_ids(subscriber), now, since)  (pure)
@@ -23,13 +25,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from newsletter import message, render, selection, sources, unsubscribe
 from newsletter.config import Config
-from newsletter.errors import SendError
+from newsletter.errors import NewsletterError, SendError
 from newsletter.models import Digest, Subscriber
 from newsletter.send import Outcome, Sender
 from newsletter.store import SqliteStore, digest_id
@@ -52,16 +53,19 @@ class RunReport:
     suppressed: list[str] = field(default_factory=list)  # unsubscribed or bouncing: not mailed
     pending: int = 0  # left for a later run (daily cap, or the run was stopped)
     aborted: str | None = None
+    # One line per source that failed; with no source answering the run failed.
+    source_errors: list[str] = field(default_factory=list)
+    fetch_failed: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.aborted is None
+        return not self.failed and self.aborted is None and not self.fetch_failed
 
 
 def run_once(
     config: Config,
     *,
-    source: sources.Source,
+    source: sources.Source | Sequence[sources.Source],
     store: SqliteStore,
     sender: Sender,
     now: dt.datetime,
@@ -81,10 +85,15 @@ def run_once(
     deliveries this is a real send: frozen in the ledger, resumable, never twice.
     """
     report = RunReport()
-    day = day or source.latest_day(now.date())
+    group = list(source) if isinstance(source, Sequence) else [source]
+    try:
+        day = day or sources.latest_day(group, now.date())
+    except NewsletterError as e:
+        report.source_errors, report.fetch_failed = [str(e)], True
+        return report
     report.day = day
     if day is None:
-        log.info("run.no_papers source=%s", source.name)
+        log.info("run.no_papers sources=%s", ",".join(s.name for s in group))
         return report
     states = store.states()
     subscribers = []
@@ -98,39 +107,47 @@ def run_once(
             continue
         subscribers.append(sub)
     composer = _Composer(config, key, now)
-    if not sender.records_deliveries:
-        digests = _select(config, source, store, now, day, subscribers, report)
-        events = _Tally(report, progress)
-        sender.send_all(_compose_all(composer, digests, report), events)
-        sender.close()
+    try:
+        if not sender.records_deliveries:
+            digests = _select(config, group, store, now, day, subscribers, report)
+            sender.send_all(_compose_all(composer, digests, report), _Tally(report, progress))
+            sender.close()
+            return report
+        return _send(
+            config,
+            group,
+            store,
+            sender,
+            now,
+            day,
+            subscribers,
+            composer,
+            report,
+            retry_unknown=retry_unknown,
+            clock=clock or (lambda: now),
+            progress=progress,
+            lock_wait=lock_wait,
+        )
+    except _FetchFailed:
+        log.error("run.fetch_failed errors=%s", report.source_errors)
+        report.fetch_failed = True
         return report
-    return _send(
-        config,
-        source,
-        store,
-        sender,
-        now,
-        day,
-        subscribers,
-        composer,
-        report,
-        retry_unknown=retry_unknown,
-        clock=clock or (lambda: now),
-        progress=progress,
-        lock_wait=lock_wait,
-    )
+
+
+class _FetchFailed(Exception):
+    """No source answered: the run stops and nothing is sent."""
 
 
 def _select(
     config: Config,
-    source: sources.Source,
+    group: list[sources.Source],
     store: SqliteStore,
     now: dt.datetime,
     day: dt.date,
     subscribers: list[Subscriber],
     report: RunReport,
 ) -> Iterator[Digest]:
-    """Fetch what the windows need, match once, then yield one digest per subscriber."""
+    """Fetch what the windows need and match once (eagerly), then yield one digest per subscriber."""
     settings = config.selection
     since = {
         s.key: selection.window_start(s, day, store.last_digest_day(s.key), settings.max_age_days)
@@ -138,15 +155,20 @@ def _select(
     }
     first = min(since.values(), default=day)
     days = [first + dt.timedelta(days=i) for i in range((day - first).days + 1)]
-    complete = store.complete_days(source.name, days) if source.live else set()
+    # A day every live source fetched after it ended is complete: not fetched again.
+    complete = set(days)
+    for source in group:
+        complete &= store.complete_days(source.name, days) if source.live else set()
     wanted = [d for d in days if d not in complete]
-    papers = sources.fetch(source, wanted)
-    report.papers_fetched = len(papers)
-    store.add_papers(papers, now)
-    per_day = Counter(p.day for p in papers)
-    for d in wanted:
-        store.mark_fetched(source.name, d, per_day[d], now)
-    log.info("run.fetched days=%d fetched_days=%d papers=%d", len(days), len(wanted), len(papers))
+    fetched = sources.fetch_all(group, wanted, log_to=store, now=now)
+    report.source_errors = fetched.errors
+    if wanted and not fetched.any_ok:
+        raise _FetchFailed
+    report.papers_fetched = len(fetched.papers)
+    store.add_papers(fetched.papers, now)
+    log.info(
+        "run.fetched days=%d fetched_days=%d papers=%d", len(days), len(wanted), len(fetched.papers)
+    )
 
     candidates = store.candidates(days)
     report.papers_considered = len(candidates)
@@ -155,6 +177,19 @@ def _select(
         selection.topics_for_run(config.topic_models(), subscribers),
         trends=store.trends(p.id for p in candidates),
     )
+    return _digests(config, matches, store, now, day, subscribers, since)
+
+
+def _digests(
+    config: Config,
+    matches: selection.Matches,
+    store: SqliteStore,
+    now: dt.datetime,
+    day: dt.date,
+    subscribers: list[Subscriber],
+    since: dict[str, dt.date],
+) -> Iterator[Digest]:
+    settings = config.selection
     weights = settings.weights_model()
     for subscriber in subscribers:
         yield selection.select(
@@ -279,7 +314,7 @@ class _Ledger:
 
 def _send(
     config: Config,
-    source: sources.Source,
+    group: list[sources.Source],
     store: SqliteStore,
     sender: Sender,
     now: dt.datetime,
@@ -307,7 +342,7 @@ def _send(
         missing = [s for s in subscribers if s.key not in present]
         if missing:  # a new run, or subscribers added since it started
             # Selected in full before the ledger transaction: fetching does I/O of its own.
-            digests = list(_select(config, source, store, now, day, missing, report))
+            digests = list(_select(config, group, store, now, day, missing, report))
             added = store.freeze(run_id, digests, clock(), send_empty=config.selection.send_empty)
             log.info("run.frozen run=%d day=%s added=%d", run_id, day, added)
         by_key = {s.key: s for s in subscribers}

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from newsletter.errors import StoreError
-from newsletter.models import Digest, PaperData, Pick, Subscriber
+from newsletter.models import Digest, PaperData, Pick, Subscriber, merge_papers
 from newsletter.selection import Trend
+from newsletter.sources.http import Response
 
 #: A trend compares the newest snapshot with one at least this much older, when there is one.
 TREND_BASELINE = dt.timedelta(hours=12)
@@ -114,13 +115,34 @@ MIGRATIONS: Sequence[str] = (
         changed_at  TEXT NOT NULL
     );
     """,
+    # 4: raw HTTP responses (conditional GET and --replay), failed fetches to retry.
+    """
+    CREATE TABLE responses (
+        url           TEXT PRIMARY KEY,     -- the full request URL, query included
+        status        INTEGER NOT NULL,
+        headers       TEXT NOT NULL,        -- JSON object
+        body          BLOB NOT NULL,
+        fetched_at    TEXT NOT NULL
+    );
+    ALTER TABLE fetched_days ADD COLUMN error TEXT;  -- NULL: fetched; else why it failed
+    """,
 )
 
 
 class Store(Protocol):
     def add_papers(self, papers: Iterable[PaperData], now: dt.datetime) -> int: ...
 
-    def mark_fetched(self, source: str, day: dt.date, papers: int, now: dt.datetime) -> None: ...
+    def mark_fetched(
+        self,
+        source: str,
+        day: dt.date,
+        papers: int,
+        now: dt.datetime,
+        *,
+        error: str | None = None,
+    ) -> None: ...
+
+    def failed_days(self, source: str, since: dt.date) -> list[dt.date]: ...
 
     def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]: ...
 
@@ -190,6 +212,10 @@ class SqliteStore:
         count = 0
         with self._tx():
             for p in papers:
+                row = self.db.execute("SELECT data FROM papers WHERE id = ?", (p.id,)).fetchone()
+                if row is not None:
+                    # Hugging Face fields must survive a later arXiv-only fetch of the paper.
+                    p = merge_papers(_load(row[0], p.day.isoformat()), p)
                 self.db.execute(
                     "INSERT INTO papers(id, data, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
@@ -207,11 +233,52 @@ class SqliteStore:
                 count += 1
         return count
 
-    def mark_fetched(self, source: str, day: dt.date, papers: int, now: dt.datetime) -> None:
+    def mark_fetched(
+        self,
+        source: str,
+        day: dt.date,
+        papers: int,
+        now: dt.datetime,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Record a fetch of ``source`` for ``day``; with ``error``, a failed one to retry."""
         self.db.execute(
-            "INSERT OR REPLACE INTO fetched_days(source, day, fetched_at, papers) VALUES (?, ?, ?, ?)",
-            (source, day.isoformat(), now.isoformat(), papers),
+            "INSERT OR REPLACE INTO fetched_days(source, day, fetched_at, papers, error) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (source, day.isoformat(), now.isoformat(), papers, error),
         )
+
+    def failed_days(self, source: str, since: dt.date) -> list[dt.date]:
+        """Days from ``since`` on whose last fetch from ``source`` failed: fetch them again."""
+        rows = self.db.execute(
+            "SELECT day FROM fetched_days WHERE source = ? AND day >= ? AND error IS NOT NULL "
+            "ORDER BY day",
+            (source, since.isoformat()),
+        )
+        return [dt.date.fromisoformat(r[0]) for r in rows]
+
+    def save_response(self, response: Response, now: dt.datetime) -> None:
+        """Keep the raw response: conditional GET revalidates it, --replay re-parses it."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO responses(url, status, headers, body, fetched_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                response.url,
+                response.status,
+                json.dumps(dict(response.headers)),
+                response.body,
+                now.isoformat(),
+            ),
+        )
+
+    def load_response(self, url: str) -> Response | None:
+        row = self.db.execute(
+            "SELECT url, status, headers, body FROM responses WHERE url = ?", (url,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Response(row[0], row[1], bytes(row[3]), json.loads(row[2]), from_store=True)
 
     def candidates(self, days: Iterable[dt.date]) -> list[PaperData]:
         """Papers listed on any of ``days``, each once, on the earliest of its days."""
@@ -231,7 +298,7 @@ class SqliteStore:
         done = set()
         for day in days:
             row = self.db.execute(
-                "SELECT fetched_at FROM fetched_days WHERE source = ? AND day = ?",
+                "SELECT fetched_at FROM fetched_days WHERE source = ? AND day = ? AND error IS NULL",
                 (source, day.isoformat()),
             ).fetchone()
             if row and dt.datetime.fromisoformat(row[0]).date() > day:

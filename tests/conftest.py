@@ -48,9 +48,17 @@ def hf_server() -> Iterator[FixtureServer]:
 
 
 def write_config(
-    path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None
+    path: Path,
+    *,
+    hf_url: str,
+    extra: str = "",
+    subscribers: str | None = None,
+    sources_extra: str = "",
 ) -> Path:
-    """A small config pointing the Hugging Face source at a test server."""
+    """A small config pointing the Hugging Face source at a test server.
+
+    ``sources_extra`` is YAML added under ``sources:`` (indented by two), e.g. an arxiv block.
+    """
     subs = subscribers or DEFAULT_SUBSCRIBERS
     path.write_text(
         f"""\
@@ -63,7 +71,7 @@ sources:
   huggingface:
     base_url: {hf_url}
     retries: 0
-topics:
+{sources_extra}topics:
   retrieval:
     keywords: [retrieval, "agentic search"]
   video:

@@ -29,6 +29,18 @@ class Reply:
 Handler = Callable[[Request], Reply]
 
 
+def in_turn(*replies: Reply) -> Handler:
+    """A handler answering with ``replies`` one after the other, then repeating the last."""
+    queue = list(replies)
+    lock = threading.Lock()
+
+    def handler(req: Request) -> Reply:
+        with lock:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    return handler
+
+
 class FixtureServer:
     """Routes by path; every request is recorded in ``requests`` for assertions."""
 
@@ -65,7 +77,10 @@ class FixtureServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, at every test's end.
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:

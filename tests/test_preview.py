@@ -164,9 +164,10 @@ def test_unreachable_source_is_one_line_and_exit_1(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")
     code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
     assert code == 1
-    assert output.startswith("newsletter: http://127.0.0.1:9/api/daily_papers?date=2026-05-02")
-    assert "connection failed" in output and "Traceback" not in output
-    assert output.count("\n") == 1
+    source_line, last = output.splitlines()  # one line for the source, one for the run
+    assert source_line.startswith("huggingface: failed: http://127.0.0.1:9/api/daily_papers")
+    assert "connection failed" in source_line and "Traceback" not in output
+    assert last == "newsletter: no source could be fetched: nothing to preview"
 
 
 def test_broken_response_is_a_parse_error_naming_the_url(tmp_path: Path) -> None:
@@ -177,7 +178,7 @@ def test_broken_response_is_a_parse_error_naming_the_url(tmp_path: Path) -> None
         cfg = write_config(tmp_path / "subs.yaml", hf_url=server.url)
         code, output, _ = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
     assert code == 1
-    assert output.startswith(f"newsletter: {server.url}/api/daily_papers?date=2026-05-02")
+    assert output.startswith(f"huggingface: failed: {server.url}/api/daily_papers")
     assert "cannot parse: not JSON" in output
 
 

@@ -1,9 +1,12 @@
 """Hugging Face Daily Papers: URL constants and pure parsers.
 
 ``parse(body, url)`` reads the JSON API (``/api/daily_papers``); ``parse_page(body, url)``
-reads a papers page through the JSON in its ``data-target="DailyPapers"`` hydration element.
-Both return ``list[PaperData]`` or raise ``ParseError`` naming the URL: a well-formed empty
-list is "no papers that day", anything unrecognised is an error, never a silent empty list.
+reads a papers page (daily, weekly, monthly, trending) through the JSON in the
+``data-props`` attribute of its ``data-target="DailyPapers"`` hydration element, falling
+back to the server-rendered ``article`` cards when that JSON is missing. A single paper's
+page (``data-target="PaperContent"``) gives that one paper. All return ``list[PaperData]``
+or raise ``ParseError`` naming the URL: a well-formed empty list is "no papers", anything
+unrecognised is an error, never a silent empty list.
 """
 
 from __future__ import annotations
@@ -11,23 +14,103 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from bs4 import BeautifulSoup
-from bs4.filter import SoupStrainer
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
 
 from newsletter.errors import ParseError
 from newsletter.models import PaperData
 
 API_PATH = "/api/daily_papers"
-DAILY_PAGE_PATH = "/papers/date/{day}"
+DAILY_PAGE_PATH = "/papers/date/{value}"
+OLD_DAILY_PAGE_PATH = "/papers"  # ?date=YYYY-MM-DD
+WEEKLY_PAGE_PATH = "/papers/week/{value}"
+MONTHLY_PAGE_PATH = "/papers/month/{value}"
+TRENDING_PAGE_PATH = "/papers/trending"
+
+PeriodKind = Literal["date", "week", "month", "trending"]
 
 _VERSION_RE = re.compile(r"v\d+$")
+_WEEK_RE = re.compile(r"^(\d{4})-W(0[1-9]|[1-4]\d|5[0-3])$")
+_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# A daily page names its day in the path (/papers/date/D) or, on older pages, the query.
+_URL_DAY_RE = re.compile(r"/papers/date/(\d{4}-\d{2}-\d{2})")
+_PAPER_HREF_RE = re.compile(r"^/papers/([^/?#]+)$")
+_COUNT_RE = re.compile(r"(\d[\d,]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Which list: one day, an ISO week (2025-W40), a month (2025-10) or trending now."""
+
+    kind: PeriodKind
+    value: str = ""
+
+    @classmethod
+    def day(cls, day: dt.date) -> Period:
+        return cls("date", day.isoformat())
+
+    @classmethod
+    def parse(cls, kind: PeriodKind, value: str = "") -> Period:
+        """Validate ``value`` for ``kind``; ValueError names what was expected."""
+        if kind == "date":
+            dt.date.fromisoformat(value)
+        elif kind == "week" and not _WEEK_RE.match(value):
+            raise ValueError(f"expected an ISO week like 2025-W40, got {value!r}")
+        elif kind == "month" and not _MONTH_RE.match(value):
+            raise ValueError(f"expected a month like 2025-10, got {value!r}")
+        period = cls(kind, value)
+        try:
+            period.days()
+        except ValueError:  # 2026-W53: a year with 52 ISO weeks
+            raise ValueError(f"{value!r} is not a {kind} of the calendar") from None
+        return period
+
+    def days(self) -> list[dt.date]:
+        """The calendar days the period covers (none for trending)."""
+        if self.kind == "date":
+            return [dt.date.fromisoformat(self.value)]
+        if self.kind == "week":
+            iso_year, iso_week = self.value.split("-W")
+            monday = dt.date.fromisocalendar(int(iso_year), int(iso_week), 1)
+            return [monday + dt.timedelta(days=i) for i in range(7)]
+        if self.kind == "month":
+            year, month = (int(x) for x in self.value.split("-"))
+            first = dt.date(year, month, 1)
+            nxt = dt.date(year + month // 12, month % 12 + 1, 1)
+            return [first + dt.timedelta(days=i) for i in range((nxt - first).days)]
+        return []
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "trending" else self.value
 
 
 def api_url(base_url: str) -> str:
     return base_url.rstrip("/") + API_PATH
+
+
+def api_params(period: Period) -> dict[str, str | int]:
+    if period.kind == "trending":
+        return {"sort": "trending"}
+    return {period.kind: period.value}
+
+
+def page_url(base_url: str, period: Period) -> str:
+    path = {
+        "date": DAILY_PAGE_PATH,
+        "week": WEEKLY_PAGE_PATH,
+        "month": MONTHLY_PAGE_PATH,
+        "trending": TRENDING_PAGE_PATH,
+    }[period.kind]
+    return base_url.rstrip("/") + path.format(value=period.value)
+
+
+def old_daily_page_url(base_url: str, day: dt.date) -> str:
+    return f"{base_url.rstrip('/')}{OLD_DAILY_PAGE_PATH}?date={day.isoformat()}"
 
 
 def parse(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
@@ -35,9 +118,9 @@ def parse(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[Pa
     return _guarded(url, lambda: _parse_api(body, day))
 
 
-def parse_page(body: bytes | str, url: str) -> list[PaperData]:
-    """Parse a Hugging Face papers page through its hydration JSON."""
-    return _guarded(url, lambda: _parse_page(body))
+def parse_page(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
+    """Parse a Hugging Face papers page. ``day``: the daily list's date, if known."""
+    return _guarded(url, lambda: _parse_page(body, day or _url_day(url)))
 
 
 def parse_any(body: bytes | str, url: str) -> list[PaperData]:
@@ -63,6 +146,15 @@ def _guarded(url: str, fn: Callable[[], list[PaperData]]) -> list[PaperData]:
         raise ParseError(url, f"{type(e).__name__}: {e}") from e
 
 
+def _url_day(url: str) -> dt.date | None:
+    m = _URL_DAY_RE.search(url)
+    value = m.group(1) if m else parse_qs(urlsplit(url).query).get("date", [""])[-1]
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
 def _parse_api(body: bytes | str, day: dt.date | None) -> list[PaperData]:
     try:
         data = json.loads(body)
@@ -73,45 +165,134 @@ def _parse_api(body: bytes | str, day: dt.date | None) -> list[PaperData]:
     return _items(data, day)
 
 
-def _parse_page(body: bytes | str) -> list[PaperData]:
-    # Only the hydration elements are built into a tree: the page is ~200 KB of markup.
-    strainer = SoupStrainer(attrs={"data-target": "DailyPapers"})
-    soup = BeautifulSoup(body, "lxml", parse_only=strainer)
-    node = soup.find(None, {"data-target": "DailyPapers"})
-    if node is None:
-        raise _Invalid('no element with data-target="DailyPapers" (not a papers page?)')
+def _parse_page(body: bytes | str, day: dt.date | None) -> list[PaperData]:
+    with warnings.catch_warnings():
+        # Whatever the body looks like (XML, a bare URL), it is judged below, not warned about.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        soup = BeautifulSoup(body, "lxml")
+    try:
+        props = _props(soup, "DailyPapers")
+    except _Invalid as e:
+        missing = str(e)
+    else:
+        papers = props.get("dailyPapers")
+        if not isinstance(papers, list):
+            raise _Invalid("the DailyPapers data-props has no dailyPapers list")
+        # The page's own date is a last resort: a weekly page's items carry their own days.
+        return _items(papers, day, fallback_day=_date(props.get("date")))
+    try:
+        single = _props(soup, "PaperContent")
+    except _Invalid:
+        pass
+    else:
+        return [_paper_page(single, day)]
+    cards = [a for a in soup.find_all("article") if isinstance(a, Tag)]
+    papers_from_cards = [p for p in (_card(a, day) for a in cards) if p is not None]
+    if not papers_from_cards:
+        raise _Invalid(f"{missing}, and no paper cards (article elements linking to /papers/<id>)")
+    return _dedupe(papers_from_cards)
+
+
+def _props(soup: BeautifulSoup, target: str) -> dict[str, Any]:
+    # The HTML parser decodes the attribute whatever its quoting and entity escaping.
+    node = soup.find(None, {"data-target": target})
+    if not isinstance(node, Tag):
+        raise _Invalid(f'no element with data-target="{target}"')
     raw = node.get("data-props")
     if not isinstance(raw, str):
-        raise _Invalid("the DailyPapers element has no data-props")
+        raise _Invalid(f"the {target} element has no data-props")
     try:
         props = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise _Invalid(f"data-props is not JSON ({e})") from e
-    if not isinstance(props, dict) or not isinstance(props.get("dailyPapers"), list):
-        raise _Invalid("data-props has no dailyPapers list")
-    day = _date(props.get("date"))
-    return _items(props["dailyPapers"], day.date() if day else None)
+        raise _Invalid(f"the {target} data-props is not JSON ({e})") from e
+    if not isinstance(props, dict):
+        raise _Invalid(f"the {target} data-props is not an object")
+    return props
 
 
-def _items(items: list[Any], day: dt.date | None) -> list[PaperData]:
-    papers: dict[str, PaperData] = {}
+def _paper_page(props: dict[str, Any], day: dt.date | None) -> PaperData:
+    comments = props.get("comments")
+    item = {
+        "paper": props.get("paper"),
+        "numComments": len(comments) if isinstance(comments, list) else 0,
+    }
+    return _item(item, day, None)
+
+
+def _card(article: Tag, day: dt.date | None) -> PaperData | None:
+    """One server-rendered paper card; None for an article that is not one."""
+    heading = article.find("h3")
+    link = heading.find("a", href=_PAPER_HREF_RE) if isinstance(heading, Tag) else None
+    if not isinstance(link, Tag):
+        return None
+    m = _PAPER_HREF_RE.match(str(link.get("href", "")))
+    title = _unwrap(link.get_text(" "))
+    if m is None or not title:
+        return None
+    pid = m.group(1)
+    if day is None:
+        raise _Invalid(f"paper card {pid}: the cards carry no date and the URL names none")
+    return PaperData(
+        id=_VERSION_RE.sub("", pid),
+        title=title,
+        day=day,
+        upvotes=_card_upvotes(article),
+        comments=_card_count(article.find("a", href=re.compile(r"#community$"))),
+        thumbnail=_card_thumbnail(article),
+        source="huggingface",
+    )
+
+
+def _card_upvotes(article: Tag) -> int:
+    # The vote box is the element around the (disabled) upvote checkbox.
+    box = article.find("input", attrs={"type": "checkbox"})
+    if isinstance(box, Tag) and isinstance(box.parent, Tag):
+        return _card_count(box.parent)
+    return 0
+
+
+def _card_count(node: object) -> int:
+    if not isinstance(node, Tag):
+        return 0
+    m = _COUNT_RE.search(node.get_text(" "))
+    return int(m.group(1).replace(",", "")) if m else 0
+
+
+def _card_thumbnail(article: Tag) -> str | None:
+    # The card opens with its picture link; some cards show a video there instead.
+    first = article.find("a")
+    img = first.find("img", recursive=False) if isinstance(first, Tag) else None
+    return _url(img.get("src")) if isinstance(img, Tag) else None
+
+
+def _items(
+    items: list[Any], day: dt.date | None, fallback_day: dt.datetime | None = None
+) -> list[PaperData]:
+    papers: list[PaperData] = []
     for i, item in enumerate(items):
         try:
-            paper = _item(item, day)
+            papers.append(_item(item, day, fallback_day))
         except _Invalid as e:
             raise _Invalid(f"item {i}: {e}") from e
-        papers.setdefault(paper.id, paper)
-    return list(papers.values())
+    return _dedupe(papers)
 
 
-def _item(item: Any, day: dt.date | None) -> PaperData:
+def _dedupe(papers: list[PaperData]) -> list[PaperData]:
+    seen: dict[str, PaperData] = {}
+    for p in papers:
+        seen.setdefault(p.id, p)
+    return list(seen.values())
+
+
+def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> PaperData:
     if not isinstance(item, dict):
         raise _Invalid(f"expected an object, got {type(item).__name__}")
     paper = item.get("paper")
     if not isinstance(paper, dict):
         raise _Invalid("no 'paper' object")
     pid = _str(paper, "id")
-    if not pid:
+    if not pid or not pid.strip():
         raise _Invalid("paper has no id")
     title = _str(item, "title") or _str(paper, "title")
     if not title:
@@ -121,7 +302,8 @@ def _item(item: Any, day: dt.date | None) -> PaperData:
     if submitted is None and "submittedOnDailyAt" not in paper:
         # Before submittedOnDailyAt existed (2024), the item's publishedAt was the submission.
         submitted = _date(item.get("publishedAt"))
-    paper_day = day or (submitted.date() if submitted else None)
+    when = submitted or fallback_day
+    paper_day = day or (when.date() if when else None)
     if paper_day is None:
         raise _Invalid(f"paper {pid} has no date")
 
