@@ -77,12 +77,7 @@ def run_once(
         operator_address=config.newsletter.from_address,
         subject_template=config.newsletter.subject,
     )
-    mail_sender = message.Sender(
-        from_header=config.newsletter.from_,
-        list_id=message.list_id(
-            config.newsletter.title, config.newsletter.from_address.rpartition("@")[2]
-        ),
-    )
+    mail_sender = message.load_sender(config)  # reads the DKIM key, if any
     for subscriber in config.subscriber_models():
         if only is not None and subscriber.key != only.casefold():
             continue
@@ -106,7 +101,8 @@ def run_once(
             report.failed[subscriber.email] = str(e)
             continue
         if sender.records_deliveries:
-            store.record_delivery(subscriber.key, digest.paper_ids, digest_key, now)
+            # email.paper_ids: papers the size guard left out stay unsent for next time.
+            store.record_delivery(subscriber.key, email.paper_ids, digest_key, now)
         report.delivered.append(subscriber.email)
         log.info("digest.delivered subscriber=%s papers=%d", subscriber.email, len(digest.picks))
     sender.close()
