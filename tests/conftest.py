@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +48,9 @@ def hf_server() -> Iterator[FixtureServer]:
         yield server
 
 
-def write_config(path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None) -> Path:
+def write_config(
+    path: Path, *, hf_url: str, extra: str = "", subscribers: str | None = None
+) -> Path:
     """A small config pointing the Hugging Face source at a test server."""
     subs = subscribers or DEFAULT_SUBSCRIBERS
     path.write_text(
@@ -96,3 +99,12 @@ def load_json(name: str) -> object:
 
 def ids_in(text: str) -> list[str]:
     return re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})", text)
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip a test whose tool is missing, with the reason; in CI (CI=true) fail instead."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing tool fails the run; see .ci/apt-packages)")
+    pytest.skip(reason)
