@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, render, sources, unsubscribe
+from newsletter import __version__, message, render, sources, unsubscribe
 from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.pipeline import RunReport, run_once
@@ -138,6 +138,7 @@ def check(config_path: Path) -> None:
     """
     config = _load_config(config_path)
     render.check_templates(config.templates_path)
+    message.load_sender(config)  # a DKIM key that cannot sign is a configuration error
     subs = config.subscribers
     click.echo(
         f"{config_path}: ok: {len(config.topics)} topic{'s' if len(config.topics) != 1 else ''}, "

@@ -50,6 +50,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_DNS_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+class DkimSettings(_Model):
+    """Sign every message: the public key is published at SELECTOR._domainkey.DOMAIN."""
+
+    key_file: Annotated[str, Field(min_length=1)]  # PEM private key, relative to the config file
+    selector: str
+    domain: str
+
+    @field_validator("selector", "domain")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS_NAME_RE.match(value):
+            raise ValueError(f"not a DNS name: {value!r}")
+        return value.lower()
+
+
 class NewsletterSettings(_Model):
     title: str = "Trending Papers"
     from_: Annotated[str, Field(alias="from")] = "Trending Papers <papers@example.org>"
@@ -58,6 +78,7 @@ class NewsletterSettings(_Model):
     state: str = "newsletter.db"
     templates_dir: str | None = None
     subject: str = "{title}: {count} new papers for {date}"
+    dkim: DkimSettings | None = None
 
     @field_validator("from_")
     @classmethod
@@ -91,6 +112,18 @@ class NewsletterSettings(_Model):
         from email.utils import parseaddr
 
         return parseaddr(self.from_)[1]
+
+    @model_validator(mode="after")
+    def _dkim_alignment(self) -> NewsletterSettings:
+        # DMARC passes on DKIM only when the signing domain matches the From domain
+        # (or is a parent of it); a mismatch signs every message for nothing.
+        if self.dkim is not None:
+            domain = self.from_address.rpartition("@")[2].lower()
+            if domain != self.dkim.domain and not domain.endswith("." + self.dkim.domain):
+                raise ValueError(
+                    f"dkim.domain {self.dkim.domain!r} does not match the From domain {domain!r}"
+                )
+        return self
 
 
 class HuggingFaceSource(_Model):
@@ -155,12 +188,18 @@ class Smtp(_Model):
     ca_file: str | None = None
     username: str | None = None
     password_env: str = "NEWSLETTER_SMTP_PASSWORD"
+    bounce_address: str | None = None  # envelope sender (MAIL FROM); default: the From address
     connections: Annotated[int, Field(ge=1, le=64)] = 4
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
     daily_cap: Annotated[int, Field(ge=1)] | None = None
     timeout: Annotated[float, Field(gt=0)] = 30.0
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     retry_backoff: Annotated[float, Field(ge=0)] = 2.0
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce(cls, value: str | None) -> str | None:
+        return None if value is None else _check_email(value)
 
     @model_validator(mode="after")
     def _no_plaintext_over_the_network(self) -> Smtp:

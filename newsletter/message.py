@@ -1,29 +1,74 @@
-"""Email -> MIME message: headers, List-Unsubscribe, Message-ID. Pure.
+"""Email -> MIME message: headers, List-Unsubscribe, Message-ID, DKIM. Pure.
 
 One recipient per message. Header values come from the config and the digest, never raw:
-the email package refuses CR/LF in them (header injection), and ``render.subject`` already
-folds a subject to one line.
+the email package refuses CR/LF in them (header injection), ``render.subject`` already folds
+a subject to one line, and display names are folded here the same way.
+
+``load_sender(config)`` is the edge of this stage: it reads the DKIM key file once per run,
+the way ``render.make_env`` reads the templates. dkimpy stamps the signature's ``t=`` tag
+with the current time itself; that is the one clock read below, and it is the library's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, Policy
 from email.utils import format_datetime, formataddr, parseaddr
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
+import dkim
+
+from newsletter.errors import ConfigError
 from newsletter.models import Email
+from newsletter.render import one_line
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+#: Signed into ``h=``. Headers listed twice are "oversigned": a header of that name added
+#: on the way (a second From, a forged List-Unsubscribe) breaks the signature.
+DKIM_HEADERS: tuple[str, ...] = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Auto-Submitted",
+    "MIME-Version",
+    "Content-Type",
+    "From",
+    "Subject",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    selector: str
+    domain: str
+    private_key: bytes  # PEM, as dkimpy reads it
 
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """Who the messages are from, and the list they belong to."""
+    """Who the messages are from, the list they belong to, and how they are signed."""
 
     from_header: str  # "Trending Papers <papers@example.org>"
     list_id: str  # "trending-papers.papers.example.org"
+    list_name: str = ""  # the List-Id phrase: the newsletter's title
+    bounce_address: str | None = None  # envelope sender (MAIL FROM); None: the From address
+    dkim: DkimKey | None = None
 
     @property
     def address(self) -> str:
@@ -33,22 +78,60 @@ class Sender:
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
 
+    @property
+    def envelope_from(self) -> str:
+        return self.bounce_address or self.address
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A built message: the bytes to send, and who to send them to."""
+    """A built message: the bytes to send, and who to send them to.
+
+    ``envelope_from`` is the SMTP ``MAIL FROM`` (it becomes the Return-Path): bounces go there.
+    """
 
     recipient: str
+    envelope_from: str
     message_id: str
     data: bytes
     email: Email
-    envelope_from: str = ""  # MAIL FROM (Return-Path): where bounces go
 
 
-def message_id(sender: Sender, recipient: str, digest_key: str) -> str:
-    """Stable per digest and recipient, so a resent message is recognisably the same one."""
-    token = hashlib.sha256(f"{digest_key}\0{recipient.casefold()}".encode()).hexdigest()[:32]
+class _VerbatimHeader(UnstructuredHeader, BaseHeader):
+    """A header written as given on one line: never folded, never RFC 2047-encoded.
+
+    The email package encodes an unstructured value whose URL is longer than a line, which
+    would make List-Unsubscribe unreadable to a mail client. 998 characters is the limit.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def _policy() -> Policy:
+    registry = HeaderRegistry()
+    registry.map_to_type("list-unsubscribe", _VerbatimHeader)
+    registry.map_to_type("list-unsubscribe-post", _VerbatimHeader)
+    return SMTP.clone(header_factory=registry)
+
+
+_POLICY = _policy()
+
+
+def message_id(sender: Sender, recipient: str, digest_key: str, paper_ids: Sequence[str]) -> str:
+    """Stable per digest, recipient and papers, so a resent message is recognisably the same.
+
+    Two different digests for the same day (a config change, a rerun with other papers)
+    get different ids, so a mail client does not drop one as a duplicate.
+    """
+    material = "\0".join([digest_key, recipient.casefold(), *paper_ids])
+    token = hashlib.sha256(material.encode()).hexdigest()[:32]
     return f"<{token}@{sender.domain}>"
+
+
+def header_url(url: str) -> str:
+    """A URL fit for a header: ASCII only (percent-encoded), no spaces or angle brackets."""
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
 
 
 def build(
@@ -59,36 +142,112 @@ def build(
     digest_key: str,
     now: dt.datetime,
 ) -> Outgoing:
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = sender.from_header
-    msg["To"] = Address(display_name=email.to_name or "", addr_spec=email.to)
-    msg["Subject"] = email.subject
+    msg["To"] = Address(display_name=one_line(email.to_name or ""), addr_spec=email.to)
+    msg["Subject"] = one_line(email.subject)
     msg["Date"] = format_datetime(now.astimezone(dt.UTC))
-    mid = message_id(sender, email.to, digest_key)
+    mid = message_id(sender, email.to, digest_key, email.paper_ids)
     msg["Message-ID"] = mid
-    msg["List-Id"] = f"{sender.list_id.split('.')[0]} <{sender.list_id}>"
+    msg["List-Id"] = f"{_list_phrase(sender)} <{sender.list_id}>"
     mailto = f"mailto:{sender.address}?subject=unsubscribe"
-    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>, <{mailto}>"
+    # RFC 8058: the HTTPS URL takes a one-click POST; the mailto is for older clients.
+    msg["List-Unsubscribe"] = f"<{header_url(unsubscribe_url)}>, <{mailto}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["Precedence"] = "bulk"
     msg.set_content(email.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(email.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    data = msg.as_bytes()
+    if sender.dkim is not None:
+        data = sign(data, sender.dkim)
     return Outgoing(
         recipient=email.to,
+        envelope_from=sender.envelope_from,
         message_id=mid,
-        data=msg.as_bytes(),
+        data=data,
         email=email,
-        envelope_from=sender.address,
     )
+
+
+def sign(data: bytes, key: DkimKey) -> bytes:
+    """Prepend a DKIM-Signature over the final bytes (relaxed/relaxed, rsa-sha256)."""
+    present = {
+        m.group(1).lower()
+        for m in re.finditer(rb"^([A-Za-z0-9-]+):", data.split(b"\r\n\r\n", 1)[0], re.M)
+    }
+    headers = [h.encode() for h in DKIM_HEADERS if h.lower().encode() in present]
+    signature: bytes = dkim.sign(
+        data,
+        key.selector.encode(),
+        key.domain.encode(),
+        key.private_key,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=headers,
+        linesep=b"\r\n",
+    )
+    return signature + data
+
+
+def _list_phrase(sender: Sender) -> str:
+    """The List-Id phrase: the title when it is plain ASCII words, else the list label."""
+    name = one_line(sender.list_name)
+    if name and re.fullmatch(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]+", name):
+        return name
+    return sender.list_id.split(".")[0]
 
 
 def list_id(title: str, domain: str) -> str:
     slug = (
-        "-".join("".join(c if c.isalnum() else " " for c in title.lower()).split()) or "newsletter"
+        "-".join("".join(c if c.isalnum() and c.isascii() else " " for c in title.lower()).split())
+        or "newsletter"
     )
     return f"{slug}.{domain}"
 
 
 def display_from(name: str, address: str) -> str:
     return formataddr((name, address))
+
+
+def load_sender(config: Config) -> Sender:
+    """The run's Sender from the config; reads and tries the DKIM key (I/O, once per run)."""
+    settings = config.newsletter
+    domain = settings.from_address.rpartition("@")[2]
+    key: DkimKey | None = None
+    if settings.dkim is not None:
+        path = config.base_dir / settings.dkim.key_file
+        where = f"{config.path}: newsletter.dkim.key_file"
+        try:
+            pem = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(
+                str(config.path), [f"{where}: cannot read {path}: {e.strerror or e}"]
+            ) from e
+        key = DkimKey(settings.dkim.selector, settings.dkim.domain, pem)
+        try:
+            sign(b"From: a@b.example\r\n\r\nkey check\r\n", key)
+        except Exception as e:  # dkimpy raises several unrelated types for a bad key
+            raise ConfigError(
+                str(config.path), [f"{where}: {path} is not a usable DKIM private key: {e}"]
+            ) from e
+    return Sender(
+        from_header=settings.from_,
+        list_id=list_id(settings.title, domain),
+        list_name=settings.title,
+        bounce_address=config.smtp.bounce_address,
+        dkim=key,
+    )
+
+
+def unfolded_headers(data: bytes) -> list[tuple[str, str]]:
+    """The header fields of a message, unfolded: for tests and the preview gallery."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    fields: list[tuple[str, str]] = []
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + line)
+        elif line:
+            name, _, value = line.partition(":")
+            fields.append((name, value.strip()))
+    return fields

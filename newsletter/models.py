@@ -127,7 +127,9 @@ class Email:
     subject: str
     html: str
     text: str
-    paper_ids: tuple[str, ...]
+    paper_ids: tuple[str, ...]  # the papers in the email, in order
+    # Papers of the digest the size guard left out (they stay unsent, so they can come again).
+    dropped_ids: tuple[str, ...] = ()
 
 
 def merge_papers(old: PaperData, new: PaperData) -> PaperData:

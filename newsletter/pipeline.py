@@ -220,10 +220,7 @@ class _Composer:
             operator_address=nl.from_address,
             subject_template=nl.subject,
         )
-        self.sender = message.Sender(
-            from_header=nl.from_,
-            list_id=message.list_id(nl.title, nl.from_address.rpartition("@")[2]),
-        )
+        self.sender = message.load_sender(config)  # reads the DKIM key, if any
 
     def compose(self, digest: Digest) -> message.Outgoing:
         sub = digest.subscriber
@@ -298,7 +295,15 @@ class _Ledger:
 
     def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
         key = msg.recipient.casefold()
-        self.store.finish(self.run_id, key, outcome.status, outcome.detail, self.clock())
+        # email.paper_ids: papers the size guard left out stay unsent, for next time.
+        self.store.finish(
+            self.run_id,
+            key,
+            outcome.status,
+            outcome.detail,
+            self.clock(),
+            paper_ids=msg.email.paper_ids,
+        )
         if outcome.suppress:
             self.store.set_state(key, "suppressed", outcome.detail, self.clock())
         log.log(

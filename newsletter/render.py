@@ -1,30 +1,79 @@
-"""Digest -> Email: the Jinja environment, the templates, CSS inlining.
+"""Digest -> Email: the Jinja environment, the templates, CSS inlining, the size guard.
 
-Pure apart from reading templates once when the environment is built. Templates are
-autoescaped and use StrictUndefined, so a typo in a variable name is an error, not a blank.
-An operator's ``newsletter.templates_dir`` is searched before the built-in templates, file
-by file.
+Pure apart from reading templates when the environment is built (``make_env``). Templates
+are autoescaped and use StrictUndefined, so a typo in a variable name is an error, not a
+blank. An operator's ``newsletter.templates_dir`` is searched before the built-in templates,
+file by file.
+
+Inlining CSS with premailer is slow, so it is not done once per recipient. Instead the HTML
+template is rendered as a *skeleton*: every printed ``{{ value }}`` becomes a placeholder
+token, so the skeleton only depends on the template's structure, not on the data. Skeletons
+are inlined once and cached on the environment; the values go in afterwards, escaped. Paper
+cards are rendered the same way, separately (``{{ card(pick) }}`` in ``digest.html.j2``),
+with the stylesheet of the digest, so a card is inlined once per card layout, however many
+subscribers get it. Values marked safe (macros, ``|safe``) stay in the skeleton so that any
+HTML in them is styled too.
+
+    skeleton = template.render(context, every {{ value }} -> token)
+    inlined  = cache[skeleton] or premailer(skeleton)
+    html     = inlined with each token -> escape(value); card tokens -> the filled card
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import re
+import secrets
 import textwrap
-from collections.abc import Sequence
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 import premailer
+from markupsafe import escape
 
 from newsletter.errors import TemplateError
-from newsletter.models import Digest, Email
+from newsletter.models import Digest, Email, PaperData, Pick, Subscriber
 
 log = logging.getLogger(__name__)
 
 HTML_TEMPLATE = "digest.html.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
+CARD_TEMPLATE = "_paper.html.j2"
+
+#: Gmail clips a message whose HTML exceeds about 102 KB; stay clearly below.
+HTML_LIMIT = 100_000
+
+_SLOTS_VAR = "__newsletter_slots"
+_CACHE_SIZE = 256
+_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+_STYLE_RE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
+_CARD_START, _CARD_END = "<!--newsletter-card-start-->", "<!--newsletter-card-end-->"
+
+
+class Environment(jinja2.Environment):
+    """A Jinja environment that also holds the cache of inlined skeletons.
+
+    The token prefix is random per environment so that no text in a template or a paper
+    can be mistaken for a placeholder.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.slot_prefix = "nlslot" + secrets.token_hex(6)
+        self.slot_re = re.compile(re.escape(self.slot_prefix) + r"(\d+)([xc])")
+        # A run of cards, wherever the template prints them, is inlined as one placeholder,
+        # so the number of papers in a digest does not make a new layout.
+        self.card_run_re = re.compile(r"(?:" + re.escape(self.slot_prefix) + r"\d+c\s*)+")
+        self.inlined: OrderedDict[str, str] = OrderedDict()
+        self.inline_count = 0  # premailer runs, for tests and benchmarks
 
 
 def builtin_templates_dir() -> Path:
@@ -36,13 +85,15 @@ def builtin_templates_dir() -> Path:
     raise TemplateError(HTML_TEMPLATE, None, f"built-in templates not found next to {here}")
 
 
-def make_env(templates_dir: Path | None = None) -> jinja2.Environment:
+def make_env(templates_dir: Path | None = None) -> Environment:
+    """The environment; ``templates_dir`` overrides the built-in templates file by file."""
     searchpath = [str(templates_dir)] if templates_dir else []
     searchpath.append(str(builtin_templates_dir()))
-    env = jinja2.Environment(
+    env = Environment(
         loader=jinja2.FileSystemLoader(searchpath),
         autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),
         undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -50,6 +101,7 @@ def make_env(templates_dir: Path | None = None) -> jinja2.Environment:
     env.filters["authors_short"] = authors_short
     env.filters["excerpt"] = excerpt
     env.filters["wrap"] = wrap
+    env.filters["http_url"] = http_url
     env.filters["thousands"] = lambda n: f"{n:,}"
     return env
 
@@ -62,6 +114,9 @@ class Identity:
     base_url: str
     operator_address: str
     subject_template: str
+
+
+# --- filters -------------------------------------------------------------------------------
 
 
 def authors_short(authors: Sequence[str], first: int = 3) -> str:
@@ -84,13 +139,42 @@ def excerpt(text: str, limit: int = 400) -> str:
         cut = m.start()
     if cut >= limit // 3:
         return text[:cut]
-    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    head = text[:limit]
+    if " " in head:
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(",;:") + " …"
 
 
 def wrap(text: str, width: int = 78, indent: str = "") -> str:
+    """Fill to ``width``; a word longer than a line (a URL) stays whole on its own line."""
     return textwrap.fill(
-        text, width=width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
     )
+
+
+def http_url(value: str | None) -> str:
+    """The URL when it is http(s), else "" (no javascript: or data: links from a source)."""
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return ""
+    return value.strip() if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+# --- the subject ---------------------------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    """Whitespace runs (CR, LF, U+2028 ...) to one space, control characters dropped."""
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    return " ".join(text.split())
 
 
 def subject(identity: Identity, digest: Digest) -> str:
@@ -98,43 +182,245 @@ def subject(identity: Identity, digest: Digest) -> str:
         title=identity.title, count=len(digest.picks), date=digest.day.isoformat()
     )
     # A header is one line: no CR/LF from a title or template can start another header.
-    return " ".join(text.split())
+    return one_line(text)
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Card:
+    """What ``card(pick)`` prints: a slot filled with the separately inlined card."""
+
+    pick: Pick
+    show_summary: bool
+
+
+class _Slots:
+    """The values and cards printed while rendering one skeleton, in order.
+
+    Cards are numbered apart from values (tokens ending in "c" and "x"), so that the tokens
+    of the values after the cards do not depend on how many cards there are.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.values: list[str] = []
+        self.cards: list[_Card] = []
+
+    def add(self, value: str | _Card) -> str:
+        if isinstance(value, _Card):
+            self.cards.append(value)
+            return f"{self.prefix}{len(self.cards) - 1}c"
+        self.values.append(value)
+        return f"{self.prefix}{len(self.values) - 1}x"
+
+
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: object) -> object:
+    slots = context.get(_SLOTS_VAR)
+    if not isinstance(slots, _Slots):
+        return value  # a plain render (the text part)
+    if isinstance(value, _Card):
+        return slots.add(value)
+    if hasattr(value, "__html__"):
+        return value  # HTML from a macro or |safe: inline it with the template
+    # str() here, not later, so an undefined value fails with its template and line.
+    return slots.add(str(value))
 
 
 def render(
     digest: Digest,
-    env: jinja2.Environment,
+    env: Environment,
     identity: Identity,
     *,
     recipient_name: str | None,
     unsubscribe_url: str,
+    limit: int = HTML_LIMIT,
 ) -> Email:
-    subject_line = subject(identity, digest)
-    context = {
+    """The whole email for one recipient: HTML (inlined, <= ``limit`` bytes) and text.
+
+    The recipient's name and unsubscribe URL are arguments; they go into the inlined HTML
+    escaped. When the HTML is too big, the summaries of the lowest-ranked papers go first,
+    then whole papers from the bottom (logged); the email says how many papers did not fit.
+    """
+    email, summaries = _compose(digest, env, identity, recipient_name, unsubscribe_url, limit)
+    size = _size(email.html)
+    if email.dropped_ids or summaries < len(email.paper_ids):
+        log.warning(
+            "render.size_guard subscriber=%s summaries_dropped=%d papers_dropped=%d "
+            "dropped_ids=%s bytes=%d limit=%d",
+            digest.subscriber.email,
+            len(email.paper_ids) - summaries,
+            len(email.dropped_ids),
+            ",".join(email.dropped_ids) or "-",
+            size,
+            limit,
+        )
+    if size > limit:
+        log.warning("render.over_limit subscriber=%s bytes=%d", digest.subscriber.email, size)
+    return email
+
+
+def base_context(
+    digest: Digest, identity: Identity, recipient_name: str | None, unsubscribe_url: str
+) -> dict[str, Any]:
+    """What both templates see, apart from the papers (``digest``, ``picks``, ``more``)."""
+    return {
         "title": identity.title,
-        "digest": digest,
-        "picks": digest.picks,
-        "day": digest.day,
-        "recipient_name": recipient_name,
-        "unsubscribe_url": unsubscribe_url,
         "base_url": identity.base_url,
         "operator_address": identity.operator_address,
+        "subject": subject(identity, digest),
+        "recipient_name": recipient_name,
+        "recipient_email": digest.subscriber.email,
+        "unsubscribe_url": unsubscribe_url,
         "topics": digest.subscriber.topics,
-        "subject": subject_line,
+        "day": digest.day,
+        "daily_url": f"https://huggingface.co/papers/date/{digest.day.isoformat()}",
     }
-    html = _render(env, HTML_TEMPLATE, context)
+
+
+def _compose(
+    digest: Digest,
+    env: Environment,
+    identity: Identity,
+    recipient_name: str | None,
+    unsubscribe_url: str,
+    limit: int,
+) -> tuple[Email, int]:
+    """The email and how many of its papers kept their summary."""
+    subject_line = subject(identity, digest)
+    base = base_context(digest, identity, recipient_name, unsubscribe_url)
+    n = len(digest.picks)
+
+    def attempt(step: int) -> tuple[dict[str, Any], str, int, int]:
+        """Step 0 is everything; each step drops the lowest-ranked summary left, and past
+        the summaries, the lowest-ranked paper (one paper always stays)."""
+        summaries = max(n - step, 0)
+        kept = max(n - max(step - n, 0), min(n, 1))
+        shown = dataclasses.replace(digest, picks=digest.picks[:kept])
+        context = base | {"digest": shown, "picks": shown.picks, "more": n - kept}
+        html = _render_html(env, context, with_summary=set(digest.picks[:summaries]))
+        return context, html, min(summaries, kept), kept
+
+    # Never cut bytes (the HTML must stay valid): leave out whole parts, least important
+    # first. The size falls with every step, so a binary search finds the first that fits.
+    result = attempt(0)
+    if _size(result[1]) > limit and n > 0:
+        low, high = 1, 2 * n - 1
+        result = attempt(high)  # the last resort: one paper, no summary
+        while low < high:
+            mid = (low + high) // 2
+            tried = attempt(mid)
+            if _size(tried[1]) <= limit:
+                high, result = mid, tried
+            else:
+                low = mid + 1
+    context, html, summaries, kept = result
+    picks = digest.picks[:kept]
     text = _render(env, TEXT_TEMPLATE, context)
-    return Email(
+    for name, body, url in (
+        (HTML_TEMPLATE, html, str(escape(unsubscribe_url))),
+        (TEXT_TEMPLATE, text, unsubscribe_url),
+    ):
+        # Bulk-sender rules require a visible unsubscribe link; an override must keep it.
+        if url not in body:
+            raise TemplateError(
+                name, None, "the email has no unsubscribe link (print {{ unsubscribe_url }})"
+            )
+    email = Email(
         to=digest.subscriber.email,
         to_name=recipient_name,
         subject=subject_line,
-        html=inline_css(html),
+        html=html,
         text=text,
-        paper_ids=digest.paper_ids,
+        paper_ids=tuple(p.paper.id for p in picks),
+        dropped_ids=tuple(p.paper.id for p in digest.picks[kept:]),
     )
+    return email, summaries
 
 
-def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> str:
+def _size(html: str) -> int:
+    return len(html.encode("utf-8"))
+
+
+def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set[Pick]) -> str:
+    def card(pick: Pick) -> _Card:
+        return _Card(pick, pick in with_summary)
+
+    slots = _Slots(env.slot_prefix)
+    skeleton = _render(env, HTML_TEMPLATE, context | {"card": card, _SLOTS_VAR: slots})
+    runs: list[str] = []
+
+    def run(m: re.Match[str]) -> str:
+        runs.append(m.group(0))
+        return f"{env.slot_prefix}{len(runs) - 1}r"
+
+    layout = env.card_run_re.sub(run, skeleton)
+    inlined = _inline_cached(env, layout, layout)
+    inlined = re.sub(
+        re.escape(env.slot_prefix) + r"(\d+)r", lambda m: runs[int(m.group(1))], inlined
+    )
+    # Not the <style> inside <!--[if mso]>: only Outlook reads that one.
+    css = "\n".join(_STYLE_RE.findall(_COMMENT_RE.sub("", skeleton)))
+    cards: dict[_Card, str] = {}
+
+    def fill_card(slot: _Card) -> str:
+        if slot not in cards:
+            cards[slot] = _render_card(env, css, context, slot)
+        return cards[slot]
+
+    return _fill(env, inlined, slots, fill_card)
+
+
+def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
+    slots = _Slots(env.slot_prefix)
+    card_context = context | {
+        "pick": slot.pick,
+        "paper": slot.pick.paper,
+        "show_summary": slot.show_summary,
+        _SLOTS_VAR: slots,
+    }
+    skeleton = _render(env, CARD_TEMPLATE, card_context)
+    # The card is inlined on its own, inside a table as in the digest, with the digest's
+    # stylesheet; so its rules must not depend on elements outside the card.
+    page = (
+        f"<html><head><style>{css}</style></head><body><table>"
+        f"{_CARD_START}{skeleton}{_CARD_END}</table></body></html>"
+    )
+    inlined = _inline_cached(env, "card\0" + page, page)
+    start, end = inlined.find(_CARD_START), inlined.find(_CARD_END)
+    if start < 0 or end < start:
+        raise TemplateError(CARD_TEMPLATE, None, "the card is not valid inside a <table>")
+    return _fill(env, inlined[start + len(_CARD_START) : end], slots, lambda s: "")
+
+
+def _fill(env: Environment, inlined: str, slots: _Slots, card: Callable[[_Card], str]) -> str:
+    def value(m: re.Match[str]) -> str:
+        index, kind = int(m.group(1)), m.group(2)
+        if kind == "c" and index < len(slots.cards):
+            return card(slots.cards[index])
+        if kind == "x" and index < len(slots.values):
+            return str(escape(slots.values[index]))
+        return m.group(0)
+
+    return env.slot_re.sub(value, inlined)
+
+
+def _inline_cached(env: Environment, key: str, html: str) -> str:
+    cached = env.inlined.get(key)
+    if cached is not None:
+        env.inlined.move_to_end(key)
+        return cached
+    result = inline_css(html)
+    env.inline_count += 1
+    env.inlined[key] = result
+    if len(env.inlined) > _CACHE_SIZE:
+        env.inlined.popitem(last=False)
+    return result
+
+
+def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as e:
@@ -145,47 +431,62 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> s
         raise TemplateError(name, None, f"template not found: {e.name}") from e
     except jinja2.UndefinedError as e:
         raise TemplateError(*_template_position(e, name), f"undefined: {e.message}") from e
-    except (jinja2.TemplateError, TypeError, ValueError, AttributeError) as e:
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as e:
         raise TemplateError(*_template_position(e, name), f"{type(e).__name__}: {e}") from e
 
 
 def _template_position(exc: BaseException, default: str) -> tuple[str, int | None]:
-    """The template file and line from a render-time traceback."""
+    """The innermost template file and line in a render-time traceback.
+
+    Jinja rewrites the traceback so that template frames carry the template's file name and
+    line; those frames are marked with ``__jinja_exception__`` in their globals.
+    """
     tb = exc.__traceback__
     found: tuple[str, int | None] = (default, None)
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.endswith(".j2"):
-            found = (filename, tb.tb_lineno)
+        if "__jinja_exception__" in tb.tb_frame.f_globals:
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
     return found
 
 
 def inline_css(html: str) -> str:
-    """Inline the <style> rules into style attributes; media queries stay in <style>."""
-    return str(
-        premailer.Premailer(
-            html,
-            allow_network=False,
-            strip_important=False,
-            keep_style_tags=True,
-            remove_classes=False,
-            cssutils_logging_level=logging.CRITICAL,
-            disable_validation=True,
-        ).transform()
-    )
+    """Inline the <style> rules into style attributes; media queries stay in <style>.
+
+    No network (a linked stylesheet is left alone), ``!important`` kept (the mobile and
+    dark-mode rules need it to beat the inlined styles), cssutils quiet: its warnings
+    about email-only properties (mso-hide) are noise for an operator.
+    """
+    try:
+        return str(
+            premailer.Premailer(
+                html,
+                allow_network=False,
+                allow_loading_external_files=False,
+                strip_important=False,
+                keep_style_tags=False,
+                remove_classes=False,
+                cssutils_logging_level=logging.CRITICAL,
+                disable_validation=True,
+                # Keep the template's width/height attributes: Outlook sizes images by them
+                # (width="552"), where the CSS says width: 100% for everyone else.
+                disable_basic_attributes=["width", "height"],
+            ).transform()
+        )
+    except Exception as e:  # premailer raises bare exceptions from lxml and cssutils
+        raise TemplateError(HTML_TEMPLATE, None, f"cannot inline CSS: {e}") from e
 
 
-def sample_digest() -> Digest:
-    """A digest with every optional field set, to try templates before a run."""
-    import datetime as dt
+# --- sample digests for `newsletter check` ----------------------------------------------------
 
-    from newsletter.models import PaperData, Pick, Subscriber
 
+def sample_digests() -> list[tuple[Digest, str | None]]:
+    """Digests with every optional field set and every one unset, to try templates."""
+    day = dt.date(2024, 1, 2)
     paper = PaperData(
         id="2401.00001",
         title='A Sample Paper on Diffusion <Models> & "Quotes"',
-        day=dt.date(2024, 1, 2),
+        day=day,
         abstract="We study samples. They are useful. " * 20,
         authors=("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
         upvotes=42,
@@ -198,23 +499,29 @@ def sample_digest() -> Digest:
         ai_summary="A sample summary.",
         ai_keywords=("diffusion",),
     )
-    subscriber = Subscriber(email="reader@example.org", topics=("diffusion",), name="Reader")
-    pick = Pick(
-        paper, "diffusion", "diffusion", "title", 'matched "diffusion" in title · 42 upvotes'
-    )
-    bare = PaperData(id="2401.00002", title="A bare paper", day=paper.day)
-    return Digest(
-        subscriber, paper.day, (pick, Pick(bare, "diffusion", "diffusion", "abstract", "r"))
-    )
+    bare = PaperData(id="2401.00002", title="A bare paper", day=day)
+    pick = Pick(paper, "diffusion", "diffusion", "title", 'matched "diffusion" in title')
+    reader = Subscriber(email="reader@example.org", topics=("diffusion",), name="Reader")
+    anonymous = Subscriber(email="anon@example.org", topics=("diffusion", "robots"))
+    return [
+        (
+            Digest(reader, day, (pick, Pick(bare, "diffusion", "diffusion", "abstract", "r"))),
+            "Reader",
+        ),
+        (Digest(anonymous, day, (Pick(bare, "robots", "robot", "abstract", "r"),)), None),
+    ]
 
 
 def check_templates(templates_dir: Path | None) -> None:
-    """Render the sample digest through the templates; raise TemplateError naming file and line."""
+    """Render sample digests through the templates; raise TemplateError naming file and line.
+
+    Every branch of the built-in templates is taken at least once: optional fields set and
+    unset, a name and none, one paper and several, summaries shown and dropped.
+    """
+    env = make_env(templates_dir)
     identity = Identity("Sample", "https://example.org", "papers@example.org", "{title}: {count}")
-    render(
-        sample_digest(),
-        make_env(templates_dir),
-        identity,
-        recipient_name="Reader",
-        unsubscribe_url="https://example.org/unsubscribe/x",
-    )
+    for digest, name in sample_digests():
+        for limit in (HTML_LIMIT, 0):  # limit 0: the size guard drops summaries and papers
+            _compose(
+                digest, env, identity, name, "https://example.org/unsubscribe/x?a=1&b=2", limit
+            )

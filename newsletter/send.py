@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import quote
 
 import aiosmtplib
 
@@ -66,6 +67,8 @@ class _Entry:
     recipient: str
     subject: str
     papers: int
+    left_out: int
+    html_bytes: int
     html_name: str
     eml_name: str
 
@@ -100,11 +103,13 @@ class PreviewSender:
             ) from e
         self.entries.append(
             _Entry(
-                message.recipient,
-                message.email.subject,
-                len(message.email.paper_ids),
-                f"{stem}.html",
-                f"{stem}.eml",
+                recipient=message.recipient,
+                subject=message.email.subject,
+                papers=len(message.email.paper_ids),
+                left_out=len(message.email.dropped_ids),
+                html_bytes=len(message.email.html.encode("utf-8")),
+                html_name=f"{stem}.html",
+                eml_name=f"{stem}.eml",
             )
         )
 
@@ -121,20 +126,29 @@ def _slug(address: str) -> str:
 
 
 def _index(entries: list[_Entry]) -> str:
-    rows = "\n".join(
-        f'<tr><td>{html.escape(e.recipient)}</td><td><a href="{html.escape(e.html_name)}">'
-        f"{html.escape(e.subject)}</a></td><td>{e.papers}</td>"
-        f'<td><a href="{html.escape(e.eml_name)}">.eml</a></td></tr>'
-        for e in entries
-    )
-    empty = "" if entries else '<tr><td colspan="4">No digests: nobody has new papers.</td></tr>'
+    """The gallery: one row per email; the subject opens the email, .eml the whole message."""
+
+    def row(e: _Entry) -> str:
+        papers = f"{e.papers}" + (f" ({e.left_out} left out)" if e.left_out else "")
+        return (
+            f"<tr><td>{html.escape(e.recipient)}</td>"
+            f'<td><a href="{html.escape(quote(e.html_name))}" target="_blank">'
+            f"{html.escape(e.subject)}</a></td>"
+            f'<td class="n">{html.escape(papers)}</td>'
+            f'<td class="n">{e.html_bytes / 1000:.1f} KB</td>'
+            f'<td><a href="{html.escape(quote(e.eml_name))}">.eml</a></td></tr>'
+        )
+
+    rows = "\n".join(row(e) for e in entries)
+    empty = "" if entries else '<tr><td colspan="5">No digests: nobody has new papers.</td></tr>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Newsletter preview</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#111}}table{{border-collapse:collapse}}
-td,th{{padding:.4rem .8rem;border-bottom:1px solid #ddd;text-align:left}}</style></head>
-<body><h1>Newsletter preview</h1><p>{len(entries)} email{"" if len(entries) == 1 else "s"}; nothing was sent.</p>
-<table><thead><tr><th>Recipient</th><th>Subject</th><th>Papers</th><th>Message</th></tr></thead>
+td,th{{padding:.4rem .8rem;border-bottom:1px solid #ddd;text-align:left}}.n{{text-align:right}}</style></head>
+<body><h1>Newsletter preview</h1><p>{len(entries)} email{"" if len(entries) == 1 else "s"}; nothing was sent.
+Click a subject to open the email.</p>
+<table><thead><tr><th>Recipient</th><th>Subject</th><th>Papers</th><th>HTML size</th><th>Message</th></tr></thead>
 <tbody>
 {rows}{empty}
 </tbody></table></body></html>

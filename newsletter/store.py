@@ -525,16 +525,26 @@ class SqliteStore:
         )
 
     def finish(
-        self, run_id: int, subscriber: str, status: LedgerStatus, detail: str, now: dt.datetime
+        self,
+        run_id: int,
+        subscriber: str,
+        status: LedgerStatus,
+        detail: str,
+        now: dt.datetime,
+        *,
+        paper_ids: Sequence[str] | None = None,
     ) -> None:
-        """A recipient's outcome; ``sent`` and ``unknown`` write the sent-history in the same commit."""
+        """A recipient's outcome; ``sent`` and ``unknown`` write the sent-history in the same commit.
+
+        ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
+        """
         row = self.db.execute(
             "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?", (run_id, subscriber)
         ).fetchone()
         if row is None:
             raise KeyError(subscriber)
         with self._tx():
-            self._finish(run_id, subscriber, status, detail, now, row[0])
+            self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
 
     def _finish(
         self,
@@ -544,6 +554,7 @@ class SqliteStore:
         detail: str,
         now: dt.datetime,
         digest: str,
+        paper_ids: Sequence[str] | None = None,
     ) -> None:
         self.db.execute(
             "UPDATE ledger SET status = ?, detail = ?, updated_at = ? WHERE run_id = ? AND subscriber = ?",
@@ -551,9 +562,11 @@ class SqliteStore:
         )
         if status in ("sent", "unknown"):
             frozen = json.loads(digest)
-            self._record(
-                key, frozen["picks"], frozen["skipped"], frozen["digest_id"], frozen["day"], now
-            )
+            picks = frozen["picks"]
+            if paper_ids is not None:  # the size guard may have left some out: not sent
+                carried = set(paper_ids)
+                picks = [p for p in picks if p["id"] in carried]
+            self._record(key, picks, frozen["skipped"], frozen["digest_id"], frozen["day"], now)
 
     def run_counts(self, run_id: int) -> Counter[str]:
         rows = self.db.execute(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,12 @@ def load_json(name: str) -> object:
 def ids_in(text: str) -> list[str]:
     """Paper ids linked from an email, in order, each once (a card links its paper twice)."""
     return list(dict.fromkeys(re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})", text)))
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip a test whose tool is missing, with the reason; in CI (CI=true) fail instead."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing tool fails the run; see .ci/apt-packages)")
+    pytest.skip(reason)

@@ -1,0 +1,212 @@
+"""The emails in a real browser: Debian's chromium, driven by Playwright, offline.
+
+At 375 px (a phone) and 600 px the document must not scroll sideways and no visible element's
+box may extend past the viewport; an element clipped by ``overflow: hidden`` still counts as
+not fitting, because each element's own box is measured. Screenshots stay in the test's
+tmp dir for a human to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import cli as cli_mod
+from newsletter import render
+from tests.conftest import ROOT, require
+from tests.digests import (
+    HOSTILE_NAME,
+    IDENTITY,
+    UNSUBSCRIBE_URL,
+    fixture_digest,
+    hostile_digest,
+    load_digest,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WIDTHS = (375, 600)
+
+# Every visible element's boxes, measured against the layout viewport (without scrollbar).
+MEASURE = """() => {
+  const vw = document.documentElement.clientWidth;
+  const bad = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || style.visibility === 'hidden') continue;
+    for (const r of el.getClientRects()) {
+      if (r.width === 0 && r.height === 0) continue;
+      if (r.left < -0.5 || r.right > vw + 0.5) {
+        const name = el.tagName.toLowerCase() + (el.className ? '.' + el.className : '');
+        bad.push(`${name} [${Math.round(r.left)}, ${Math.round(r.right)}]: ` +
+                 (el.textContent || el.getAttribute('alt') || '').trim().slice(0, 60));
+      }
+    }
+  }
+  window.scrollTo(500, 0);
+  return {vw, scrollWidth: document.documentElement.scrollWidth, scrollX: window.scrollX,
+          bodyScrollWidth: document.body.scrollWidth, bad};
+}"""
+
+
+def png(width: int, height: int) -> bytes:
+    """A plain grey PNG, to stand in for a thumbnail at its real size (1200 x 648)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    raw = b"".join(b"\x00" + b"\x99" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+THUMBNAIL = png(1200, 648)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "playwright is not installed (pip install -e '.[test]')")
+    require(CHROMIUM.is_file(), f"no browser at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+def _render(digest: Any, name: str | None) -> str:
+    return render.render(
+        digest, render.make_env(), IDENTITY, recipient_name=name, unsubscribe_url=UNSUBSCRIBE_URL
+    ).html
+
+
+@pytest.fixture(scope="module")
+def emails(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The example preview's emails, plus hand-written, real and hostile digests."""
+    folder = tmp_path_factory.mktemp("preview")
+    config = folder / "subscribers.yaml"
+    shutil.copy(ROOT / "subscribers.example.yaml", config)
+    sample = ROOT / "examples" / "daily-papers-sample.json"
+    result = CliRunner().invoke(
+        cli_mod.cli,
+        ["preview", "-c", str(config), "--from", str(sample), "--out", str(folder / "out")],
+    )
+    assert result.exit_code == 0, result.output
+    found = {
+        f"example-{p.stem}": p.read_text("utf-8") for p in sorted((folder / "out").glob("0*.html"))
+    }
+    assert len(found) == 2
+    found["golden"] = _render(load_digest(), "Ada")
+    found["hostile"] = _render(hostile_digest(), HOSTILE_NAME)
+    found["real-2026-05-08"] = _render(
+        fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json"), "Reader"
+    )
+    found["real-2024-11-11"] = _render(
+        fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json"), None
+    )
+    return found
+
+
+NAMES = [
+    "example-001-ada@example.org",
+    "example-002-grace@example.org",
+    "golden",
+    "hostile",
+    "real-2026-05-08",
+    "real-2024-11-11",
+]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", NAMES)
+def test_email_fits_the_screen(
+    browser: Any, emails: dict[str, str], name: str, width: int, tmp_path: Path
+) -> None:
+    requests: list[str] = []
+
+    def offline(route: Any) -> None:
+        # No test touches the internet: thumbnails get a local image of their real size.
+        requests.append(route.request.url)
+        if route.request.resource_type == "image":
+            route.fulfill(status=200, content_type="image/png", body=THUMBNAIL)
+        else:
+            route.abort()
+
+    for scheme in ("light", "dark"):
+        page = browser.new_page(viewport={"width": width, "height": 900}, color_scheme=scheme)
+        page.route("**/*", offline)
+        page.set_content(emails[name], wait_until="load")
+        result = page.evaluate(MEASURE)
+        page.screenshot(path=str(tmp_path / f"{name}-{width}-{scheme}.png"), full_page=True)
+        page.close()
+        assert result["vw"] == width
+        assert result["scrollWidth"] <= width, result
+        assert result["bodyScrollWidth"] <= width, result
+        assert result["scrollX"] == 0, result
+        assert result["bad"] == [], f"past the {width}px viewport: {result['bad']}"
+    assert all(url.startswith("https://") for url in requests)
+    assert (tmp_path / f"{name}-{width}-light.png").stat().st_size > 0
+
+
+def test_the_check_would_catch_a_too_wide_element(browser: Any) -> None:
+    """The measurement itself: a 700 px box inside overflow: hidden does not count as fitting."""
+    html = (
+        '<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width">'
+        '</head><body style="margin:0"><div style="overflow:hidden;width:100%">'
+        '<div style="width:700px">wide</div></div></body></html>'
+    )
+    page = browser.new_page(viewport={"width": 375, "height": 600})
+    page.set_content(html)
+    result = page.evaluate(MEASURE)
+    page.close()
+    assert result["scrollWidth"] <= 375  # the page itself does not scroll...
+    assert len(result["bad"]) == 1 and result["bad"][0].startswith("div [0, 700]")  # ...but
+
+
+def test_mobile_rule_applies_at_375(browser: Any, emails: dict[str, str]) -> None:
+    page = browser.new_page(viewport={"width": 375, "height": 900})
+    page.set_content(emails["golden"])
+    widths = page.evaluate(
+        """() => [document.querySelector('table.container').getBoundingClientRect().width,
+                 parseFloat(getComputedStyle(document.querySelector('td.paper')).paddingLeft)]"""
+    )
+    page.close()
+    assert widths == [375, 16]
+
+
+def test_dark_mode_changes_the_colours(browser: Any, emails: dict[str, str]) -> None:
+    colours = {}
+    for scheme in ("light", "dark"):
+        page = browser.new_page(viewport={"width": 600, "height": 900}, color_scheme=scheme)
+        page.set_content(emails["golden"])
+        colours[scheme] = page.evaluate(
+            "() => getComputedStyle(document.querySelector('table.container')).backgroundColor"
+        )
+        page.close()
+    assert colours == {"light": "rgb(255, 255, 255)", "dark": "rgb(31, 41, 55)"}

@@ -1,0 +1,466 @@
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from pathlib import Path
+
+import jinja2
+import pytest
+from bs4 import BeautifulSoup
+from markupsafe import Markup
+
+from newsletter import render
+from newsletter.errors import TemplateError
+from newsletter.models import Digest, Email, Pick
+from tests.conftest import DATA
+from tests.digests import (
+    HOSTILE_NAME,
+    HOSTILE_TITLE,
+    IDENTITY,
+    UNSUBSCRIBE_URL,
+    fixture_digest,
+    hostile_digest,
+    load_digest,
+)
+from tests.httpserver import FixtureServer, Reply
+
+GOLDEN = DATA / "golden"
+
+
+def do_render(
+    digest: Digest,
+    env: render.Environment | None = None,
+    *,
+    name: str | None = "Ada",
+    url: str = UNSUBSCRIBE_URL,
+    limit: int = render.HTML_LIMIT,
+) -> Email:
+    return render.render(
+        digest,
+        env or render.make_env(),
+        IDENTITY,
+        recipient_name=name,
+        unsubscribe_url=url,
+        limit=limit,
+    )
+
+
+def normalize(text: str, *, keep_blank_lines: bool) -> str:
+    """Trailing spaces carry no meaning, nor do blank lines in HTML; the rest is compared."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    return "\n".join(line for line in lines if keep_blank_lines or line) + "\n"
+
+
+def check_golden(name: str, actual: str) -> None:
+    """Compare with tests/data/golden/NAME; UPDATE_GOLDEN=1 rewrites it after a review."""
+    path = GOLDEN / name
+    actual = normalize(actual, keep_blank_lines=name.endswith(".txt"))
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+    assert path.is_file(), f"missing {path}: run with UPDATE_GOLDEN=1 and review the diff"
+    assert actual == path.read_text(encoding="utf-8")
+
+
+def text_of(html: str) -> str:
+    return " ".join(BeautifulSoup(html, "html.parser").get_text(" ").split())
+
+
+# --- golden files ---------------------------------------------------------------------------
+
+
+def test_golden_html() -> None:
+    check_golden("digest.html", do_render(load_digest()).html)
+
+
+def test_golden_text() -> None:
+    check_golden("digest.txt", do_render(load_digest()).text)
+
+
+def test_golden_without_name_is_generic() -> None:
+    email = do_render(load_digest(), name=None)
+    check_golden("digest-noname.txt", email.text)
+    assert "Here are 3 trending papers" in text_of(email.html)
+
+
+# --- the HTML -------------------------------------------------------------------------------
+
+
+def test_html_is_an_inbox_grade_email() -> None:
+    html = do_render(load_digest()).html
+    soup = BeautifulSoup(html, "html.parser")
+    assert html.startswith("<!DOCTYPE html>")
+    tables = soup.find_all("table")
+    assert tables and all(t.get("role") == "presentation" for t in tables)
+    container = soup.find("table", class_="container")
+    assert container is not None and container["width"] == "600"
+    assert "width:600px" in container["style"].replace(" ", "")
+    metas = {m.get("name"): m.get("content") for m in soup.find_all("meta") if m.get("name")}
+    assert metas["color-scheme"] == "light dark"
+    assert metas["supported-color-schemes"] == "light dark"
+    styles = " ".join(s.get_text() for s in soup.find_all("style"))
+    assert "prefers-color-scheme: dark" in styles
+    assert re.search(r"@media[^{]*max-width:\s*600px", styles)
+    assert "<!--[if mso]>" in html and "<![endif]-->" in html
+    preheader = soup.find(class_="preheader")
+    assert preheader is not None and "display:none" in preheader["style"].replace(" ", "")
+    assert preheader.get_text().startswith("3 new papers on diffusion, efficient-models")
+    images = soup.find_all("img")
+    assert images and all(img.get("alt") for img in images)
+
+
+def test_each_paper_has_its_links_and_facts() -> None:
+    soup = BeautifulSoup(do_render(load_digest()).html, "html.parser")
+    cards = soup.find_all("td", class_="paper")
+    assert len(cards) == 3
+    first, second, bare = cards
+    hrefs = [a["href"] for a in first.find_all("a")]
+    assert "https://huggingface.co/papers/2006.11239" in hrefs
+    assert (
+        first.find("p", class_="paper-title").a["href"]
+        == "https://huggingface.co/papers/2006.11239"
+    )
+    assert "https://arxiv.org/abs/2006.11239" in hrefs
+    assert "https://arxiv.org/pdf/2006.11239" in hrefs
+    github = first.find("a", href="https://github.com/hojonathanho/diffusion")
+    assert github is not None and "4,100" in github.get_text()
+    text = first.get_text(" ")
+    assert "412 upvotes" in text and "18 comments" in text and "UC Berkeley" in text
+    assert "Jonathan Ho, Ajay Jain, Pieter Abbeel" in text
+    # ai_summary wins over the abstract; the pick's reason is shown.
+    assert "reverse a step-by-step noising process" in text
+    assert "high quality image synthesis" not in text
+    assert 'matched "diffusion" in title' in text
+    # Five authors: the first three, then et al.; no ai_summary: the abstract, cut at a sentence.
+    text2 = " ".join(second.get_text(" ").split())
+    assert "Tri Dao, Daniel Y. Fu, Stefano Ermon et al." in text2
+    assert "Atri Rudra" not in text2
+    assert "1 upvote ·" in text2 and "1 comment" in text2
+    summary = second.find("p", class_="summary").get_text()
+    assert summary.endswith("wall-clock speedup.") and "IO-aware" not in summary
+    assert bare.find("img") is None and bare.find("p", class_="summary") is None
+
+
+def test_footer_says_why_and_how_to_leave() -> None:
+    soup = BeautifulSoup(do_render(load_digest()).html, "html.parser")
+    footer = soup.find("td", class_="footer")
+    text = " ".join(footer.get_text(" ").split())
+    assert "because ada@example.org is subscribed to Trending Papers" in text
+    assert "papers@example.org" in text
+    link = footer.find("a", string="Unsubscribe")
+    assert link is not None and link["href"] == UNSUBSCRIBE_URL
+    assert "display:none" not in (link.get("style") or "").replace(" ", "")
+
+
+def test_css_is_inlined_and_media_queries_kept() -> None:
+    html = do_render(load_digest()).html
+    soup = BeautifulSoup(html, "html.parser")
+    title = soup.find("p", class_="paper-title")
+    assert "font-size:17px" in title["style"].replace(" ", "")
+    assert "color:#1d4ed8" in title.a["style"].replace(" ", "")
+    style = soup.find("style", string=re.compile("@media")).get_text()
+    assert "!important" in style  # strip_important=False: needed to beat the inline styles
+    assert ".paper-title a {" not in style  # inlined rules leave the <style> block
+
+
+def test_recipient_values_are_escaped_after_inlining() -> None:
+    email = do_render(load_digest(), name='<b>Bob</b> & "Co"', url="https://x.example/u?a=1&b=<2>")
+    assert "<b>Bob</b>" not in email.html
+    assert "&lt;b&gt;Bob&lt;/b&gt; &amp; &#34;Co&#34;" in email.html
+    assert 'href="https://x.example/u?a=1&amp;b=&lt;2&gt;"' in email.html
+    assert 'Hi <b>Bob</b> & "Co"' in email.text  # the text part is not HTML
+
+
+def test_inlining_is_done_once_per_layout_not_per_recipient() -> None:
+    env = render.make_env()
+    base = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=10)
+    do_render(base, env)
+    first = env.inline_count
+    assert 1 < first <= 1 + 10  # the shell, plus one per card layout at most
+    for i in range(20):
+        picks = base.picks[i % 3 : i % 3 + 7]
+        sub = dataclasses.replace(base.subscriber, email=f"r{i}@example.org", name=f"R{i}")
+        email = do_render(dataclasses.replace(base, subscriber=sub, picks=picks), env, name=f"R{i}")
+        assert f"Hi R{i}," in email.html
+    assert env.inline_count == first
+
+
+def elements(html: str) -> list[tuple[str, dict[str, str], str]]:
+    """Every element with its attributes (styles normalized) and its own text."""
+    soup = BeautifulSoup(html, "html.parser")
+    out = []
+    for tag in soup.find_all(True):
+        attrs = {k: " ".join(v) if isinstance(v, list) else v for k, v in tag.attrs.items()}
+        if "style" in attrs:
+            attrs["style"] = "; ".join(sorted(p.strip() for p in attrs["style"].split(";")))
+        own = " ".join(t.strip() for t in tag.find_all(string=True, recursive=False))
+        out.append((tag.name, attrs, " ".join(own.split())))
+    return out
+
+
+def test_piecewise_inlining_equals_inlining_the_whole_document() -> None:
+    """Cards inlined apart, values put in afterwards: the same as premailer on the whole."""
+    digest = load_digest()
+    env = render.make_env()
+    email = do_render(digest, env, name="Ada")
+    # The plain way: render everything in one go, cards included, then inline once.
+    plain = jinja2.Environment(
+        loader=env.loader,
+        autoescape=env.autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    plain.filters.update(env.filters)
+    context = render.base_context(digest, IDENTITY, "Ada", UNSUBSCRIBE_URL) | {
+        "digest": digest,
+        "picks": digest.picks,
+        "more": 0,
+    }
+
+    def card(pick: Pick) -> Markup:
+        card_context = context | {"pick": pick, "paper": pick.paper, "show_summary": True}
+        return Markup(plain.get_template(render.CARD_TEMPLATE).render(card_context))
+
+    whole = render.inline_css(
+        plain.get_template(render.HTML_TEMPLATE).render(context | {"card": card})
+    )
+    assert elements(email.html) == elements(whole)
+
+
+def test_cached_rendering_matches_a_fresh_environment() -> None:
+    digest = fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json")
+    env = render.make_env()
+    do_render(digest, env, name="Someone else", url="https://other.example/u")
+    assert do_render(digest, env).html == do_render(digest).html
+
+
+def test_cssutils_stays_out_of_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    builtin = (render.builtin_templates_dir() / "digest.html.j2").read_text(encoding="utf-8")
+    # Properties and values cssutils does not know, and a broken rule.
+    noisy = builtin.replace(
+        "<style>\n",
+        "<style>\n  .x { mso-line-height-rule: exactly; colr: rd; width: ; }\n  .y { \n",
+    )
+    (tmp_path / "digest.html.j2").write_text(noisy, encoding="utf-8")
+    caplog.set_level(logging.DEBUG)
+    do_render(load_digest(), render.make_env(tmp_path))
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+
+
+def test_a_linked_stylesheet_is_never_fetched(tmp_path: Path) -> None:
+    with FixtureServer() as server:
+        server.routes["/style.css"] = lambda req: Reply(200, b".paper { color: red; }")
+        builtin = (render.builtin_templates_dir() / "digest.html.j2").read_text(encoding="utf-8")
+        link = f'<link rel="stylesheet" href="{server.url}/style.css">\n<style>\n'
+        (tmp_path / "digest.html.j2").write_text(builtin.replace("<style>\n", link, 1), "utf-8")
+        do_render(load_digest(), render.make_env(tmp_path))
+        assert server.requests == []
+
+
+# --- the text part --------------------------------------------------------------------------
+
+
+def long_lines(text: str) -> list[str]:
+    """Lines over 78 columns, except a lone URL (which cannot be wrapped)."""
+    return [
+        line
+        for line in text.splitlines()
+        if len(line) > 78 and not re.fullmatch(r"\s*(\S+: )?https?://\S+", line)
+    ]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        load_digest,
+        hostile_digest,
+        lambda: fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json"),
+        lambda: fixture_digest("hf_api_daily_papers_date_2025-10-15_26papers_reserialized.json"),
+    ],
+    ids=["golden", "hostile", "2026-05-08", "2025-10-15"],
+)
+def test_text_part_fits_78_columns(make: object) -> None:
+    digest = make()  # type: ignore[operator]
+    text = do_render(digest).text
+    assert long_lines(text) == []
+    for pick in digest.picks[:5]:
+        assert pick.paper.hf_url in text
+
+
+# --- hostile input --------------------------------------------------------------------------
+
+
+def test_hostile_input_stays_escaped() -> None:
+    email = do_render(hostile_digest(), name=HOSTILE_NAME)
+    soup = BeautifulSoup(email.html, "html.parser")
+    assert soup.find_all("script") == []
+    assert soup.find_all("b") == []
+    for tag in soup.find_all(True):
+        assert not [a for a in tag.attrs if a.startswith("on")], tag
+        for attr in ("href", "src"):
+            value = tag.get(attr)
+            assert value is None or value.startswith(("https://", "http://")), value
+    title = soup.find("p", class_="paper-title")
+    assert " ".join(title.get_text().split()) == " ".join(HOSTILE_TITLE.split())
+    assert title["dir"] == "auto"  # right-to-left text is laid out on its own
+    assert "Eve" in soup.find("td", class_="intro").get_text()
+    # The 10 KB texts are cut, at a sentence boundary when there is one.
+    summaries = [p.get_text() for p in soup.find_all("p", class_="summary")]
+    assert all(len(s) <= 402 for s in summaries)
+    assert summaries[1].endswith("about <b>models</b>.")
+    assert "\r" not in email.subject and "\n" not in email.subject
+
+
+def test_http_url_filter() -> None:
+    assert render.http_url("https://github.com/a/b") == "https://github.com/a/b"
+    for bad in ("javascript:alert(1)", "data:text/html,x", "//evil.example", "", None, "http://"):
+        assert render.http_url(bad) == ""
+
+
+def test_subject_is_one_line() -> None:
+    identity = dataclasses.replace(IDENTITY, title="A\r\nBcc: x@example.org\u2028\x00 B")
+    assert render.subject(identity, load_digest()) == (
+        "A Bcc: x@example.org B: 3 new papers for 2026-11-23"
+    )
+
+
+# --- filters --------------------------------------------------------------------------------
+
+
+def test_authors_short() -> None:
+    assert render.authors_short(["A", "B", "C"]) == "A, B, C"
+    assert render.authors_short(["A", "B", "C", "D"]) == "A, B, C et al."
+    assert render.authors_short([]) == ""
+
+
+def test_excerpt_cuts_at_a_sentence_boundary() -> None:
+    text = "First sentence here. " * 30
+    cut = render.excerpt(text, 100)
+    assert cut.endswith("here.") and len(cut) <= 100
+    assert render.excerpt("short. text", 100) == "short. text"
+    words = render.excerpt("word " * 100, 50)
+    assert words.endswith(" …") and len(words) <= 52
+    assert render.excerpt("x" * 500, 50) == "x" * 50 + " …"
+
+
+# --- the size guard -------------------------------------------------------------------------
+
+
+def big_digest(n: int) -> Digest:
+    digest = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=37)
+    picks: list[Pick] = []
+    while len(picks) < n:
+        for p in digest.picks:
+            paper = dataclasses.replace(p.paper, id=f"{p.paper.id}{len(picks):03d}")
+            picks.append(dataclasses.replace(p, paper=paper))
+    return dataclasses.replace(digest, picks=tuple(picks[:n]))
+
+
+def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> None:
+    digest = big_digest(37)
+    full = do_render(digest)
+    limit = len(full.html.encode()) - 2000  # a few summaries too many
+    email = do_render(digest, limit=limit)
+    assert len(email.html.encode()) <= limit
+    assert email.paper_ids == digest.paper_ids and email.dropped_ids == ()
+    soup = BeautifulSoup(email.html, "html.parser")
+    cards = soup.find_all("td", class_="paper")
+    with_summary = [c.find("p", class_="summary") is not None for c in cards]
+    assert with_summary[0] and not with_summary[-1]
+    assert with_summary == sorted(with_summary, reverse=True)  # the lowest-ranked lose theirs
+    assert "render.size_guard" in caplog.text and "papers_dropped=0" in caplog.text
+
+
+def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture) -> None:
+    digest = big_digest(100)
+    email = do_render(digest)
+    size = len(email.html.encode())
+    assert size <= render.HTML_LIMIT
+    kept = len(email.paper_ids)
+    assert 0 < kept < 100
+    assert email.paper_ids == digest.paper_ids[:kept]
+    assert email.dropped_ids == digest.paper_ids[kept:]
+    assert email.html.rstrip().endswith("</html>")
+    soup = BeautifulSoup(email.html, "html.parser")
+    assert soup.find("p", class_="summary") is None
+    assert f"{100 - kept} more matching papers did not fit" in text_of(email.html)
+    assert soup.find("a", string="Unsubscribe") is not None
+    assert f"{100 - kept} more matching papers did not fit" in " ".join(email.text.split())
+    assert email.dropped_ids[0] in caplog.text and f"papers_dropped={100 - kept}" in caplog.text
+
+
+def test_default_limit_is_gmail_safe() -> None:
+    assert render.HTML_LIMIT <= 100_000
+
+
+# --- overrides and `newsletter check` -------------------------------------------------------
+
+
+def test_override_replaces_one_file(tmp_path: Path) -> None:
+    (tmp_path / "_paper.html.j2").write_text(
+        '<tr><td class="paper"><p class="paper-title">OVERRIDE {{ paper.title }}</p></td></tr>\n',
+        encoding="utf-8",
+    )
+    email = do_render(load_digest(), render.make_env(tmp_path))
+    assert "OVERRIDE Denoising Diffusion Probabilistic Models" in email.html
+    assert "Unsubscribe" in email.html  # digest.html.j2 is still the built-in one
+    render.check_templates(tmp_path)
+
+
+def write_override(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    source = (render.builtin_templates_dir() / name).read_text(encoding="utf-8")
+    assert old in source
+    (tmp_path / name).write_text(source.replace(old, new, 1), encoding="utf-8")
+    return tmp_path / name
+
+
+def line_of(path: Path, needle: str) -> int:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+def test_builtin_templates_pass_check() -> None:
+    render.check_templates(None)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "message"),
+    [
+        ("digest.html.j2", "{{ title }}</h1>", "{{ titel }}</h1>", "'titel' is undefined"),
+        ("_paper.html.j2", "{{ pick.reason }}", "{{ pick.raeson }}", "has no attribute 'raeson'"),
+        ("digest.txt.j2", "{{ unsubscribe_url }}", "{{ unsubscribe_link }}", "undefined"),
+        # Only the bare paper (in the sample digests) takes this branch.
+        (
+            "_paper.html.j2",
+            "{% if paper.authors %}",
+            "{% if not paper.authors %}{{ paper.nope }}",
+            "nope",
+        ),
+        ("digest.html.j2", "{% if more %}", "{% if more %}{{ more.count }}", "count"),
+        ("digest.html.j2", "{% endfor %}", "{% endfo %}", "syntax error"),
+    ],
+)
+def test_check_names_template_and_line(
+    tmp_path: Path, name: str, old: str, new: str, message: str
+) -> None:
+    path = write_override(tmp_path, name, old, new)
+    with pytest.raises(TemplateError) as info:
+        render.check_templates(tmp_path)
+    error = info.value
+    assert Path(error.template) == path
+    assert error.line == line_of(path, new)
+    assert message in str(error)
+    assert str(error).startswith(f"{path}:{error.line}: ")
+
+
+def test_check_rejects_a_template_without_unsubscribe_link(tmp_path: Path) -> None:
+    write_override(tmp_path, "digest.html.j2", '<a href="{{ unsubscribe_url }}">', "<a>")
+    with pytest.raises(TemplateError, match="no unsubscribe link"):
+        render.check_templates(tmp_path)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import hmac
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from newsletter import unsubscribe
+
+KEY = b"k" * 32
+
+
+def test_roundtrip_gives_the_address_back() -> None:
+    token = unsubscribe.make_token(KEY, "Ada@Example.org")
+    assert unsubscribe.verify_token(KEY, token) == "ada@example.org"
+    assert token == unsubscribe.make_token(KEY, "ada@example.org")  # identity is case-blind
+    assert "=" not in token and "/" not in token and "+" not in token  # URL-safe as is
+
+
+def test_forged_or_foreign_tokens_are_refused() -> None:
+    token = unsubscribe.make_token(KEY, "ada@example.org")
+    ident, mac = token.split(".")
+    other = unsubscribe.make_token(KEY, "eve@example.org")
+    assert unsubscribe.verify_token(b"another key", token) is None
+    assert unsubscribe.verify_token(KEY, f"{other.split('.')[0]}.{mac}") is None
+    flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
+    assert unsubscribe.verify_token(KEY, f"{ident}.{flipped}") is None
+    # Another spelling of the same bytes (padding, junk characters) is not accepted.
+    assert unsubscribe.verify_token(KEY, f"{ident}==.{mac}") is None
+    assert unsubscribe.verify_token(KEY, f"{ident}.{mac}!") is None
+
+
+@pytest.mark.parametrize(
+    "token", ["", ".", "abc", "a.b.c", "!!!.???", "é.é", "\x00.\x00", "YWRh", "YWRh."]
+)
+def test_malformed_tokens_are_refused(token: str) -> None:
+    assert unsubscribe.verify_token(KEY, token) is None
+
+
+@given(st.text())
+def test_verify_never_raises(token: str) -> None:
+    assert unsubscribe.verify_token(KEY, token) is None
+
+
+def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timing measurement (too flaky): check that the comparison is hmac.compare_digest."""
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(unsubscribe.hmac, "compare_digest", spy)
+    token = unsubscribe.make_token(KEY, "ada@example.org")
+    assert unsubscribe.verify_token(KEY, token) == "ada@example.org"
+    assert unsubscribe.verify_token(KEY, token[:-2] + "xx") is None
+    assert len(calls) == 2 and calls[0] == (token.encode(), token.encode())
+
+
+def test_key_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("NL_TEST_SECRET", "s3cret")
+    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) == b"s3cret"
+    monkeypatch.delenv("NL_TEST_SECRET")
+    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) is None
+    assert caplog.records == []
+    caplog.set_level(logging.WARNING)
+    first = unsubscribe.key_from_env("NL_TEST_SECRET", preview=True)
+    second = unsubscribe.key_from_env("NL_TEST_SECRET", preview=True)
+    assert first and second and first != second and len(first) >= 32
+    assert "unsubscribe.throwaway_key env=NL_TEST_SECRET" in caplog.text
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
