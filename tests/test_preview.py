@@ -69,7 +69,10 @@ def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) ->
     assert not list(out.glob("*carl*"))
 
     index = (out / "index.html").read_text()
-    assert 'href="001-ada%40example.org.html"' in index and 'href="002-bob%40example.org.html"' in index
+    assert (
+        'href="001-ada%40example.org.html"' in index
+        and 'href="002-bob%40example.org.html"' in index
+    )
 
     # The HTML is inlined: styles live on the elements, not only in <style>.
     assert re.search(r'<td class="paper" style="[^"]*padding', body(ada, "html"))
