@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +22,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, message, render, sources, unsubscribe
+from newsletter import __version__, message, render, schedule, sources, unsubscribe
 from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
-from newsletter.pipeline import RunReport, run_once
+from newsletter.models import Subscriber
+from newsletter.pipeline import RunReport, logged, run_once, silence_warning
 from newsletter.send import Outcome, PreviewSender, Sender, SmtpSender, SmtpSettings
 from newsletter.store import SqliteStore
+from newsletter.web import UnsubscribeServer
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +316,52 @@ def send(
     _check_subscriber(config, subscriber)
     if test_to is not None and subscriber is None:
         raise click.UsageError("--test needs --subscriber: whose digest to send")
-    preview_only = dry_run
-    key = unsubscribe.key_from_env(
-        config.newsletter.secret_env, preview=preview_only or test_to is not None
-    )
+    key = _signing_key(config, preview=dry_run or test_to is not None)
+    day = _day(date_) or _now().date()
+    sender: Sender
+    if dry_run:
+        sender = PreviewSender(out)
+    else:
+        sender = SmtpSender(
+            _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
+        )
+    progress = _Progress()
+    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
+
+        def send_once() -> RunReport:
+            return run_once(
+                config,
+                source=found,
+                store=store,
+                sender=sender,
+                now=_now(),
+                key=key,
+                day=day,
+                only=subscriber,
+                due_only=test_to is None,
+                retry_unknown=retry_unknown,
+                clock=_now,
+                progress=progress,
+                lock_wait=wait,
+            )
+
+        with _graceful_stop(sender):
+            report = (
+                logged(store, "send", _now, send_once) if sender.records_deliveries else send_once()
+            )
+        warning = silence_warning(store, config, _now()) if sender.records_deliveries else None
+    progress.done()
+    _report(report, dry_run=dry_run)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    if dry_run and isinstance(sender, PreviewSender):
+        click.echo(f"Open {sender.index_path}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def _signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
+    key = unsubscribe.key_from_env(config.newsletter.secret_env, preview=preview)
     if key is None:
         raise ConfigError(
             str(config.path),
@@ -324,41 +370,35 @@ def send(
                 "it holds the key that signs unsubscribe links"
             ],
         )
-    day = _day(date_) or _now().date()
-    sender: Sender
-    if preview_only:
-        sender = PreviewSender(out)
-    else:
-        sender = SmtpSender(
-            _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
-        )
-    progress = _Progress()
-    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
-        report = run_once(
-            config,
-            source=found,
-            store=store,
-            sender=sender,
-            now=_now(),
-            key=key,
-            day=day,
-            only=subscriber,
-            due_only=test_to is None,
-            retry_unknown=retry_unknown,
-            clock=_now,
-            progress=progress,
-            lock_wait=wait,
-        )
-    progress.done()
+    return key
+
+
+def _report(report: RunReport, *, dry_run: bool) -> None:
     for line in report.source_errors:
         click.echo(line, err=True)
     if report.fetch_failed:
         abort("no source could be fetched: nothing was sent")
-    _summary(report, dry_run=preview_only)
-    if preview_only and isinstance(sender, PreviewSender):
-        click.echo(f"Open {sender.index_path}")
-    if not report.ok:
-        sys.exit(EXIT_FAILED)
+    _summary(report, dry_run=dry_run)
+
+
+@contextmanager
+def _graceful_stop(sender: Sender) -> Iterator[None]:
+    """SIGTERM or SIGINT: finish the messages in flight, send no more, keep the ledger."""
+    stop = getattr(sender, "stop", None)
+    if stop is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        log.warning("send.stopping signal=%s (the rest stays pending for the next run)", signum)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
@@ -506,3 +546,300 @@ def main() -> None:
         cli(standalone_mode=True)
     except KeyboardInterrupt:
         abort("interrupted", 130)
+
+
+# -- scheduled operation ----------------------------------------------------------------
+
+
+def _groups(config: config_mod.Config) -> dict[schedule.Group, list[Subscriber]]:
+    return schedule.group_subscribers(config.subscriber_models(), config.schedule.daily_time)
+
+
+def _run_due(
+    config: config_mod.Config,
+    store: SqliteStore,
+    found: list[sources.Source],
+    sender: SmtpSender,
+    key: bytes,
+    kind: str,
+    due: dict[dt.date, set[str]],
+    lock_wait: float,
+) -> list[RunReport]:
+    """One run per UTC day of the send times due: each fetches once for all its groups."""
+    reports = []
+    for day, keys in sorted(due.items()):
+
+        def once(day: dt.date = day, keys: set[str] = keys) -> RunReport:
+            return run_once(
+                config,
+                source=found,
+                store=store,
+                sender=sender,
+                now=_now(),
+                key=key,
+                day=day,
+                keys=keys,
+                clock=_now,
+                lock_wait=lock_wait,
+            )
+
+        reports.append(logged(store, kind, _now, once))
+    warning = silence_warning(store, config, _now())
+    if warning:
+        log.warning("health.silent %s", warning)
+        click.echo(f"warning: {warning}", err=True)
+    return reports
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds to wait when another process (serve, another run) is sending.",
+)
+@handles_errors
+def run(config_path: Path, wait: float) -> None:
+    """Fetch and send everything due now, once (for cron or systemd timers).
+
+    A subscriber is due when their send time (schedule.daily_at or send_at, in their
+    timezone; weekly ones on schedule.weekly_on) passed within schedule.grace_minutes.
+    Running it again sends nothing twice.
+    """
+    config = _load_config(config_path)
+    key = _signing_key(config, preview=False)
+    now = _now()
+    grace = dt.timedelta(minutes=config.schedule.grace_minutes)
+    due = schedule.due_now(_groups(config), config.schedule.weekly_on, now, grace)
+    if not due:
+        nxt = schedule.next_fire_times(_groups(config), config.schedule.weekly_on, now)
+        when = f" (next: {nxt[0][0].job_id} at {nxt[0][1]:%Y-%m-%d %H:%M %Z})" if nxt else ""
+        click.echo(f"nothing due now{when}")
+        return
+    sender = SmtpSender(_smtp_settings(config))
+    with (
+        SqliteStore(config.state_path) as store,
+        _sources(config, None, store) as found,
+        _graceful_stop(sender),
+    ):
+        reports = _run_due(config, store, found, sender, key, "run", due, wait)
+    for report in reports:
+        _report(report, dry_run=False)
+    if not all(r.ok for r in reports):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@config_option
+@handles_errors
+def serve(config_path: Path) -> None:
+    """Run as a service: send on schedule and answer one-click unsubscribes.
+
+    One job per group of subscribers sharing cadence, send time and timezone. SIGHUP
+    reloads the config file (a broken file is reported and the old one kept); SIGTERM or
+    SIGINT finishes the message in flight and exits 0.
+    """
+    config = _load_config(config_path)
+    key = _signing_key(config, preview=False)
+    _smtp_settings(config)  # a missing password is a config error now, not at 08:00
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
+    daemon = _Daemon(config_path, config, key)
+    daemon.serve()
+
+
+class _Daemon:
+    def __init__(self, path: Path, config: config_mod.Config, key: bytes) -> None:
+        self.path = path
+        self.config = config
+        self.key = key
+        self.lock = threading.Lock()  # guards config and the current sender
+        self.sender: SmtpSender | None = None
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        grace = config.schedule.grace_minutes * 60
+        self.scheduler = schedule.Scheduler(self.run, grace_seconds=grace)
+        self.web = UnsubscribeServer(
+            config.server.host,
+            config.server.port,
+            state_path=config.state_path,
+            key=key,
+            title=lambda: self.config.newsletter.title,
+        )
+
+    def run(self, now: dt.datetime, keys: set[str]) -> None:
+        with self.lock:
+            config = self.config
+            if self.stop_requested.is_set():
+                return
+            sender = self.sender = SmtpSender(_smtp_settings(config))
+        try:
+            with SqliteStore(config.state_path) as store, _sources(config, None, store) as found:
+                due = {now.astimezone(dt.UTC).date(): keys}
+                for report in _run_due(config, store, found, sender, self.key, "serve", due, 3600):
+                    log.info(
+                        "run.done day=%s sent=%d failed=%d unknown=%d nothing_new=%d pending=%d%s",
+                        report.day,
+                        report.this_run["sent"],
+                        report.this_run["failed"],
+                        report.this_run["unknown"],
+                        len(report.nothing_new),
+                        report.pending,
+                        f" error={report.aborted or report.source_errors}" if not report.ok else "",
+                    )
+        except NewsletterError as e:
+            log.error("run.failed error=%s", e)
+        finally:
+            with self.lock:
+                self.sender = None
+
+    def reload(self) -> None:
+        try:
+            config = _load_config(self.path)
+            render.check_templates(config.templates_path)
+            message.load_sender(config)
+            _smtp_settings(config)
+        except ConfigError as e:
+            for line in e.problems:
+                log.error("reload.failed %s", line)
+            log.error("reload.failed keeping the configuration loaded before")
+            return
+        except NewsletterError as e:
+            log.error("reload.failed %s; keeping the configuration loaded before", e)
+            return
+        with self.lock:
+            self.config = config
+        self.scheduler.set_groups(_groups(config), config.schedule.weekly_on)
+        log.info(
+            "reload.done subscribers=%d jobs=%d", len(config.subscribers), len(_groups(config))
+        )
+
+    def _signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested.set()
+            return
+        self.stop_requested.set()
+        with self.lock:
+            if self.sender is not None:
+                self.sender.stop()
+
+    def serve(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._signal)
+        self.web.start()
+        self.scheduler.set_groups(_groups(self.config), self.config.schedule.weekly_on)
+        self.scheduler.start()
+        host, port = self.web.address
+        click.echo(f"serving: unsubscribe endpoint on http://{host}:{port}/unsubscribe/", err=True)
+        for job_id, when in self.scheduler.next_runs():
+            click.echo(
+                f"  next {job_id}: {when:%Y-%m-%d %H:%M:%S %Z}" if when else f"  {job_id}: paused",
+                err=True,
+            )
+        while not self.stop_requested.wait(0.5):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+        log.info("serve.stopping (finishing the message in flight)")
+        self.scheduler.stop(wait=True)
+        self.web.stop()
+        log.info("serve.stopped")
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many recent runs to show.",
+)
+@handles_errors
+def status(config_path: Path, runs: int) -> None:
+    """Show the last runs, the next send times and whether digests are going out."""
+    config = _load_config(config_path)
+    now = _now()
+    with SqliteStore(config.state_path) as store:
+        history = store.last_runs(runs)
+        warning = silence_warning(store, config, now)
+        states = store.states()
+    click.echo("last runs:")
+    if not history:
+        click.echo("  none yet")
+    for r in history:
+        took = (
+            f"{(r.finished_at - r.started_at).total_seconds():.0f}s"
+            if r.finished_at and r.started_at
+            else "running or killed"
+        )
+        line = (
+            f"  {r.started_at:%Y-%m-%d %H:%M} UTC  {r.kind:<5} day {r.day or '-'}  "
+            f"papers {r.papers}  sent {r.sent}  failed {r.failed}  unknown {r.unknown}  "
+            f"nothing new {r.nothing_new}  ({took})"
+        )
+        click.echo(line + (f"\n    error: {r.error}" if r.error else ""))
+    click.echo("next send times:")
+    for group, when in schedule.next_fire_times(_groups(config), config.schedule.weekly_on, now):
+        members = len(_groups(config)[group])
+        click.echo(
+            f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
+        )
+    active = sum(1 for s in config.subscribers if s.email.casefold() not in states)
+    click.echo(
+        f"subscribers: {active} active, {len(config.subscribers) - active} unsubscribed or suppressed"
+    )
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@cli.group()
+def subscribers() -> None:
+    """List subscribers' state; resubscribe someone who unsubscribed or bounced."""
+
+
+@subscribers.command("list")
+@config_option
+@handles_errors
+def subscribers_list(config_path: Path) -> None:
+    """Each subscriber's state (active, unsubscribed, suppressed), last digest and topics."""
+    config = _load_config(config_path)
+    with SqliteStore(config.state_path) as store:
+        states = store.states()
+        last = store.last_digest_days()
+    width = max((len(s.email) for s in config.subscribers), default=5)
+    click.echo(f"{'email':<{width}}  {'state':<12}  {'last digest':<11}  topics")
+    for s in config.subscribers:
+        key = s.email.casefold()
+        state, reason = states.get(key, ("active", ""))
+        day = last.get(key)
+        click.echo(
+            f"{s.email:<{width}}  {state:<12}  {day.isoformat() if day else '-':<11}  {', '.join(s.topics)}"
+        )
+        if reason and state == "suppressed":
+            click.echo(f"{'':<{width}}    ({reason})")
+    configured = {s.email.casefold() for s in config.subscribers}
+    for key, (state, _) in sorted(states.items()):
+        if key not in configured:
+            click.echo(f"{key:<{width}}  {state:<12}  {'-':<11}  (not in {config.path})")
+
+
+@subscribers.command("resubscribe")
+@config_option
+@click.argument("email")
+@handles_errors
+def subscribers_resubscribe(config_path: Path, email: str) -> None:
+    """Let EMAIL receive digests again after an unsubscribe or a bounce."""
+    config = _load_config(config_path)
+    with SqliteStore(config.state_path) as store:
+        cleared = store.clear_state(email)
+    if cleared:
+        click.echo(f"{email}: active again")
+    else:
+        click.echo(f"{email}: was neither unsubscribed nor suppressed")
+    if email.casefold() not in {s.email.casefold() for s in config.subscribers}:
+        click.echo(
+            f"note: {email} is not in {config.path}: add it there to send it digests", err=True
+        )

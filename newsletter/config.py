@@ -7,6 +7,7 @@ are lines of the form ``FILE:LINE: key.path: message`` (indexes from 0), e.g.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import zoneinfo
@@ -79,6 +80,7 @@ class NewsletterSettings(_Model):
     templates_dir: str | None = None
     subject: str = "{title}: {count} new papers for {date}"
     dkim: DkimSettings | None = None
+    alert_after_days: Annotated[int, Field(ge=1)] = 3
 
     @field_validator("from_")
     @classmethod
@@ -92,8 +94,16 @@ class NewsletterSettings(_Model):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        match = re.match(r"^(https?)://(\[[^\]]+\]|[^/:\s]+)", value)
+        if not match:
             raise ValueError(f"must be an http(s) URL, got {value!r}")
+        host = match.group(2).strip("[]")
+        # One-click unsubscribe (RFC 8058) needs HTTPS; plain HTTP only for local trials.
+        if match.group(1) == "http" and not _is_loopback(host):
+            raise ValueError(
+                f"must be https:// (one-click unsubscribe needs it), got {value!r}; "
+                "plain http is accepted only for a loopback host"
+            )
         return value.rstrip("/")
 
     @field_validator("subject")
@@ -213,10 +223,47 @@ class Smtp(_Model):
         return self
 
 
+def _is_loopback(host: str) -> bool:
+    from newsletter.send import is_loopback
+
+    return is_loopback(host)
+
+
+def _parse_time(value: str) -> dt.time:
+    from newsletter.schedule import parse_time
+
+    return parse_time(value)
+
+
+def _check_time(value: str) -> str:
+    from newsletter.schedule import parse_time
+
+    parse_time(value)
+    return value
+
+
 class Schedule(_Model):
+    daily_at: str = "08:00"  # local time of each subscriber
     weekly_on: Literal[
         "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
     ] = "monday"
+    grace_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 360
+
+    @field_validator("daily_at")
+    @classmethod
+    def _daily_at(cls, value: str) -> str:
+        return _check_time(value)
+
+    @property
+    def daily_time(self) -> dt.time:
+        from newsletter.schedule import parse_time
+
+        return parse_time(self.daily_at)
+
+
+class Server(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8025
 
 
 Term = Annotated[str, Field(min_length=1)]
@@ -268,6 +315,12 @@ class SubscriberSettings(_Model):
     keywords: list[Term] = []
     exclude: list[Term] = []
     sections: bool = False
+    send_at: str | None = None  # overrides schedule.daily_at
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: str | None) -> str | None:
+        return None if value is None else _check_time(value)
 
     @field_validator("email")
     @classmethod
@@ -290,6 +343,7 @@ class Config(_Model):
     smtp: Smtp = Smtp()
     selection: SelectionSettings = SelectionSettings()
     schedule: Schedule = Schedule()
+    server: Server = Server()
     topics: dict[str, TopicSettings]
     subscribers: list[SubscriberSettings]
     # Where the file was read from; relative paths in it are relative to its folder.
@@ -338,6 +392,7 @@ class Config(_Model):
                 keywords=tuple(s.keywords),
                 exclude=tuple(s.exclude),
                 sections=s.sections,
+                send_at=_parse_time(s.send_at) if s.send_at else None,
             )
             for s in self.subscribers
         ]

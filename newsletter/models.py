@@ -75,6 +75,7 @@ class Subscriber:
     keywords: tuple[str, ...] = ()  # the subscriber's own, on top of their topics
     exclude: tuple[str, ...] = ()  # vetoes a paper in any of their topics
     sections: bool = False  # group the digest by topic
+    send_at: dt.time | None = None  # local time of day; None: schedule.daily_at
 
     @property
     def key(self) -> str:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from newsletter import message, render, selection, sources, unsubscribe
@@ -33,7 +34,7 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError, SendError
 from newsletter.models import Digest, Subscriber
 from newsletter.send import Outcome, Sender
-from newsletter.store import SqliteStore, digest_id
+from newsletter.store import RunHealth, SqliteStore, digest_id
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class RunReport:
     # One line per source that failed; with no source answering the run failed.
     source_errors: list[str] = field(default_factory=list)
     fetch_failed: bool = False
+    # What this invocation did (the lists above are the day's run as a whole).
+    this_run: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +75,7 @@ def run_once(
     key: bytes,
     day: dt.date | None = None,
     only: str | None = None,
+    keys: Collection[str] | None = None,
     due_only: bool = False,
     retry_unknown: bool = False,
     clock: Clock | None = None,
@@ -80,9 +84,10 @@ def run_once(
 ) -> RunReport:
     """Build and deliver the digests for ``day`` (default: the latest day with papers).
 
-    ``only`` restricts the run to one subscriber's address; ``due_only`` to the subscribers
-    due on ``day`` (weekly ones on ``schedule.weekly_on``). With a sender that records
-    deliveries this is a real send: frozen in the ledger, resumable, never twice.
+    ``only`` restricts the run to one subscriber's address and ``keys`` to a set of them
+    (casefolded; the scheduler's groups due now); ``due_only`` to the subscribers due on
+    ``day`` (weekly ones on ``schedule.weekly_on``). With a sender that records deliveries
+    this is a real send: frozen in the ledger, resumable, never twice.
     """
     report = RunReport()
     group = list(source) if isinstance(source, Sequence) else [source]
@@ -99,6 +104,8 @@ def run_once(
     subscribers = []
     for sub in config.subscriber_models():
         if only is not None and sub.key != only.casefold():
+            continue
+        if keys is not None and sub.key not in keys:
             continue
         if due_only and not selection.is_due(sub, day, config.schedule.weekly_on):
             continue
@@ -258,6 +265,7 @@ class _Tally:
 
     def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
         _count(self.report, msg.recipient, outcome)
+        self.report.this_run[outcome.status] += 1
         if self.progress:
             self.progress(msg.recipient, outcome)
 
@@ -295,6 +303,7 @@ class _Ledger:
 
     def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
         key = msg.recipient.casefold()
+        self.report.this_run[outcome.status] += 1
         # email.paper_ids: papers the size guard left out stay unsent, for next time.
         self.store.finish(
             self.run_id,
@@ -394,3 +403,50 @@ def _fill_from_ledger(store: SqliteStore, run_id: int, report: RunReport) -> Non
     report.unknown = dict(store.run_rows(run_id, "unknown"))
     report.nothing_new = [e for e, _ in store.run_rows(run_id, "empty")]
     report.pending = store.run_counts(run_id)["pending"]
+
+
+def logged(store: SqliteStore, kind: str, clock: Clock, run: Callable[[], RunReport]) -> RunReport:
+    """Run and record it in the run log: start, end, counts and the error if any."""
+    log_id = store.log_run_start(kind, clock())
+    try:
+        report = run()
+    except Exception as e:
+        store.log_run_end(log_id, clock(), RunHealth(kind, error=f"{type(e).__name__}: {e}"))
+        raise
+    error = report.aborted or ("; ".join(report.source_errors) if report.fetch_failed else None)
+    store.log_run_end(
+        log_id,
+        clock(),
+        RunHealth(
+            kind,
+            day=report.day,
+            papers=report.papers_fetched,
+            sent=report.this_run["sent"],
+            failed=report.this_run["failed"],
+            unknown=report.this_run["unknown"],
+            nothing_new=len(report.nothing_new),
+            error=error,
+        ),
+    )
+    return report
+
+
+def silence_warning(store: SqliteStore, config: Config, now: dt.datetime) -> str | None:
+    """A warning when no digest went out for ``alert_after_days`` while subscribers are active."""
+    states = store.states()
+    active = [s for s in config.subscriber_models() if s.key not in states]
+    if not active:
+        return None
+    days = config.newsletter.alert_after_days
+    last = store.last_delivery_at()
+    if last is None:
+        first = store.first_run_at()
+        if first is None or now - first < dt.timedelta(days=days):
+            return None
+        return f"no digest has gone out since the first run ({first:%Y-%m-%d}) with {len(active)} active subscribers"
+    if now - last >= dt.timedelta(days=days):
+        return (
+            f"no digest has gone out for {(now - last).days} days (last {last:%Y-%m-%d %H:%M} UTC) "
+            f"with {len(active)} active subscribers: check the sources, SMTP and the run log"
+        )
+    return None

@@ -53,12 +53,12 @@ def parse_time(text: str) -> dt.time:
 
 
 def group_subscribers(
-    subscribers: Iterable[Subscriber], daily_at: dt.time, send_at: Mapping[str, dt.time]
+    subscribers: Iterable[Subscriber], daily_at: dt.time
 ) -> dict[Group, list[Subscriber]]:
-    """Subscribers by (cadence, send time, timezone); ``send_at`` overrides per address."""
+    """Subscribers by (cadence, send time, timezone); a subscriber's ``send_at`` wins."""
     groups: dict[Group, list[Subscriber]] = defaultdict(list)
     for sub in subscribers:
-        groups[Group(sub.cadence, send_at.get(sub.key, daily_at), sub.timezone)].append(sub)
+        groups[Group(sub.cadence, sub.send_at or daily_at, sub.timezone)].append(sub)
     return dict(sorted(groups.items()))
 
 

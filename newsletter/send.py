@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -240,9 +241,14 @@ class SmtpSender:
         self.settings = settings
         self.records_deliveries = records_deliveries
         self.redirect_to = redirect_to  # --test: every message goes to this address instead
+        self._stop = threading.Event()
 
     def close(self) -> None:
         pass
+
+    def stop(self) -> None:
+        """Finish the messages in flight, start no more (SIGTERM); safe from any thread."""
+        self._stop.set()
 
     def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
         asyncio.run(self._send_all(iter(messages), events))
@@ -257,7 +263,7 @@ class SmtpSender:
         async def produce() -> None:
             try:
                 for message in messages:  # built lazily: one digest in memory per slot
-                    if stop.is_set():
+                    if stop.is_set() or self._stop.is_set():
                         break
                     await queue.put(message)
                     await asyncio.sleep(0)
@@ -269,7 +275,7 @@ class SmtpSender:
             conn: aiosmtplib.SMTP | None = None
             try:
                 while (message := await queue.get()) is not None:
-                    if stop.is_set():
+                    if stop.is_set() or self._stop.is_set():
                         continue  # drain: not started, stays pending
                     try:
                         conn, outcome = await self._deliver(conn, message, limiter, events)

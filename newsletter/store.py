@@ -126,6 +126,22 @@ MIGRATIONS: Sequence[str] = (
     );
     ALTER TABLE fetched_days ADD COLUMN error TEXT;  -- NULL: fetched; else why it failed
     """,
+    # 5: run health: one row per send, run or scheduled run, with its counts and error.
+    """
+    CREATE TABLE run_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT NOT NULL,           -- send | run | serve
+        day         TEXT,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        papers      INTEGER,
+        sent        INTEGER,
+        failed      INTEGER,
+        unknown     INTEGER,
+        nothing_new INTEGER,
+        error       TEXT
+    );
+    """,
 )
 
 
@@ -636,6 +652,65 @@ class SqliteStore:
                 out[pid] = _load(data, day)
         return out
 
+    # -- run health ------------------------------------------------------------------------
+
+    def log_run_start(self, kind: str, now: dt.datetime) -> int:
+        cur = self.db.execute(
+            "INSERT INTO run_log(kind, started_at) VALUES (?, ?)", (kind, now.isoformat())
+        )
+        return int(cur.lastrowid or 0)
+
+    def log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None:
+        self.db.execute(
+            "UPDATE run_log SET finished_at = ?, day = ?, papers = ?, sent = ?, failed = ?, "
+            "unknown = ?, nothing_new = ?, error = ? WHERE id = ?",
+            (
+                now.isoformat(),
+                health.day.isoformat() if health.day else None,
+                health.papers,
+                health.sent,
+                health.failed,
+                health.unknown,
+                health.nothing_new,
+                health.error,
+                log_id,
+            ),
+        )
+
+    def last_runs(self, limit: int = 10) -> list[RunHealth]:
+        rows = self.db.execute(
+            "SELECT kind, day, started_at, finished_at, papers, sent, failed, unknown, nothing_new, "
+            "error FROM run_log ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            RunHealth(
+                kind=kind,
+                day=dt.date.fromisoformat(day) if day else None,
+                started_at=dt.datetime.fromisoformat(started),
+                finished_at=dt.datetime.fromisoformat(finished) if finished else None,
+                papers=papers or 0,
+                sent=sent or 0,
+                failed=failed or 0,
+                unknown=unknown or 0,
+                nothing_new=nothing_new or 0,
+                error=error,
+            )
+            for kind, day, started, finished, papers, sent, failed, unknown, nothing_new, error in rows
+        ]
+
+    def first_run_at(self) -> dt.datetime | None:
+        row = self.db.execute("SELECT MIN(started_at) FROM run_log").fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def last_delivery_at(self) -> dt.datetime | None:
+        row = self.db.execute("SELECT MAX(updated_at) FROM ledger WHERE status = 'sent'").fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def last_digest_days(self) -> dict[str, dt.date]:
+        rows = self.db.execute("SELECT subscriber, MAX(day) FROM digests GROUP BY subscriber")
+        return {key: dt.date.fromisoformat(day) for key, day in rows}
+
     # -- subscriber states -----------------------------------------------------------------
 
     def set_state(
@@ -664,6 +739,20 @@ class SqliteStore:
             "SELECT subscriber, state, COALESCE(reason, '') FROM subscriber_state"
         )
         return {key: (state, reason) for key, state, reason in rows}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunHealth:
+    kind: str
+    day: dt.date | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    papers: int = 0
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    nothing_new: int = 0
+    error: str | None = None
 
 
 LedgerStatus = Literal["pending", "sending", "sent", "failed", "unknown", "empty", "cancelled"]

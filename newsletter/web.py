@@ -1,0 +1,144 @@
+"""The one-click unsubscribe endpoint (RFC 8058) that ``newsletter serve`` runs.
+
+``POST /unsubscribe/<token>`` unsubscribes at once: no cookie, no login, idempotent, which
+is what mail clients' one-click buttons send. ``GET`` shows a small page with a confirm
+button (link scanners follow GETs, so a GET alone never unsubscribes). A forged or malformed
+token gets a 400 page. Put TLS in front with a reverse proxy (see the README).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from newsletter import unsubscribe
+from newsletter.store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/unsubscribe/"
+MAX_BODY = 4096
+
+
+def _page(title: str, body: str) -> bytes:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#111}}
+button{{font-size:1rem;padding:.6rem 1.2rem;cursor:pointer}}</style></head>
+<body><h1>{html.escape(title)}</h1>{body}</body></html>
+""".encode()
+
+
+class UnsubscribeServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        state_path: Path,
+        key: bytes,
+        title: Callable[[], str],
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.state_path = state_path
+        self.key = key
+        self.title = title
+        self.clock = clock
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "papers-newsletter"
+
+            def do_GET(self) -> None:
+                server._get(self)
+
+            def do_POST(self) -> None:
+                server._post(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("http %s", format % args)
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="newsletter-http", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Cache-Control", "no-store")
+        handler.send_header("Referrer-Policy", "no-referrer")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _address(self, handler: BaseHTTPRequestHandler) -> str | None:
+        path = handler.path.split("?", 1)[0]
+        if not path.startswith(PREFIX):
+            return None
+        return unsubscribe.verify_token(self.key, path[len(PREFIX) :])
+
+    def _get(self, handler: BaseHTTPRequestHandler) -> None:
+        if handler.path == "/healthz":
+            self._reply(handler, 200, b"ok\n")
+            return
+        if not handler.path.startswith(PREFIX):
+            self._reply(handler, 404, _page("Not found", "<p>There is nothing here.</p>"))
+            return
+        address = self._address(handler)
+        if address is None:
+            self._reply(handler, 400, _invalid())
+            return
+        title = self.title()
+        body = (
+            f"<p>Stop sending {html.escape(title)} to <strong>{html.escape(address)}</strong>?</p>"
+            f'<form method="post" action="{html.escape(handler.path)}">'
+            '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+            '<button type="submit">Unsubscribe</button></form>'
+        )
+        self._reply(handler, 200, _page(f"Unsubscribe from {title}", body))
+
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(min(length, MAX_BODY))  # the body says "One-Click"; nothing to keep
+        address = self._address(handler) if handler.path.startswith(PREFIX) else None
+        if address is None:
+            self._reply(handler, 400, _invalid())
+            return
+        # A connection per request: the server's threads never share one.
+        with SqliteStore(self.state_path) as store:
+            states = store.states()
+            if states.get(address, ("",))[0] != "unsubscribed":
+                store.set_state(address, "unsubscribed", "one-click unsubscribe", self.clock())
+                log.info("unsubscribe.done subscriber=%s", address)
+        title = self.title()
+        body = f"<p><strong>{html.escape(address)}</strong> will get no more emails from {html.escape(title)}.</p>"
+        self._reply(handler, 200, _page("You are unsubscribed", body))
+
+
+def _invalid() -> bytes:
+    return _page(
+        "This unsubscribe link is not valid",
+        "<p>The link is incomplete or was changed. Use the unsubscribe link of a recent email, "
+        "or reply to it and ask to be removed.</p>",
+    )
