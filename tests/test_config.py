@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from newsletter import config
 from newsletter.cli import cli
@@ -188,3 +191,31 @@ def test_default_config_missing_is_one_line(
     assert (
         result.output == "newsletter.yaml: no such file (pass -c FILE or set $NEWSLETTER_CONFIG)\n"
     )
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        out.append(prefix + key)
+        for sub in (*typing.get_args(info.annotation), info.annotation):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                out += _keys(sub, f"{prefix}{key}.")
+            for inner in typing.get_args(sub):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    out += _keys(inner, f"{prefix}{key}.")
+    return out
+
+
+def test_every_key_is_documented_in_the_example() -> None:
+    """Each key of the schema appears in subscribers.example.yaml with a comment on its line
+    or in a comment block naming it (the example is the reference)."""
+    text = (ROOT / "subscribers.example.yaml").read_text()
+    missing = []
+    for path in _keys(config.Config):
+        leaf = path.rsplit(".", 1)[-1]
+        if not re.search(rf"^\s*#?\s*-?\s*{re.escape(leaf)}:", text, re.M) and not re.search(
+            rf"#.*\b{re.escape(leaf)}\b", text
+        ):
+            missing.append(path)
+    assert missing == []
