@@ -119,3 +119,16 @@ def test_parse_any_tells_json_from_html() -> None:
     assert paper.id == "2401.00001" and paper.day == dt.date(2024, 1, 2)
     with pytest.raises(ParseError, match="DailyPapers"):
         huggingface.parse_any(b"<html><body>maintenance</body></html>", "x.html")
+
+
+def test_a_blank_item_title_falls_back_to_the_papers_title() -> None:
+    item = {
+        "title": " ",
+        "paper": {"id": "2411.05288", "title": "Balancing\n  Pipelines", "upvotes": 1},
+    }
+    (paper,) = huggingface.parse(json.dumps([item]).encode(), "x", day=dt.date(2024, 11, 11))
+    assert paper.title == "Balancing Pipelines"
+    with pytest.raises(ParseError, match="has no title"):
+        huggingface.parse(
+            b'[{"title": " ", "paper": {"id": "1", "title": "\\n"}}]', "x", day=dt.date(2024, 1, 1)
+        )

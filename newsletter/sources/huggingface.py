@@ -294,7 +294,8 @@ def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> P
     pid = _str(paper, "id")
     if not pid or not pid.strip():
         raise _Invalid("paper has no id")
-    title = _str(item, "title") or _str(paper, "title")
+    # A blank item title (seen: " ") falls back to the paper's own.
+    title = _unwrap(_str(item, "title") or "") or _unwrap(_str(paper, "title") or "")
     if not title:
         raise _Invalid(f"paper {pid} has no title")
 
@@ -316,7 +317,7 @@ def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> P
         raise _Invalid(f"paper {pid}: ai_keywords is not a list")
     return PaperData(
         id=_VERSION_RE.sub("", pid.strip()),
-        title=_unwrap(title),
+        title=title,
         day=paper_day,
         abstract=_unwrap(_str(paper, "summary") or _str(item, "summary") or ""),
         authors=tuple(
