@@ -181,9 +181,9 @@ class Scheduler:
             self.members = {k: v[1] for k, v in wanted.items()}
 
     def next_runs(self) -> list[tuple[str, dt.datetime | None]]:
-        return sorted(
-            ((j.id, j.next_run_time) for j in self.scheduler.get_jobs()), key=lambda x: str(x[1])
-        )
+        # A job added before start() has no next_run_time yet.
+        jobs = ((j.id, getattr(j, "next_run_time", None)) for j in self.scheduler.get_jobs())
+        return sorted(jobs, key=lambda x: (str(x[1]), x[0]))
 
     def start(self) -> None:
         self.runner.start()
@@ -215,7 +215,8 @@ class Scheduler:
     def stop(self, wait: bool = True) -> None:
         self.stopping.set()
         self.wake.set()
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if wait and self.runner.is_alive():
             self.runner.join()
 

@@ -159,3 +159,51 @@ def test_parse_time() -> None:
     assert schedule.parse_time("23:59:30") == dt.time(23, 59, 30)
     with pytest.raises(ValueError, match="HH:MM"):
         schedule.parse_time("8am")
+
+
+def test_groups_firing_together_share_one_run() -> None:
+    calls: list[set[str]] = []
+    done = __import__("threading").Event()
+
+    def run(now: dt.datetime, keys: set[str]) -> None:
+        calls.append(keys)
+        done.set()
+
+    scheduler = schedule.Scheduler(run, grace_seconds=60, batch_seconds=0.3)
+    groups = schedule.group_subscribers(
+        [
+            sub("a@x.org", "Europe/Berlin"),
+            sub("b@x.org", "UTC"),
+            sub("c@x.org", "UTC", cadence="weekly"),
+        ],
+        dt.time(8),
+    )
+    scheduler.set_groups(groups, "monday")
+    assert sorted(j for j, _ in scheduler.next_runs()) == [
+        "daily-0800-Europe/Berlin",
+        "daily-0800-UTC",
+        "weekly-0800-UTC",
+    ]
+    scheduler.runner.start()
+    try:
+        scheduler._fire("daily-0800-UTC")
+        scheduler._fire("weekly-0800-UTC")
+        assert done.wait(5)
+    finally:
+        scheduler.stop()
+    assert calls == [{"b@x.org", "c@x.org"}]
+
+
+def test_set_groups_removes_jobs_of_groups_that_are_gone() -> None:
+    scheduler = schedule.Scheduler(lambda now, keys: None, grace_seconds=60)
+    scheduler.set_groups(
+        schedule.group_subscribers(
+            [sub("a@x.org", "UTC"), sub("b@x.org", "Asia/Tokyo")], dt.time(8)
+        ),
+        "monday",
+    )
+    scheduler.set_groups(
+        schedule.group_subscribers([sub("b@x.org", "Asia/Tokyo")], dt.time(9)), "monday"
+    )
+    assert [j for j, _ in scheduler.next_runs()] == ["daily-0900-Asia/Tokyo"]
+    assert scheduler.members == {"daily-0900-Asia/Tokyo": {"b@x.org"}}
