@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection
 
 from newsletter.errors import ParseError
 from newsletter.models import PaperData
+from newsletter.sources.parsing import Invalid, guarded
 
 API_URL = "https://export.arxiv.org/api/query"
 RSS_URL = "https://rss.arxiv.org/rss"
@@ -54,7 +55,7 @@ def parse(
     body: bytes | str, url: str, *, announce_types: Collection[str] | None = None
 ) -> list[PaperData]:
     """Papers in an Atom API response or an RSS feed; ``announce_types`` filters RSS entries."""
-    return _guarded(url, lambda: _parse(body, announce_types))
+    return guarded(url, lambda: _parse(body, announce_types))
 
 
 def parse_feed(
@@ -108,21 +109,6 @@ def _previous_weekday(day: dt.date) -> dt.date:
     return day
 
 
-class _Invalid(Exception):
-    """What the parser did not recognise; becomes a ParseError with the URL."""
-
-
-def _guarded(url: str, fn: Callable[[], list[PaperData]]) -> list[PaperData]:
-    try:
-        return fn()
-    except ParseError:
-        raise
-    except _Invalid as e:
-        raise ParseError(url, str(e)) from e
-    except Exception as e:  # any surprise in foreign data is a parse failure, named
-        raise ParseError(url, f"{type(e).__name__}: {e}") from e
-
-
 def _guarded_day(url: str, fn: Callable[[], dt.date | None]) -> dt.date | None:
     try:
         return fn()
@@ -141,28 +127,28 @@ def _parse(body: bytes | str, announce_types: Collection[str] | None) -> list[Pa
     try:
         root = ET.fromstring(body)
     except ET.ParseError as e:
-        raise _Invalid(f"not XML ({e})") from e
+        raise Invalid(f"not XML ({e})") from e
     if root.tag == f"{_ATOM}feed":
         return _dedupe([_entry(e) for e in root.iter(f"{_ATOM}entry")])
     if root.tag == "rss":
         return _parse_rss(root, announce_types)
-    raise _Invalid(f"expected an Atom <feed> or an RSS <rss>, got <{root.tag}>")
+    raise Invalid(f"expected an Atom <feed> or an RSS <rss>, got <{root.tag}>")
 
 
 def _entry(entry: ET.Element) -> PaperData:
     raw_id = _text(entry, f"{_ATOM}id")
     if "/api/errors" in raw_id:
         message = _text(entry, f"{_ATOM}summary") or raw_id.rpartition("#")[2]
-        raise _Invalid(f"arXiv API error: {message}")
+        raise Invalid(f"arXiv API error: {message}")
     pid = _arxiv_id(raw_id)
     if pid is None:
-        raise _Invalid(f"entry id {raw_id!r} is not an arXiv abstract URL")
+        raise Invalid(f"entry id {raw_id!r} is not an arXiv abstract URL")
     title = _unwrap(_text(entry, f"{_ATOM}title"))
     if not title:
-        raise _Invalid(f"entry {pid} has no title")
+        raise Invalid(f"entry {pid} has no title")
     published = _iso(_text(entry, f"{_ATOM}published"))
     if published is None:
-        raise _Invalid(f"entry {pid} has no <published> date")
+        raise Invalid(f"entry {pid} has no <published> date")
     primary = entry.find(f"{_ARXIV}primary_category")
     categories = [primary.get("term", "")] if primary is not None else []
     categories += [c.get("term", "") for c in entry.iter(f"{_ATOM}category")]
@@ -187,7 +173,7 @@ def _entry(entry: ET.Element) -> PaperData:
 def _parse_rss(root: ET.Element, announce_types: Collection[str] | None) -> list[PaperData]:
     channel = root.find("channel")
     if channel is None:
-        raise _Invalid("RSS feed has no <channel>")
+        raise Invalid("RSS feed has no <channel>")
     channel_day = _rfc822(_text(channel, "pubDate"))
     keep: frozenset[str] | None = None
     if announce_types is not None:
@@ -209,13 +195,13 @@ def _item(item: ET.Element, description: str, channel_day: dt.datetime | None) -
     raw_id = _text(item, "guid") or _text(item, "link")
     pid = _arxiv_id(raw_id) or _arxiv_id(description)
     if pid is None:
-        raise _Invalid(f"item {raw_id!r} names no arXiv id")
+        raise Invalid(f"item {raw_id!r} names no arXiv id")
     title = _unwrap(_text(item, "title"))
     if not title:
-        raise _Invalid(f"item {pid} has no title")
+        raise Invalid(f"item {pid} has no title")
     announced = _rfc822(_text(item, "pubDate")) or channel_day
     if announced is None:
-        raise _Invalid(f"item {pid} has no pubDate, nor has the channel")
+        raise Invalid(f"item {pid} has no pubDate, nor has the channel")
     _, sep, abstract = description.partition("Abstract:")
     creators = _text(item, f"{_DC}creator")
     return PaperData(
@@ -263,7 +249,7 @@ def _iso(value: str) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as e:
-        raise _Invalid(f"bad timestamp {value!r}") from e
+        raise Invalid(f"bad timestamp {value!r}") from e
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -274,5 +260,5 @@ def _rfc822(value: str) -> dt.datetime | None:
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError) as e:
-        raise _Invalid(f"bad date {value!r}") from e
+        raise Invalid(f"bad date {value!r}") from e
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

@@ -15,15 +15,14 @@ import datetime as dt
 import json
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
 
-from newsletter.errors import ParseError
 from newsletter.models import PaperData
+from newsletter.sources.parsing import Invalid, guarded
 
 API_PATH = "/api/daily_papers"
 DAILY_PAGE_PATH = "/papers/date/{value}"
@@ -115,12 +114,12 @@ def old_daily_page_url(base_url: str, day: dt.date) -> str:
 
 def parse(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
     """Parse a ``/api/daily_papers`` response. ``day`` is the list's date when the URL named one."""
-    return _guarded(url, lambda: _parse_api(body, day))
+    return guarded(url, lambda: _parse_api(body, day))
 
 
 def parse_page(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
     """Parse a Hugging Face papers page. ``day``: the daily list's date, if known."""
-    return _guarded(url, lambda: _parse_page(body, day or _url_day(url)))
+    return guarded(url, lambda: _parse_page(body, day or _url_day(url)))
 
 
 def parse_any(body: bytes | str, url: str) -> list[PaperData]:
@@ -129,21 +128,6 @@ def parse_any(body: bytes | str, url: str) -> list[PaperData]:
     if text.lstrip()[:1] in ("[", "{"):
         return parse(text, url)
     return parse_page(text, url)
-
-
-class _Invalid(Exception):
-    """What the parser did not recognise; becomes a ParseError with the URL."""
-
-
-def _guarded(url: str, fn: Callable[[], list[PaperData]]) -> list[PaperData]:
-    try:
-        return fn()
-    except ParseError:
-        raise
-    except _Invalid as e:
-        raise ParseError(url, str(e)) from e
-    except Exception as e:  # any surprise in foreign data is a parse failure, named
-        raise ParseError(url, f"{type(e).__name__}: {e}") from e
 
 
 def _url_day(url: str) -> dt.date | None:
@@ -159,9 +143,9 @@ def _parse_api(body: bytes | str, day: dt.date | None) -> list[PaperData]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _Invalid(f"not JSON ({e})") from e
+        raise Invalid(f"not JSON ({e})") from e
     if not isinstance(data, list):
-        raise _Invalid(f"expected a JSON list of papers, got {type(data).__name__}")
+        raise Invalid(f"expected a JSON list of papers, got {type(data).__name__}")
     return _items(data, day)
 
 
@@ -173,24 +157,24 @@ def _parse_page(body: bytes | str, day: dt.date | None) -> list[PaperData]:
         soup = BeautifulSoup(body, "lxml")
     try:
         props = _props(soup, "DailyPapers")
-    except _Invalid as e:
+    except Invalid as e:
         missing = str(e)
     else:
         papers = props.get("dailyPapers")
         if not isinstance(papers, list):
-            raise _Invalid("the DailyPapers data-props has no dailyPapers list")
+            raise Invalid("the DailyPapers data-props has no dailyPapers list")
         # The page's own date is a last resort: a weekly page's items carry their own days.
         return _items(papers, day, fallback_day=_date(props.get("date")))
     try:
         single = _props(soup, "PaperContent")
-    except _Invalid:
+    except Invalid:
         pass
     else:
         return [_paper_page(single, day)]
     cards = [a for a in soup.find_all("article") if isinstance(a, Tag)]
     papers_from_cards = [p for p in (_card(a, day) for a in cards) if p is not None]
     if not papers_from_cards:
-        raise _Invalid(f"{missing}, and no paper cards (article elements linking to /papers/<id>)")
+        raise Invalid(f"{missing}, and no paper cards (article elements linking to /papers/<id>)")
     return _dedupe(papers_from_cards)
 
 
@@ -198,16 +182,16 @@ def _props(soup: BeautifulSoup, target: str) -> dict[str, Any]:
     # The HTML parser decodes the attribute whatever its quoting and entity escaping.
     node = soup.find(None, {"data-target": target})
     if not isinstance(node, Tag):
-        raise _Invalid(f'no element with data-target="{target}"')
+        raise Invalid(f'no element with data-target="{target}"')
     raw = node.get("data-props")
     if not isinstance(raw, str):
-        raise _Invalid(f"the {target} element has no data-props")
+        raise Invalid(f"the {target} element has no data-props")
     try:
         props = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise _Invalid(f"the {target} data-props is not JSON ({e})") from e
+        raise Invalid(f"the {target} data-props is not JSON ({e})") from e
     if not isinstance(props, dict):
-        raise _Invalid(f"the {target} data-props is not an object")
+        raise Invalid(f"the {target} data-props is not an object")
     return props
 
 
@@ -232,7 +216,7 @@ def _card(article: Tag, day: dt.date | None) -> PaperData | None:
         return None
     pid = m.group(1)
     if day is None:
-        raise _Invalid(f"paper card {pid}: the cards carry no date and the URL names none")
+        raise Invalid(f"paper card {pid}: the cards carry no date and the URL names none")
     return PaperData(
         id=_VERSION_RE.sub("", pid),
         title=title,
@@ -273,8 +257,8 @@ def _items(
     for i, item in enumerate(items):
         try:
             papers.append(_item(item, day, fallback_day))
-        except _Invalid as e:
-            raise _Invalid(f"item {i}: {e}") from e
+        except Invalid as e:
+            raise Invalid(f"item {i}: {e}") from e
     return _dedupe(papers)
 
 
@@ -287,17 +271,17 @@ def _dedupe(papers: list[PaperData]) -> list[PaperData]:
 
 def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> PaperData:
     if not isinstance(item, dict):
-        raise _Invalid(f"expected an object, got {type(item).__name__}")
+        raise Invalid(f"expected an object, got {type(item).__name__}")
     paper = item.get("paper")
     if not isinstance(paper, dict):
-        raise _Invalid("no 'paper' object")
+        raise Invalid("no 'paper' object")
     pid = _str(paper, "id")
     if not pid or not pid.strip():
-        raise _Invalid("paper has no id")
+        raise Invalid("paper has no id")
     # A blank item title (seen: " ") falls back to the paper's own.
     title = _unwrap(_str(item, "title") or "") or _unwrap(_str(paper, "title") or "")
     if not title:
-        raise _Invalid(f"paper {pid} has no title")
+        raise Invalid(f"paper {pid} has no title")
 
     submitted = _date(paper.get("submittedOnDailyAt"))
     if submitted is None and "submittedOnDailyAt" not in paper:
@@ -306,15 +290,15 @@ def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> P
     when = submitted or fallback_day
     paper_day = day or (when.date() if when else None)
     if paper_day is None:
-        raise _Invalid(f"paper {pid} has no date")
+        raise Invalid(f"paper {pid} has no date")
 
     org = paper.get("organization") or item.get("organization")
     authors = paper.get("authors") or []
     if not isinstance(authors, list):
-        raise _Invalid(f"paper {pid}: authors is not a list")
+        raise Invalid(f"paper {pid}: authors is not a list")
     keywords = paper.get("ai_keywords") or []
     if not isinstance(keywords, list):
-        raise _Invalid(f"paper {pid}: ai_keywords is not a list")
+        raise Invalid(f"paper {pid}: ai_keywords is not a list")
     return PaperData(
         id=_VERSION_RE.sub("", pid.strip()),
         title=title,
@@ -350,7 +334,7 @@ def _str(obj: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Invalid(f"{key!r} should be a string, got {type(value).__name__}")
+        raise Invalid(f"{key!r} should be a string, got {type(value).__name__}")
     return value
 
 
@@ -359,7 +343,7 @@ def _int(obj: dict[str, Any], key: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"{key!r} should be an integer, got {type(value).__name__}")
+        raise Invalid(f"{key!r} should be an integer, got {type(value).__name__}")
     return value
 
 
@@ -380,7 +364,7 @@ def _date(value: Any) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as e:
-        raise _Invalid(f"bad timestamp {value!r}") from e
+        raise Invalid(f"bad timestamp {value!r}") from e
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
