@@ -34,7 +34,7 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError, SendError
 from newsletter.models import Digest, Subscriber
 from newsletter.send import Outcome, Sender
-from newsletter.store import RunHealth, SqliteStore, digest_id
+from newsletter.store import RunHealth, Store, digest_id
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run_once(
     config: Config,
     *,
     source: sources.Source | Sequence[sources.Source],
-    store: SqliteStore,
+    store: Store,
     sender: Sender,
     now: dt.datetime,
     key: bytes,
@@ -148,7 +148,7 @@ class _FetchFailed(Exception):
 def _select(
     config: Config,
     group: list[sources.Source],
-    store: SqliteStore,
+    store: Store,
     now: dt.datetime,
     day: dt.date,
     subscribers: list[Subscriber],
@@ -190,7 +190,7 @@ def _select(
 def _digests(
     config: Config,
     matches: selection.Matches,
-    store: SqliteStore,
+    store: Store,
     now: dt.datetime,
     day: dt.date,
     subscribers: list[Subscriber],
@@ -286,7 +286,7 @@ class _Ledger:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         run_id: int,
         clock: Clock,
         report: RunReport,
@@ -329,7 +329,7 @@ class _Ledger:
 def _send(
     config: Config,
     group: list[sources.Source],
-    store: SqliteStore,
+    store: Store,
     sender: Sender,
     now: dt.datetime,
     day: dt.date,
@@ -396,7 +396,7 @@ def _send(
     return report
 
 
-def _fill_from_ledger(store: SqliteStore, run_id: int, report: RunReport) -> None:
+def _fill_from_ledger(store: Store, run_id: int, report: RunReport) -> None:
     """The run's totals, this invocation's work and what earlier ones did, from the ledger."""
     report.delivered = [e for e, _ in store.run_rows(run_id, "sent")]
     report.failed = dict(store.run_rows(run_id, "failed"))
@@ -405,7 +405,7 @@ def _fill_from_ledger(store: SqliteStore, run_id: int, report: RunReport) -> Non
     report.pending = store.run_counts(run_id)["pending"]
 
 
-def logged(store: SqliteStore, kind: str, clock: Clock, run: Callable[[], RunReport]) -> RunReport:
+def logged(store: Store, kind: str, clock: Clock, run: Callable[[], RunReport]) -> RunReport:
     """Run and record it in the run log: start, end, counts and the error if any."""
     log_id = store.log_run_start(kind, clock())
     try:
@@ -431,7 +431,7 @@ def logged(store: SqliteStore, kind: str, clock: Clock, run: Callable[[], RunRep
     return report
 
 
-def silence_warning(store: SqliteStore, config: Config, now: dt.datetime) -> str | None:
+def silence_warning(store: Store, config: Config, now: dt.datetime) -> str | None:
     """A warning when no digest went out for ``alert_after_days`` while subscribers are active."""
     states = store.states()
     active = [s for s in config.subscriber_models() if s.key not in states]
