@@ -36,6 +36,7 @@ class Faults:
         default_factory=set
     )  # close the connection instead of replying, once
     slow: dict[str, float] = field(default_factory=dict)  # sleep this long before accepting
+    closing: set[str] = field(default_factory=set)  # 421 at the end of DATA, once
 
 
 def share(address: str) -> float:
@@ -66,6 +67,8 @@ class RecordingHandler:
         f = self.faults
         if share(rcpt) < f.temp_fail_share and attempt <= f.temp_fail_times:
             return "451 4.3.0 Temporary failure, try again"
+        if rcpt in f.closing and attempt == 1:
+            return "421 4.3.2 Service shutting down, closing channel"
         if rcpt in f.policy_reject:
             return "554 5.7.1 Message rejected by policy"
         if rcpt in f.drop_data and attempt == 1:

@@ -219,3 +219,25 @@ def test_every_key_is_documented_in_the_example() -> None:
         ):
             missing.append(path)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://papers.example.org", True),
+        ("http://127.0.0.1:8025", True),
+        ("http://localhost:8025", True),
+        ("http://[::1]:8025", True),
+        ("http://papers.example.org", False),
+        ("ftp://papers.example.org", False),
+    ],
+)
+def test_base_url_must_be_https_except_on_loopback(tmp_path: Path, url: str, ok: bool) -> None:
+    text = f"newsletter:\n  base_url: {url}\n" + VALID
+    if ok:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        assert config.load(path).newsletter.base_url == url
+    else:
+        (line,) = problems(tmp_path, text)
+        assert line.startswith("2: newsletter.base_url: must be")

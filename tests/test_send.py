@@ -321,3 +321,14 @@ def test_daily_cap_leaves_the_rest_pending(tmp_path: Path) -> None:
         assert len(server.received) == 3
         assert "2 left pending" in result.output
         assert ledger(tmp_path) == {"sent": 3, "pending": 2}
+
+
+def test_421_reconnects_and_delivers(tmp_path: Path) -> None:
+    closing = {"reader000@example.org", "reader002@example.org"}
+    with SmtpServer(Faults(closing=closing)) as server:
+        cfg = make_config(tmp_path, server.port, n=4, smtp="  connections: 1")
+        result = send(cfg)
+        assert result.exit_code == 0, result.output
+    counts = server.handler.count()
+    assert sorted(counts) == addresses(4) and set(counts.values()) == {1}
+    assert all(server.handler.attempts[a] == 2 for a in closing)
