@@ -612,9 +612,10 @@ def run(config_path: Path, wait: float) -> None:
     key = _signing_key(config, preview=False)
     now = _now()
     grace = dt.timedelta(minutes=config.schedule.grace_minutes)
-    due = schedule.due_now(_groups(config), config.schedule.weekly_on, now, grace)
+    groups = _groups(config)
+    due = schedule.due_now(groups, config.schedule.weekly_on, now, grace)
     if not due:
-        nxt = schedule.next_fire_times(_groups(config), config.schedule.weekly_on, now)
+        nxt = schedule.next_fire_times(groups, config.schedule.weekly_on, now)
         when = f" (next: {nxt[0][0].job_id} at {nxt[0][1]:%Y-%m-%d %H:%M %Z})" if nxt else ""
         click.echo(f"nothing due now{when}")
         return
@@ -782,8 +783,9 @@ def status(config_path: Path, runs: int) -> None:
         )
         click.echo(line + (f"\n    error: {r.error}" if r.error else ""))
     click.echo("next send times:")
-    for group, when in schedule.next_fire_times(_groups(config), config.schedule.weekly_on, now):
-        members = len(_groups(config)[group])
+    groups = _groups(config)
+    for group, when in schedule.next_fire_times(groups, config.schedule.weekly_on, now):
+        members = len(groups[group])
         click.echo(
             f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
         )
