@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import re
 import secrets
@@ -36,6 +37,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+import jinja2.meta
+import jinja2.nodes
 import premailer
 from markupsafe import escape
 
@@ -47,12 +50,17 @@ log = logging.getLogger(__name__)
 HTML_TEMPLATE = "digest.html.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 CARD_TEMPLATE = "_paper.html.j2"
+TEXT_CARD_TEMPLATE = "_paper.txt.j2"
 
 #: Gmail clips a message whose HTML exceeds about 102 KB; stay clearly below.
 HTML_LIMIT = 100_000
 
 _SLOTS_VAR = "__newsletter_slots"
 _CACHE_SIZE = 256
+#: Paper cards (HTML) and text blocks kept per environment: one is the same for every
+#: subscriber who gets that pick, so it is rendered once (a few KB each).
+_PARTIAL_CACHE_SIZE = 8192
+_PARTIAL_OWN = frozenset({"pick", "paper", "show_summary", "index", _SLOTS_VAR})
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _STYLE_RE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 _CARD_START, _CARD_END = "<!--newsletter-card-start-->", "<!--newsletter-card-end-->"
@@ -74,6 +82,29 @@ class Environment(jinja2.Environment):
         self.card_run_re = re.compile(r"(?:" + re.escape(self.slot_prefix) + r"\d+c\s*)+")
         self.inlined: OrderedDict[str, str] = OrderedDict()
         self.inline_count = 0  # premailer runs, for tests and benchmarks
+        self.partials: OrderedDict[tuple[object, ...], str] = OrderedDict()
+        self.partial_renders = 0  # paper cards and text blocks rendered, for tests and benchmarks
+        self._partial_names: dict[str, frozenset[str] | None] = {}
+
+    def partial_names(self, name: str) -> frozenset[str] | None:
+        """The context names a partial template reads besides its own; None: cannot tell.
+
+        A partial's output depends only on these (and its own arguments), so they key its
+        cache. A template that includes or imports another may read anything: no cache then.
+        """
+        if name not in self._partial_names:
+            self._partial_names[name] = None
+            if self.loader is None:
+                return None
+            try:
+                ast = self.parse(self.loader.get_source(self, name)[0])
+            except jinja2.TemplateError:
+                return None  # rendering reports it, with file and line
+            n = jinja2.nodes
+            if not any(True for _ in ast.find_all((n.Include, n.Import, n.FromImport, n.Extends))):
+                found = jinja2.meta.find_undeclared_variables(ast) - _PARTIAL_OWN
+                self._partial_names[name] = frozenset(found)
+        return self._partial_names[name]
 
 
 def builtin_templates_dir() -> Path:
@@ -128,6 +159,7 @@ def authors_short(authors: Sequence[str], first: int = 3) -> str:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
+@functools.lru_cache(maxsize=8192)  # the same abstracts, for every subscriber
 def excerpt(text: str, limit: int = 400) -> str:
     """Cut at the last sentence boundary before ``limit``; at a word with an ellipsis if none."""
     if len(text) <= limit:
@@ -145,6 +177,7 @@ def excerpt(text: str, limit: int = 400) -> str:
     return head.rstrip(",;:") + " …"
 
 
+@functools.lru_cache(maxsize=32768)  # paper lines repeat across subscribers; textwrap is slow
 def wrap(text: str, width: int = 78, indent: str = "") -> str:
     """Fill to ``width``; a word longer than a line (a URL) stays whole on its own line."""
     return textwrap.fill(
@@ -173,6 +206,8 @@ def http_url(value: str | None) -> str:
 
 def one_line(text: str) -> str:
     """Whitespace runs (CR, LF, U+2028 ...) to one space, control characters dropped."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # nothing to do, the common case (isprintable: no Cc, Zl, Zp, no tab)
     text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
     return " ".join(text.split())
 
@@ -318,7 +353,7 @@ def _compose(
                 low = mid + 1
     context, html, summaries, kept = result
     picks = digest.picks[:kept]
-    text = _render(env, TEXT_TEMPLATE, context)
+    text = _render_text(env, context)
     for name, body, url in (
         (HTML_TEMPLATE, html, str(escape(unsubscribe_url))),
         (TEXT_TEMPLATE, text, unsubscribe_url),
@@ -367,10 +402,54 @@ def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set
 
     def fill_card(slot: _Card) -> str:
         if slot not in cards:
-            cards[slot] = _render_card(env, css, context, slot)
+            cards[slot] = _cached_card(env, css, context, slot)
         return cards[slot]
 
     return _fill(env, inlined, slots, fill_card)
+
+
+def _cached_partial(
+    env: Environment,
+    name: str,
+    context: dict[str, Any],
+    own: tuple[object, ...],
+    render_it: Callable[[], str],
+) -> str:
+    """``render_it()``, once per partial, arguments (``own``) and context values it reads."""
+    names = env.partial_names(name)
+    if names is None:
+        return render_it()
+    key = (name, *own, *(context.get(n) for n in sorted(names)))
+    try:
+        cached = env.partials.get(key)
+    except TypeError:  # an unhashable value in the context
+        return render_it()
+    if cached is not None:
+        env.partials.move_to_end(key)
+        return cached
+    env.partial_renders += 1
+    result = env.partials[key] = render_it()
+    if len(env.partials) > _PARTIAL_CACHE_SIZE:
+        env.partials.popitem(last=False)
+    return result
+
+
+def _cached_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
+    return _cached_partial(
+        env, CARD_TEMPLATE, context, (css, slot), lambda: _render_card(env, css, context, slot)
+    )
+
+
+def _render_text(env: Environment, context: dict[str, Any]) -> str:
+    """The text part; each paper's block comes from ``paper_text(pick, index)``, cached."""
+
+    def paper_text(pick: Pick, index: int) -> str:
+        def render_it() -> str:
+            return _render(env, TEXT_CARD_TEMPLATE, context | {"pick": pick, "index": index})
+
+        return _cached_partial(env, TEXT_CARD_TEMPLATE, context, (pick, index), render_it)
+
+    return _render(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
 
 
 def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
