@@ -203,3 +203,20 @@ def test_personal_topic_matches_like_one_pattern(
         pid: selection.Match(name, x.keyword, x.field)
         for pid, x in one_pattern.by_topic[name].items()
     }
+
+
+TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", "."]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(TERM_PIECES), min_size=1, max_size=3),
+    st.lists(st.sampled_from([*TERM_PIECES, " ", "  ", "-", "\n", "z", "9", "·"]), max_size=20),
+)
+def test_fast_search_finds_what_the_pattern_finds(terms: list[str], pieces: list[str]) -> None:
+    text = "".join(pieces)
+    matcher = selection._Terms(terms)
+    assert matcher.pattern is not None
+    m = matcher.pattern.search(text)
+    expected = (m.start(), m.group(0)) if m else None
+    assert matcher.search(text, text.lower() if text.isascii() else None) == expected
