@@ -264,7 +264,9 @@ def quoted_printable(text: str) -> bytes:
     Quoted-printable encodes each line on its own (soft breaks never cross a line end), so
     a line encoded once serves every message that has it.
     """
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    if "\r" in text:  # one scan in the usual case, not two replaces
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    data = text.encode("utf-8")
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()

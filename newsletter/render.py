@@ -81,19 +81,21 @@ class Environment(jinja2.Environment):
         # so the number of papers in a digest does not make a new layout.
         self.card_run_re = re.compile(r"(?:" + re.escape(self.slot_prefix) + r"\d+c\s*)+")
         self.inlined: OrderedDict[str, str] = OrderedDict()
+        self.layouts: dict[str, _Layout] = {}
+        self.layout_token_re = re.compile("(" + re.escape(self.slot_prefix) + r"(\d+)([xcr]))")
         self.inline_count = 0  # premailer runs, for tests and benchmarks
-        self.partials: OrderedDict[tuple[object, ...], str] = OrderedDict()
+        self.partials: OrderedDict[tuple[object, ...], tuple[PaperData, str]] = OrderedDict()
         self.partial_renders = 0  # paper cards and text blocks rendered, for tests and benchmarks
-        self._partial_names: dict[str, frozenset[str] | None] = {}
+        self._partial_reads: dict[str, _Reads | None] = {}
 
-    def partial_names(self, name: str) -> frozenset[str] | None:
-        """The context names a partial template reads besides its own; None: cannot tell.
+    def partial_reads(self, name: str) -> _Reads | None:
+        """What a partial template reads besides its own names; None: cannot tell.
 
         A partial's output depends only on these (and its own arguments), so they key its
         cache. A template that includes or imports another may read anything: no cache then.
         """
-        if name not in self._partial_names:
-            self._partial_names[name] = None
+        if name not in self._partial_reads:
+            self._partial_reads[name] = None
             if self.loader is None:
                 return None
             try:
@@ -102,9 +104,29 @@ class Environment(jinja2.Environment):
                 return None  # rendering reports it, with file and line
             n = jinja2.nodes
             if not any(True for _ in ast.find_all((n.Include, n.Import, n.FromImport, n.Extends))):
-                found = jinja2.meta.find_undeclared_variables(ast) - _PARTIAL_OWN
-                self._partial_names[name] = frozenset(found)
-        return self._partial_names[name]
+                names = jinja2.meta.find_undeclared_variables(ast) - _PARTIAL_OWN
+                # pick.x, pick.y only: the key holds those, not the whole pick (its topic,
+                # score and section differ between subscribers; a card need not).
+                attrs = {
+                    g.attr
+                    for g in ast.find_all(n.Getattr)
+                    if isinstance(g.node, n.Name) and g.node.name == "pick"
+                }
+                uses = sum(1 for x in ast.find_all(n.Name) if x.name == "pick")
+                getattrs = sum(
+                    1
+                    for g in ast.find_all(n.Getattr)
+                    if isinstance(g.node, n.Name) and g.node.name == "pick"
+                )
+                pick_attrs = tuple(sorted(attrs)) if uses == getattrs else None
+                self._partial_reads[name] = _Reads(tuple(sorted(names)), pick_attrs)
+        return self._partial_reads[name]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    names: tuple[str, ...]  # context names
+    pick_attrs: tuple[str, ...] | None  # attributes of ``pick``; None: the pick as a whole
 
 
 def builtin_templates_dir() -> Path:
@@ -376,7 +398,7 @@ def _compose(
 
 
 def _size(html: str) -> int:
-    return len(html.encode("utf-8"))
+    return len(html) if html.isascii() else len(html.encode("utf-8"))
 
 
 def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set[Pick]) -> str:
@@ -391,44 +413,86 @@ def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set
         runs.append(m.group(0))
         return f"{env.slot_prefix}{len(runs) - 1}r"
 
-    layout = env.card_run_re.sub(run, skeleton)
-    inlined = _inline_cached(env, layout, layout)
-    inlined = re.sub(
-        re.escape(env.slot_prefix) + r"(\d+)r", lambda m: runs[int(m.group(1))], inlined
-    )
-    # Not the <style> inside <!--[if mso]>: only Outlook reads that one.
-    css = "\n".join(_STYLE_RE.findall(_COMMENT_RE.sub("", skeleton)))
+    layout = _layout(env, env.card_run_re.sub(run, skeleton))
     cards: dict[_Card, str] = {}
 
     def fill_card(slot: _Card) -> str:
         if slot not in cards:
-            cards[slot] = _cached_card(env, css, context, slot)
+            cards[slot] = _cached_card(env, layout.css, context, slot)
         return cards[slot]
 
-    return _fill(env, inlined, slots, fill_card)
+    # The inlined layout, split once at its tokens: literal, index, kind (x value, r run).
+    out: list[str] = []
+    values = slots.values
+    for literal, index, kind, token in layout.parts:
+        out.append(literal)
+        if kind == "x" and index < len(values):
+            out.append(str(escape(values[index])))
+        elif kind == "r" and index < len(runs):
+            out.append(_fill(env, runs[index], slots, fill_card))
+        else:
+            out.append(token)
+    out.append(layout.tail)
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    parts: list[tuple[str, int, str, str]]  # literal before a token, its index, kind, token
+    tail: str
+    css: str  # the digest's stylesheet, for inlining its cards
+
+
+def _layout(env: Environment, layout: str) -> _Layout:
+    """The layout inlined (cached) and split at its tokens, once per layout."""
+    found = env.layouts.get(layout)
+    if found is not None:
+        return found
+    inlined = _inline_cached(env, layout, layout)
+    pieces = env.layout_token_re.split(inlined)
+    parts = [
+        (pieces[i], int(pieces[i + 2]), pieces[i + 3], pieces[i + 1])
+        for i in range(0, len(pieces) - 1, 4)
+    ]
+    # Not the <style> inside <!--[if mso]>: only Outlook reads that one.
+    css = "\n".join(_STYLE_RE.findall(_COMMENT_RE.sub("", layout)))
+    found = env.layouts[layout] = _Layout(parts, pieces[-1], css)
+    if len(env.layouts) > _CACHE_SIZE:
+        env.layouts.pop(next(iter(env.layouts)))
+    return found
 
 
 def _cached_partial(
     env: Environment,
     name: str,
     context: dict[str, Any],
+    pick: Pick,
     own: tuple[object, ...],
     render_it: Callable[[], str],
 ) -> str:
-    """``render_it()``, once per partial, arguments (``own``) and context values it reads."""
-    names = env.partial_names(name)
-    if names is None:
+    """``render_it()``, once per partial, arguments (``own``) and what it reads."""
+    reads = env.partial_reads(name)
+    if reads is None:
         return render_it()
-    key = (name, *own, *(context.get(n) for n in sorted(names)))
+    attrs = reads.pick_attrs
+    try:
+        picked = pick if attrs is None else tuple(getattr(pick, a) for a in attrs)
+    except AttributeError:  # a typo in the template: rendering reports it, with the line
+        return render_it()
+    # Keyed by the paper's id, checked by the paper itself: hashing a whole PaperData per
+    # card costs more than the lookup; the same object (the usual case) compares at once.
+    paper = pick.paper
+    key = (name, *own, paper.id, picked, *(context.get(n) for n in reads.names))
     try:
         cached = env.partials.get(key)
     except TypeError:  # an unhashable value in the context
         return render_it()
-    if cached is not None:
+    if cached is not None and (cached[0] is paper or cached[0] == paper):
         env.partials.move_to_end(key)
-        return cached
+        return cached[1]
     env.partial_renders += 1
-    result = env.partials[key] = render_it()
+    result = render_it()
+    env.partials[key] = (paper, result)
     if len(env.partials) > _PARTIAL_CACHE_SIZE:
         env.partials.popitem(last=False)
     return result
@@ -436,7 +500,12 @@ def _cached_partial(
 
 def _cached_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
     return _cached_partial(
-        env, CARD_TEMPLATE, context, (css, slot), lambda: _render_card(env, css, context, slot)
+        env,
+        CARD_TEMPLATE,
+        context,
+        slot.pick,
+        (css, slot.show_summary),
+        lambda: _render_card(env, css, context, slot),
     )
 
 
@@ -447,7 +516,7 @@ def _render_text(env: Environment, context: dict[str, Any]) -> str:
         def render_it() -> str:
             return _render(env, TEXT_CARD_TEMPLATE, context | {"pick": pick, "index": index})
 
-        return _cached_partial(env, TEXT_CARD_TEMPLATE, context, (pick, index), render_it)
+        return _cached_partial(env, TEXT_CARD_TEMPLATE, context, pick, (index,), render_it)
 
     return _render(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
 
