@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter import render
 from newsletter.models import Digest, Email, Subscriber
@@ -94,3 +98,26 @@ def test_whole_pick_used_means_whole_pick_keys(tmp_path: Path) -> None:
     do(env, dataclasses.replace(BASE, subscriber=named))
     others = [dataclasses.replace(p, topic="zebra") for p in BASE.picks]
     assert "zebra" in do(env, dataclasses.replace(BASE, picks=tuple(others))).html
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.text(st.sampled_from("ab-/.:é€"), min_size=1, max_size=30)
+        | st.sampled_from(["https://example.org/" + "x" * 90, "a"]),
+        max_size=30,
+    ),
+    st.integers(1, 90),
+    st.sampled_from(["", "   ", "> "]),
+)
+def test_fast_wrap_is_textwrap(words: list[str], width: int, indent: str) -> None:
+    text = " ".join(words)
+    expected = textwrap.fill(
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    assert render.wrap.__wrapped__(text, width, indent) == expected
