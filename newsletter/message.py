@@ -253,9 +253,26 @@ def _verbatim(name: str, value: str) -> bytes:
     return _POLICY.fold_binary(*_POLICY.header_store_parse(name, value))
 
 
-#: Encoded lines by line; cleared when full (a run's layouts and cards fit many times over).
-_QP_CACHE: dict[bytes, bytes] = {}
-_QP_CACHE_SIZE = 50_000
+class _LineCache:
+    """Encoded lines by line, in two generations: lines that keep coming back (the layout,
+    the paper cards) stay; a recipient's own lines (greeting, footer) age out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.young: dict[bytes, bytes] = {}
+        self.old: dict[bytes, bytes] = {}
+
+    def encode(self, line: bytes) -> bytes:
+        encoded = self.old.get(line)
+        if encoded is None:
+            encoded = binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n")
+        if len(self.young) >= self.size:
+            self.old, self.young = self.young, {}
+        self.young[line] = encoded
+        return encoded
+
+
+_QP_LINES = _LineCache(20_000)
 
 
 def quoted_printable(text: str) -> bytes:
@@ -272,18 +289,10 @@ def quoted_printable(text: str) -> bytes:
         lines.pop()
     if not lines:
         return b"\r\n"  # as the email package writes an empty body
-    cached = _QP_CACHE.get
-    out = [cached(line) or _qp_line(line) for line in lines]
+    cached = _QP_LINES.young.get
+    out = [cached(line) or _QP_LINES.encode(line) for line in lines]
     out.append(b"")
     return b"\r\n".join(out)
-
-
-def _qp_line(line: bytes) -> bytes:
-    encoded = binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n")
-    if len(_QP_CACHE) >= _QP_CACHE_SIZE:
-        _QP_CACHE.clear()
-    _QP_CACHE[line] = encoded
-    return encoded
 
 
 def build_with_email_package(

@@ -182,7 +182,7 @@ def authors_short(authors: Sequence[str], first: int = 3) -> str:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
-@functools.lru_cache(maxsize=8192)  # the same abstracts, for every subscriber
+@functools.lru_cache(maxsize=2048)  # the same abstracts, for every card and text block
 def excerpt(text: str, limit: int = 400) -> str:
     """Cut at the last sentence boundary before ``limit``; at a word with an ellipsis if none."""
     if len(text) <= limit:
@@ -200,7 +200,7 @@ def excerpt(text: str, limit: int = 400) -> str:
     return head.rstrip(",;:") + " …"
 
 
-@functools.lru_cache(maxsize=32768)  # paper lines repeat across subscribers; textwrap is slow
+@functools.lru_cache(maxsize=4096)  # paper lines repeat; a recipient's own lines do not
 def wrap(text: str, width: int = 78, indent: str = "") -> str:
     """Fill to ``width``; a word longer than a line (a URL) stays whole on its own line."""
     words = text.split(" ")

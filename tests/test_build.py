@@ -92,3 +92,33 @@ def test_worker_log_records_reach_the_parent(caplog: pytest.LogCaptureFixture) -
 def test_workers_for() -> None:
     assert build.workers_for(10) == 1
     assert build.workers_for(build.POOL_THRESHOLD) >= 1
+
+
+def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipeline -> build.compose_all's pool -> SmtpSender -> the ledger, end to end."""
+    import email as email_pkg
+    import email.policy
+
+    from tests.smtpserver import SmtpServer
+    from tests.test_send import addresses, ledger, make_config, send
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key")
+    monkeypatch.setattr(build, "workers_for", lambda count: 2)  # a pool, even for 6
+    used: list[int] = []
+    real = build.compose_all
+
+    def spy(*args: object, **kwargs: object) -> object:
+        used.append(kwargs.get("workers", 1))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build, "compose_all", spy)
+    with SmtpServer() as server:
+        result = send(make_config(tmp_path, server.port, n=6))
+        assert result.exit_code == 0, result.output
+    assert used == [2]
+    assert sorted(server.handler.count()) == addresses(6)
+    assert ledger(tmp_path) == {"sent": 6}
+    for received in server.received:
+        msg = email_pkg.message_from_bytes(received.data, policy=email.policy.default)
+        assert msg["To"] == received.rcpt_tos[0]
+        assert msg.get_body(("html",)) is not None
