@@ -27,6 +27,7 @@ Ranking
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import heapq
@@ -550,9 +551,10 @@ def _merge_ranked(
     exclude = personal_exclude_name(subscriber) or ""
     vetoes = _distinct(index.personal[exclude].keywords) if exclude in index.personal else []
     vetoed: Mapping[str, Match] = index.fixed.get(exclude, {})
+    veto_hits = [index.by_keyword[_norm(t)] for t in vetoes]
 
     def admissible(pid: str) -> bool:
-        if pid in sent_ids or pid in vetoed or any(index.hit(t, pid) for t in vetoes):
+        if pid in sent_ids or pid in vetoed or any(pid in hits for hits in veto_hits):
             return False
         paper_day = papers[pid].day
         return not (
@@ -580,14 +582,30 @@ def _merge_ranked(
             if len(top) >= subscriber.max_papers:
                 break
     low: list[str] = []
-    if minimum > 0:
+    if minimum > 0:  # every match under the threshold, from lists sorted by upvotes
         candidates: set[str] = set()
-        for name in subscriber.topics:
-            candidates.update(index.fixed.get(name, {}))
-        for term in terms:
-            candidates.update(index.by_keyword[_norm(term)])
-        low = [pid for pid in candidates if papers[pid].upvotes < minimum and admissible(pid)]
+        sources = [("topic", name) for name in subscriber.topics if name in index.fixed]
+        sources += [("keyword", _norm(term)) for term in terms]
+        for source in sources:
+            by_votes = _by_upvotes(matches, source)
+            end = bisect.bisect_left(by_votes, (minimum, ""))
+            candidates.update(pid for _, pid in by_votes[:end])
+        low = [pid for pid in candidates if admissible(pid)]
     return top, low
+
+
+def _by_upvotes(matches: Matches, source: tuple[str, str]) -> list[tuple[int, str]]:
+    """A topic's or personal keyword's matches as (upvotes, paper id), fewest first."""
+    key = ("upvotes", *source)
+    found = matches.cache.get(key)
+    if found is None:
+        index = matches.by_topic
+        if not isinstance(index, _TopicMatches):
+            raise TypeError("matches were not made by match_topics")
+        kind, name = source
+        pids = index.fixed[name] if kind == "topic" else index.by_keyword[name]
+        found = matches.cache[key] = sorted((matches.papers[pid].upvotes, pid) for pid in pids)
+    return found
 
 
 def _rank_key(item: tuple[float, str, Match | None]) -> tuple[float, str]:
