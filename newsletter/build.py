@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Below this many digests a pool costs more to start (about a second) than it saves.
 POOL_THRESHOLD = 2_000
-CHUNK = 64  # digests per task: large enough to amortise the round trip, small for memory
+CHUNK = 32  # digests per task: enough to amortise a round trip; few, for memory
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,7 +272,7 @@ class _LineCache:
         return encoded
 
 
-_QP_LINES = _LineCache(20_000)
+_QP_LINES = _LineCache(12_000)
 
 
 def quoted_printable(text: str) -> bytes:
