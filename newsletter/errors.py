@@ -50,8 +50,13 @@ class TemplateError(NewsletterError):
     def __init__(self, template: str, line: int | None, message: str) -> None:
         self.template = template
         self.line = line
+        self.message = message
         where = f"{template}:{line}" if line else template
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[type[TemplateError], tuple[str, int | None, str]]:
+        # Raised in a compose worker process, it must cross back to the parent intact.
+        return (TemplateError, (self.template, self.line, self.message))
 
 
 class StoreError(NewsletterError):

@@ -4,6 +4,15 @@ One recipient per message. Header values come from the config and the digest, ne
 the email package refuses CR/LF in them (header injection), ``render.subject`` already folds
 a subject to one line, and display names are folded here the same way.
 
+``build`` writes the MIME bytes itself: the email package's generator and its pure-Python
+quoted-printable encoder cost milliseconds per digest, more than rendering it. A header
+whose value is short printable ASCII is written as is; any other value (non-ASCII, long,
+a quote or an encoded-word look-alike) goes through the email package's own header classes,
+so folding, RFC 2047 encoding and the CR/LF refusal are the library's. Bodies are encoded
+with ``binascii.b2a_qp`` line by line, with a cache: most lines of a digest (the layout, the
+paper cards) are the same in every subscriber's email. ``build_with_email_package`` is the
+reference the fast writer is tested against (and the benchmark's baseline).
+
 ``load_sender(config)`` is the edge of this stage: it reads the DKIM key file once per run,
 the way ``render.make_env`` reads the templates. dkimpy stamps the signature's ``t=`` tag
 with the current time itself; that is the one clock read below, and it is the library's.
@@ -11,7 +20,9 @@ with the current time itself; that is the one clock read below, and it is the li
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -72,7 +83,7 @@ class Sender:
 
     @property
     def address(self) -> str:
-        return parseaddr(self.from_header)[1]
+        return _address(self.from_header)
 
     @property
     def domain(self) -> str:
@@ -118,6 +129,11 @@ def _policy() -> Policy:
 _POLICY = _policy()
 
 
+@functools.lru_cache(maxsize=16)
+def _address(from_header: str) -> str:
+    return parseaddr(from_header)[1]
+
+
 def message_id(sender: Sender, recipient: str, digest_key: str, paper_ids: Sequence[str]) -> str:
     """Stable per digest, recipient and papers, so a resent message is recognisably the same.
 
@@ -142,6 +158,152 @@ def build(
     digest_key: str,
     now: dt.datetime,
 ) -> Outgoing:
+    """The message as bytes: the same headers and parts as ``build_with_email_package``."""
+    mid = message_id(sender, email.to, digest_key, email.paper_ids)
+    to = _to_header(one_line(email.to_name or ""), email.to)
+    mailto = f"mailto:{sender.address}?subject=unsubscribe"
+    # The boundary cannot occur in a quoted-printable body: "=" is always encoded there.
+    boundary = f"==============={mid[1:33]}=="
+    head = b"".join(
+        (
+            _constant_header("From", sender.from_header),
+            to,
+            _header("Subject", one_line(email.subject)),
+            _header("Date", format_datetime(now.astimezone(dt.UTC))),
+            _header("Message-ID", mid),
+            _constant_header("List-Id", f"{_list_phrase(sender)} <{sender.list_id}>"),
+            _verbatim("List-Unsubscribe", f"<{header_url(unsubscribe_url)}>, <{mailto}>"),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            b"Auto-Submitted: auto-generated\r\n"
+            b"Precedence: bulk\r\n"
+            b"MIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/alternative;\r\n"
+            b' boundary="' + boundary.encode("ascii") + b'"\r\n',
+        )
+    )
+    delimiter = b"\r\n--" + boundary.encode("ascii")
+    data = b"".join(
+        (
+            head,
+            delimiter,
+            b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            quoted_printable(email.text),
+            delimiter,
+            # The email package writes MIME-Version into the second part too; so do we.
+            b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\nMIME-Version: 1.0\r\n\r\n",
+            quoted_printable(email.html),
+            delimiter,
+            b"--\r\n",
+        )
+    )
+    if sender.dkim is not None:
+        data = sign(data, sender.dkim)
+    return Outgoing(
+        recipient=email.to,
+        envelope_from=sender.envelope_from,
+        message_id=mid,
+        data=data,
+        email=email,
+    )
+
+
+# A value written as is: printable ASCII words with single spaces, nothing the email package
+# would quote, fold or encode ("=?" could be read as an encoded-word, a quote as a phrase).
+_PLAIN_VALUE = re.compile(r"(?:[!#-<>-~]|=(?!\?))+(?: (?:[!#-<>-~]|=(?!\?))+)*")
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_ADDR_SPEC = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+_MAX_LINE = 78  # the email package folds longer lines; leave those to it
+
+
+def _header(name: str, value: str) -> bytes:
+    line = f"{name}: {value}\r\n"
+    if len(line) <= _MAX_LINE + 2 and _PLAIN_VALUE.fullmatch(value):
+        return line.encode("ascii")
+    return _POLICY.fold_binary(*_POLICY.header_store_parse(name, value))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_header(name: str, value: str) -> bytes:
+    """A header that is the same in every message of a run (From, List-Id)."""
+    return _POLICY.fold_binary(*_POLICY.header_store_parse(name, value))
+
+
+def _to_header(display_name: str, address: str) -> bytes:
+    simple_name = not display_name or (
+        "=?" not in display_name and _ATOM_PHRASE.fullmatch(display_name)
+    )
+    if simple_name and _ADDR_SPEC.fullmatch(address):
+        value = f"{display_name} <{address}>" if display_name else address
+        line = f"To: {value}\r\n"
+        if len(line) <= _MAX_LINE + 2:
+            return line.encode("ascii")
+    to = Address(display_name=display_name, addr_spec=address)
+    # Typeshed says str; the email package takes an Address (msg["To"] = Address(...)).
+    return _POLICY.fold_binary(*_POLICY.header_store_parse("To", to))  # type: ignore[arg-type]
+
+
+def _verbatim(name: str, value: str) -> bytes:
+    if "\r" in value or "\n" in value:  # cannot happen: header_url percent-encodes them
+        raise ValueError(f"{name} may not contain CR or LF")
+    return _POLICY.fold_binary(*_POLICY.header_store_parse(name, value))
+
+
+class _LineCache:
+    """Encoded lines by line, in two generations: lines that keep coming back (the layout,
+    the paper cards) stay; a recipient's own lines (greeting, footer) age out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.young: dict[bytes, bytes] = {}
+        self.old: dict[bytes, bytes] = {}
+
+    def encode(self, line: bytes) -> bytes:
+        encoded = self.old.get(line)
+        if encoded is None:
+            encoded = binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n")
+        if len(self.young) >= self.size:
+            self.old, self.young = self.young, {}
+        self.young[line] = encoded
+        return encoded
+
+
+_QP_LINES = _LineCache(12_000)
+
+
+def quoted_printable(text: str) -> bytes:
+    """The body as the email package encodes it: CRLF line ends, ending with one, <= 76 columns.
+
+    Quoted-printable encodes each line on its own (soft breaks never cross a line end), so
+    a line encoded once serves every message that has it.
+    """
+    if "\r" in text:  # one scan in the usual case, not two replaces
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    data = text.encode("utf-8")
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if not lines:
+        return b"\r\n"  # as the email package writes an empty body
+    cached = _QP_LINES.young.get
+    out = [cached(line) or _QP_LINES.encode(line) for line in lines]
+    out.append(b"")
+    return b"\r\n".join(out)
+
+
+def build_with_email_package(
+    email: Email,
+    sender: Sender,
+    *,
+    unsubscribe_url: str,
+    digest_key: str,
+    now: dt.datetime,
+) -> Outgoing:
+    """``build`` by way of ``email.message.EmailMessage``: slow, and the reference for tests."""
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = sender.from_header
     msg["To"] = Address(display_name=one_line(email.to_name or ""), addr_spec=email.to)

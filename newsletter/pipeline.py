@@ -29,12 +29,12 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from newsletter import message, render, selection, sources, unsubscribe
+from newsletter import build, message, render, selection, sources
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, SendError
 from newsletter.models import Digest, Subscriber
 from newsletter.send import Outcome, Sender
-from newsletter.store import RunHealth, Store, digest_id
+from newsletter.store import RunHealth, Store
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def run_once(
     try:
         if not sender.records_deliveries:
             digests = _select(config, group, store, now, day, subscribers, report)
-            sender.send_all(_compose_all(composer, digests, report), _Tally(report, progress))
+            messages = _compose_all(composer, digests, report, len(subscribers))
+            sender.send_all(messages, _Tally(report, progress))
             sender.close()
             return report
         return _send(
@@ -217,40 +218,49 @@ class _Composer:
 
     def __init__(self, config: Config, key: bytes, now: dt.datetime) -> None:
         self.config = config
-        self.key = key
-        self.now = now
-        self.env = render.make_env(config.templates_path)
         nl = config.newsletter
-        self.identity = render.Identity(
-            title=nl.title,
+        self.spec = build.ComposeSpec(
+            templates_dir=config.templates_path,
+            identity=render.Identity(
+                title=nl.title,
+                base_url=nl.base_url,
+                operator_address=nl.from_address,
+                subject_template=nl.subject,
+            ),
+            sender=message.load_sender(config),  # reads the DKIM key, if any
+            key=key,
             base_url=nl.base_url,
-            operator_address=nl.from_address,
-            subject_template=nl.subject,
+            now=now,
         )
-        self.sender = message.load_sender(config)  # reads the DKIM key, if any
+        self.composer = build.Composer(self.spec)  # reads the templates: fails early
 
     def compose(self, digest: Digest) -> message.Outgoing:
-        sub = digest.subscriber
-        token = unsubscribe.make_token(self.key, sub.email)
-        url = f"{self.config.newsletter.base_url}/unsubscribe/{token}"
-        email = render.render(
-            digest, self.env, self.identity, recipient_name=sub.name, unsubscribe_url=url
-        )
-        return message.build(
-            email, self.sender, unsubscribe_url=url, digest_key=digest_id(digest), now=self.now
-        )
+        return self.composer.compose(digest)
+
+    def compose_all(self, digests: Iterable[Digest], count: int) -> Iterator[message.Outgoing]:
+        """In order and lazily; on every core when there are ``count`` enough to pay off."""
+        workers = build.workers_for(count)
+        if workers <= 1:
+            return map(self.compose, digests)
+        return build.compose_all(self.spec, digests, workers=workers)
 
 
 def _compose_all(
-    composer: _Composer, digests: Iterable[Digest], report: RunReport
+    composer: _Composer, digests: Iterable[Digest], report: RunReport, count: int
 ) -> Iterator[message.Outgoing]:
     send_empty = composer.config.selection.send_empty
-    for digest in digests:
-        if not digest.picks and not send_empty:
-            log.info("digest.nothing_new subscriber=%s day=%s", digest.subscriber.email, digest.day)
-            report.nothing_new.append(digest.subscriber.email)
-            continue
-        yield composer.compose(digest)
+
+    def wanted() -> Iterator[Digest]:
+        for digest in digests:
+            if not digest.picks and not send_empty:
+                log.info(
+                    "digest.nothing_new subscriber=%s day=%s", digest.subscriber.email, digest.day
+                )
+                report.nothing_new.append(digest.subscriber.email)
+                continue
+            yield digest
+
+    return composer.compose_all(wanted(), count)
 
 
 class _Tally:
@@ -372,7 +382,7 @@ def _send(
         configured = {s.key for s in config.subscriber_models()}
         states = store.states()
 
-        def messages() -> Iterator[message.Outgoing]:
+        def frozen() -> Iterator[Digest]:
             for row in rows:
                 sub = by_key.get(row.subscriber)
                 if sub is None:  # removed from the YAML, unsubscribed or suppressed since
@@ -381,11 +391,11 @@ def _send(
                             run_id, row.subscriber, "cancelled", "no longer subscribed", clock()
                         )
                     continue
-                yield composer.compose(store.frozen_digest(row, sub))
+                yield store.frozen_digest(row, sub)
 
         events = _Ledger(store, run_id, clock, report, progress)
         try:
-            sender.send_all(messages(), events)
+            sender.send_all(composer.compose_all(frozen(), len(rows)), events)
         except SendError as e:  # the server refuses us: the rest stays pending for a later run
             log.error("run.aborted error=%s", e)
             report.aborted = str(e)

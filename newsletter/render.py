@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import re
 import secrets
@@ -36,6 +37,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+import jinja2.meta
+import jinja2.nodes
 import premailer
 from markupsafe import escape
 
@@ -47,12 +50,17 @@ log = logging.getLogger(__name__)
 HTML_TEMPLATE = "digest.html.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 CARD_TEMPLATE = "_paper.html.j2"
+TEXT_CARD_TEMPLATE = "_paper.txt.j2"
 
 #: Gmail clips a message whose HTML exceeds about 102 KB; stay clearly below.
 HTML_LIMIT = 100_000
 
 _SLOTS_VAR = "__newsletter_slots"
 _CACHE_SIZE = 256
+#: Paper cards (HTML) and text blocks kept per environment: one is the same for every
+#: subscriber who gets that pick, so it is rendered once (a few KB each).
+_PARTIAL_CACHE_SIZE = 8192
+_PARTIAL_OWN = frozenset({"pick", "paper", "show_summary", "index", _SLOTS_VAR})
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _STYLE_RE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 _CARD_START, _CARD_END = "<!--newsletter-card-start-->", "<!--newsletter-card-end-->"
@@ -73,7 +81,52 @@ class Environment(jinja2.Environment):
         # so the number of papers in a digest does not make a new layout.
         self.card_run_re = re.compile(r"(?:" + re.escape(self.slot_prefix) + r"\d+c\s*)+")
         self.inlined: OrderedDict[str, str] = OrderedDict()
+        self.layouts: dict[str, _Layout] = {}
+        self.layout_token_re = re.compile("(" + re.escape(self.slot_prefix) + r"(\d+)([xcr]))")
         self.inline_count = 0  # premailer runs, for tests and benchmarks
+        self.partials: OrderedDict[tuple[object, ...], tuple[PaperData, str]] = OrderedDict()
+        self.partial_renders = 0  # paper cards and text blocks rendered, for tests and benchmarks
+        self._partial_reads: dict[str, _Reads | None] = {}
+
+    def partial_reads(self, name: str) -> _Reads | None:
+        """What a partial template reads besides its own names; None: cannot tell.
+
+        A partial's output depends only on these (and its own arguments), so they key its
+        cache. A template that includes or imports another may read anything: no cache then.
+        """
+        if name not in self._partial_reads:
+            self._partial_reads[name] = None
+            if self.loader is None:
+                return None
+            try:
+                ast = self.parse(self.loader.get_source(self, name)[0])
+            except jinja2.TemplateError:
+                return None  # rendering reports it, with file and line
+            n = jinja2.nodes
+            if not any(True for _ in ast.find_all((n.Include, n.Import, n.FromImport, n.Extends))):
+                names = jinja2.meta.find_undeclared_variables(ast) - _PARTIAL_OWN
+                # pick.x, pick.y only: the key holds those, not the whole pick (its topic,
+                # score and section differ between subscribers; a card need not).
+                attrs = {
+                    g.attr
+                    for g in ast.find_all(n.Getattr)
+                    if isinstance(g.node, n.Name) and g.node.name == "pick"
+                }
+                uses = sum(1 for x in ast.find_all(n.Name) if x.name == "pick")
+                getattrs = sum(
+                    1
+                    for g in ast.find_all(n.Getattr)
+                    if isinstance(g.node, n.Name) and g.node.name == "pick"
+                )
+                pick_attrs = tuple(sorted(attrs)) if uses == getattrs else None
+                self._partial_reads[name] = _Reads(tuple(sorted(names)), pick_attrs)
+        return self._partial_reads[name]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    names: tuple[str, ...]  # context names
+    pick_attrs: tuple[str, ...] | None  # attributes of ``pick``; None: the pick as a whole
 
 
 def builtin_templates_dir() -> Path:
@@ -91,6 +144,7 @@ def make_env(templates_dir: Path | None = None) -> Environment:
     searchpath.append(str(builtin_templates_dir()))
     env = Environment(
         loader=jinja2.FileSystemLoader(searchpath),
+        auto_reload=False,  # an environment lives for one run: no stat() per template use
         autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
@@ -128,6 +182,7 @@ def authors_short(authors: Sequence[str], first: int = 3) -> str:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
+@functools.lru_cache(maxsize=2048)  # the same abstracts, for every card and text block
 def excerpt(text: str, limit: int = 400) -> str:
     """Cut at the last sentence boundary before ``limit``; at a word with an ellipsis if none."""
     if len(text) <= limit:
@@ -145,8 +200,12 @@ def excerpt(text: str, limit: int = 400) -> str:
     return head.rstrip(",;:") + " …"
 
 
+@functools.lru_cache(maxsize=4096)  # paper lines repeat; a recipient's own lines do not
 def wrap(text: str, width: int = 78, indent: str = "") -> str:
     """Fill to ``width``; a word longer than a line (a URL) stays whole on its own line."""
+    words = text.split(" ")
+    if width - len(indent) >= 1 and words == text.split():
+        return _fill_words(words, width - len(indent), indent)
     return textwrap.fill(
         text,
         width=width,
@@ -155,6 +214,28 @@ def wrap(text: str, width: int = 78, indent: str = "") -> str:
         break_on_hyphens=False,
         break_long_words=False,
     )
+
+
+def _fill_words(words: list[str], room: int, indent: str) -> str:
+    """``textwrap.fill`` (no hyphen or long-word breaks) for words between single spaces.
+
+    The recipient's own lines (greeting, footer) miss the cache; textwrap's general
+    chunking costs tens of microseconds each. Tested against textwrap.
+    """
+    lines: list[str] = []
+    line: list[str] = []
+    used = 0
+    for word in words:
+        if line:
+            if used + 1 + len(word) <= room:
+                line.append(word)
+                used += 1 + len(word)
+                continue
+            lines.append(indent + " ".join(line))
+        line, used = [word], len(word)
+    if line:
+        lines.append(indent + " ".join(line))
+    return "\n".join(lines)
 
 
 def http_url(value: str | None) -> str:
@@ -173,6 +254,8 @@ def http_url(value: str | None) -> str:
 
 def one_line(text: str) -> str:
     """Whitespace runs (CR, LF, U+2028 ...) to one space, control characters dropped."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # nothing to do, the common case (isprintable: no Cc, Zl, Zp, no tab)
     text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
     return " ".join(text.split())
 
@@ -318,7 +401,7 @@ def _compose(
                 low = mid + 1
     context, html, summaries, kept = result
     picks = digest.picks[:kept]
-    text = _render(env, TEXT_TEMPLATE, context)
+    text = _render_text(env, context)
     for name, body, url in (
         (HTML_TEMPLATE, html, str(escape(unsubscribe_url))),
         (TEXT_TEMPLATE, text, unsubscribe_url),
@@ -341,7 +424,7 @@ def _compose(
 
 
 def _size(html: str) -> int:
-    return len(html.encode("utf-8"))
+    return len(html) if html.isascii() else len(html.encode("utf-8"))
 
 
 def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set[Pick]) -> str:
@@ -356,21 +439,112 @@ def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set
         runs.append(m.group(0))
         return f"{env.slot_prefix}{len(runs) - 1}r"
 
-    layout = env.card_run_re.sub(run, skeleton)
-    inlined = _inline_cached(env, layout, layout)
-    inlined = re.sub(
-        re.escape(env.slot_prefix) + r"(\d+)r", lambda m: runs[int(m.group(1))], inlined
-    )
-    # Not the <style> inside <!--[if mso]>: only Outlook reads that one.
-    css = "\n".join(_STYLE_RE.findall(_COMMENT_RE.sub("", skeleton)))
+    layout = _layout(env, env.card_run_re.sub(run, skeleton))
     cards: dict[_Card, str] = {}
 
     def fill_card(slot: _Card) -> str:
         if slot not in cards:
-            cards[slot] = _render_card(env, css, context, slot)
+            cards[slot] = _cached_card(env, layout.css, context, slot)
         return cards[slot]
 
-    return _fill(env, inlined, slots, fill_card)
+    # The inlined layout, split once at its tokens: literal, index, kind (x value, r run).
+    out: list[str] = []
+    values = slots.values
+    for literal, index, kind, token in layout.parts:
+        out.append(literal)
+        if kind == "x" and index < len(values):
+            out.append(str(escape(values[index])))
+        elif kind == "r" and index < len(runs):
+            out.append(_fill(env, runs[index], slots, fill_card))
+        else:
+            out.append(token)
+    out.append(layout.tail)
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    parts: list[tuple[str, int, str, str]]  # literal before a token, its index, kind, token
+    tail: str
+    css: str  # the digest's stylesheet, for inlining its cards
+
+
+def _layout(env: Environment, layout: str) -> _Layout:
+    """The layout inlined (cached) and split at its tokens, once per layout."""
+    found = env.layouts.get(layout)
+    if found is not None:
+        return found
+    inlined = _inline_cached(env, layout, layout)
+    pieces = env.layout_token_re.split(inlined)
+    parts = [
+        (pieces[i], int(pieces[i + 2]), pieces[i + 3], pieces[i + 1])
+        for i in range(0, len(pieces) - 1, 4)
+    ]
+    # Not the <style> inside <!--[if mso]>: only Outlook reads that one.
+    css = "\n".join(_STYLE_RE.findall(_COMMENT_RE.sub("", layout)))
+    found = env.layouts[layout] = _Layout(parts, pieces[-1], css)
+    if len(env.layouts) > _CACHE_SIZE:
+        env.layouts.pop(next(iter(env.layouts)))
+    return found
+
+
+def _cached_partial(
+    env: Environment,
+    name: str,
+    context: dict[str, Any],
+    pick: Pick,
+    own: tuple[object, ...],
+    render_it: Callable[[], str],
+) -> str:
+    """``render_it()``, once per partial, arguments (``own``) and what it reads."""
+    reads = env.partial_reads(name)
+    if reads is None:
+        return render_it()
+    attrs = reads.pick_attrs
+    try:
+        picked = pick if attrs is None else tuple(getattr(pick, a) for a in attrs)
+    except AttributeError:  # a typo in the template: rendering reports it, with the line
+        return render_it()
+    # Keyed by the paper's id, checked by the paper itself: hashing a whole PaperData per
+    # card costs more than the lookup; the same object (the usual case) compares at once.
+    paper = pick.paper
+    key = (name, *own, paper.id, picked, *(context.get(n) for n in reads.names))
+    try:
+        cached = env.partials.get(key)
+    except TypeError:  # an unhashable value in the context
+        return render_it()
+    if cached is not None and (cached[0] is paper or cached[0] == paper):
+        env.partials.move_to_end(key)
+        return cached[1]
+    env.partial_renders += 1
+    result = render_it()
+    env.partials[key] = (paper, result)
+    if len(env.partials) > _PARTIAL_CACHE_SIZE:
+        env.partials.popitem(last=False)
+    return result
+
+
+def _cached_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
+    return _cached_partial(
+        env,
+        CARD_TEMPLATE,
+        context,
+        slot.pick,
+        (css, slot.show_summary),
+        lambda: _render_card(env, css, context, slot),
+    )
+
+
+def _render_text(env: Environment, context: dict[str, Any]) -> str:
+    """The text part; each paper's block comes from ``paper_text(pick, index)``, cached."""
+
+    def paper_text(pick: Pick, index: int) -> str:
+        def render_it() -> str:
+            return _render(env, TEXT_CARD_TEMPLATE, context | {"pick": pick, "index": index})
+
+        return _cached_partial(env, TEXT_CARD_TEMPLATE, context, pick, (index,), render_it)
+
+    return _render(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
 
 
 def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:

@@ -27,12 +27,15 @@ Ranking
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
+import heapq
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from newsletter.models import Digest, PaperData, Pick, Subscriber, Topic
 
@@ -100,17 +103,118 @@ class Matches:
     papers: Mapping[str, PaperData]
     by_topic: Mapping[str, Mapping[str, Match]]  # topic -> paper id -> match
     trends: Mapping[str, Trend] = field(default_factory=dict)
+    #: Ranked hit lists, built on first use by ``select`` and shared by every subscriber.
+    cache: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+#: Where a keyword first matched a paper: field index (TEXT_FIELDS), position, text found.
+_Hit = tuple[int, int, str]
+
+
+class _TopicMatches(Mapping[str, Mapping[str, Match]]):
+    """Matches by topic; a personal topic's are assembled from its keywords when asked.
+
+    Every subscriber with personal keywords has a topic of their own, so there can be as
+    many as subscribers; matching each against every paper would cost a regex pass per
+    subscriber. Instead each distinct keyword is matched once (``by_keyword``).
+    """
+
+    def __init__(
+        self,
+        fixed: dict[str, dict[str, Match]],
+        personal: dict[str, Topic],
+        by_keyword: dict[str, dict[str, _Hit]],
+    ) -> None:
+        self.fixed = fixed
+        self.personal = personal
+        self.by_keyword = by_keyword
+
+    def __getitem__(self, name: str) -> Mapping[str, Match]:
+        found = self.fixed.get(name)
+        if found is not None:
+            return found
+        topic = self.personal[name]
+        best: dict[str, tuple[tuple[int, int, int], str]] = {}
+        for term in _distinct(topic.keywords):
+            for pid, (fi, start, text) in self.by_keyword[_norm(term)].items():
+                rank = (fi, start, -len(term))
+                held = best.get(pid)
+                if held is None or rank < held[0]:
+                    best[pid] = (rank, text)
+        return {
+            pid: Match(name, _canonical(text, topic.keywords), TEXT_FIELDS[rank[0]])
+            for pid, (rank, text) in best.items()
+        }
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.fixed
+        yield from self.personal
+
+    def __len__(self) -> int:
+        return len(self.fixed) + len(self.personal)
+
+    def hit(self, term: str, pid: str) -> _Hit | None:
+        return self.by_keyword[_norm(term)].get(pid)
+
+
+def _distinct(terms: Iterable[str]) -> list[str]:
+    return sorted({t.strip() for t in terms if t.strip()}, key=lambda t: (-len(t), t))
+
+
+def _is_personal(topic: Topic) -> bool:
+    return topic.name.startswith("~") and not (
+        topic.exclude or topic.authors or topic.organizations or topic.categories
+    )
 
 
 def compile_terms(terms: Iterable[str]) -> re.Pattern[str] | None:
     """One case-insensitive pattern for whole words and phrases (see the module docstring)."""
-    parts = []
-    for term in sorted({t.strip() for t in terms if t.strip()}, key=len, reverse=True):
-        words = [w for w in re.split(r"[\s-]+", term) if w]
-        parts.append(r"[\s-]+".join(re.escape(w) for w in words))
-    if not parts:
+    return _Terms(terms).pattern
+
+
+def _term_words(terms: Iterable[str]) -> list[list[str]]:
+    """Each distinct term's words, longest term first (the pattern tries them in this order)."""
+    ordered = sorted({t.strip() for t in terms if t.strip()}, key=len, reverse=True)
+    return [[w for w in re.split(r"[\s-]+", term) if w] for term in ordered]
+
+
+class _Terms:
+    """``compile_terms``' pattern, and a faster way to search ASCII text with it.
+
+    The pattern starts with a look-behind and ignores case, so the regex engine tries it at
+    every character. For ASCII terms in ASCII text the same search runs on the lowercased
+    text with a case-sensitive pattern that starts with a literal (which the engine skips
+    to), checking the character before a match by hand. It finds the same leftmost match.
+    """
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        words = _term_words(terms)
+        self.pattern: re.Pattern[str] | None = None
+        self.lowered: re.Pattern[str] | None = None
+        if not words:
+            return
+        parts = [r"[\s-]+".join(re.escape(w) for w in ws) for ws in words]
+        self.pattern = re.compile(
+            r"(?<![^\W_])(?:" + "|".join(parts) + r")(?![^\W_])", re.IGNORECASE
+        )
+        if all(w.isascii() for ws in words for w in ws):
+            lowered = [r"[\s-]+".join(re.escape(w.lower()) for w in ws) for ws in words]
+            self.lowered = re.compile(r"(?:" + "|".join(lowered) + r")(?![^\W_])")
+
+    def search(self, text: str, lowered: str | None) -> tuple[int, str] | None:
+        """(start, text found) of the leftmost match; ``lowered``: text.lower() if ASCII."""
+        if self.pattern is None:
+            return None
+        if self.lowered is None or lowered is None:
+            m = self.pattern.search(text)
+            return (m.start(), m.group(0)) if m else None
+        pos = 0
+        while (m := self.lowered.search(lowered, pos)) is not None:
+            start = m.start()
+            if start == 0 or not lowered[start - 1].isalnum():  # the look-behind, for ASCII
+                return start, text[start : m.end()]
+            pos = start + 1
         return None
-    return re.compile(r"(?<![^\W_])(?:" + "|".join(parts) + r")(?![^\W_])", re.IGNORECASE)
 
 
 def _norm(term: str) -> str:
@@ -159,12 +263,19 @@ def topics_for_run(
 # -- matching, once per run --------------------------------------------------------------
 
 
-def _texts(paper: PaperData) -> dict[str, str]:
-    return {
+@dataclass(frozen=True, slots=True)
+class _Text:
+    fields: dict[str, str]  # TEXT_FIELDS -> text
+    lowered: dict[str, str | None]  # text.lower() where it is ASCII, for _Terms.search
+
+
+def _texts(paper: PaperData) -> _Text:
+    fields = {
         "title": paper.title,
         "ai_keywords": " · ".join(paper.ai_keywords),
         "abstract": paper.abstract,
     }
+    return _Text(fields, {k: v.lower() if v.isascii() else None for k, v in fields.items()})
 
 
 def match_topics(
@@ -175,33 +286,57 @@ def match_topics(
 ) -> Matches:
     by_id = {p.id: p for p in papers}
     texts = {pid: _texts(p) for pid, p in by_id.items()}
-    by_topic: dict[str, dict[str, Match]] = {}
+    fixed: dict[str, dict[str, Match]] = {}
+    personal: dict[str, Topic] = {}
     for name, topic in topics.items():
-        by_topic[name] = _match_topic(topic, by_id, texts)
+        if _is_personal(topic):
+            personal[name] = topic
+        else:
+            fixed[name] = _match_topic(topic, by_id, texts)
+    by_keyword: dict[str, dict[str, _Hit]] = {}
+    for topic in personal.values():
+        for term in _distinct(topic.keywords):
+            key = _norm(term)
+            if key not in by_keyword:
+                by_keyword[key] = _match_keyword(term, texts)
+    by_topic = _TopicMatches(fixed, personal, by_keyword)
     return Matches(papers=by_id, by_topic=by_topic, trends=dict(trends or {}))
 
 
+def _match_keyword(term: str, texts: Mapping[str, _Text]) -> dict[str, _Hit]:
+    terms = _Terms([term])
+    found: dict[str, _Hit] = {}
+    for pid, text in texts.items():
+        for fi, fname in enumerate(TEXT_FIELDS):
+            m = terms.search(text.fields[fname], text.lowered[fname])
+            if m:
+                found[pid] = (fi, m[0], m[1])
+                break
+    return found
+
+
 def _match_topic(
-    topic: Topic, papers: Mapping[str, PaperData], texts: Mapping[str, Mapping[str, str]]
+    topic: Topic, papers: Mapping[str, PaperData], texts: Mapping[str, _Text]
 ) -> dict[str, Match]:
-    include = compile_terms(topic.keywords)
-    exclude = compile_terms(topic.exclude)
+    include = _Terms(topic.keywords)
+    exclude = _Terms(topic.exclude)
     authors = compile_terms(topic.authors)
     orgs = compile_terms(topic.organizations)
     categories = {c.casefold() for c in topic.categories}
     found: dict[str, Match] = {}
     for pid, paper in papers.items():
-        fields = texts[pid]
-        if exclude is not None and any(exclude.search(t) for t in fields.values()):
+        text = texts[pid]
+        if exclude.pattern is not None and any(
+            exclude.search(text.fields[f], text.lowered[f]) for f in TEXT_FIELDS
+        ):
             continue
         candidates: list[Match] = []
-        if include is not None:
+        if include.pattern is not None:
             for fname in TEXT_FIELDS:
-                m = include.search(fields[fname])
-                if m:
-                    candidates.append(
-                        Match(topic.name, _canonical(m.group(0), topic.keywords), fname)
-                    )
+                found_at = include.search(text.fields[fname], text.lowered[fname])
+                if found_at:
+                    keyword = _canonical(found_at[1], topic.keywords)
+                    candidates.append(Match(topic.name, keyword, fname))
                     break
         if authors is not None:
             for author in paper.authors:
@@ -253,11 +388,17 @@ def is_due(subscriber: Subscriber, day: dt.date, weekly_on: str) -> bool:
 def score(
     paper: PaperData, match: Match, trend: Trend | None, now: dt.datetime, weights: Weights
 ) -> float:
+    return _score(paper, match.field, trend, now, weights)
+
+
+def _score(
+    paper: PaperData, field: str, trend: Trend | None, now: dt.datetime, weights: Weights
+) -> float:
     velocity = trend.per_day if trend else 0.0
     base = (
         weights.upvotes * math.log1p(max(0, paper.upvotes))
         + weights.velocity * math.log1p(velocity)
-        + weights.match * STRENGTH[match.field]
+        + weights.match * STRENGTH[field]
     )
     listed = dt.datetime.combine(paper.day, dt.time(12), tzinfo=dt.UTC)
     age_days = max(0.0, (now - listed).total_seconds() / 86400)
@@ -287,6 +428,57 @@ def select(
     even from a list before ``since``.
     """
     day = day or now.date()
+    personal = personal_topic_name(subscriber)
+    if isinstance(matches.by_topic, _TopicMatches) and weights.match >= 0:
+        top, low = _merge_ranked(matches, subscriber, sent_ids, now, day, since, skipped, weights)
+    else:
+        top, low = _scan(matches, subscriber, sent_ids, now, day, since, skipped, weights)
+
+    picks: list[Pick] = []
+    for rank, (value, pid, match) in enumerate(top):
+        paper = matches.papers[pid]
+        rising = pid in skipped and subscriber.min_upvotes > 0
+        section = ""
+        if subscriber.sections:
+            if rising:
+                section = RISING_SECTION
+            elif rank < trending_count:
+                section = TRENDING_SECTION
+            else:
+                section = PERSONAL_SECTION if match.topic == personal else match.topic
+        picks.append(
+            Pick(
+                paper=paper,
+                topic=match.topic if match.topic != personal else PERSONAL_SECTION,
+                keyword=match.keyword,
+                field=match.field,
+                reason=reason(paper, match, matches.trends.get(pid), rising=rising),
+                score=value,
+                section=section,
+                rising=rising,
+            )
+        )
+    if subscriber.sections:
+        picks = _in_section_order(picks, subscriber.topics)
+    return Digest(
+        subscriber=subscriber, day=day, picks=tuple(picks), skipped_ids=tuple(sorted(low))
+    )
+
+
+_Ranked = list[tuple[float, str, Match]]  # (score, paper id, match), best first
+
+
+def _scan(
+    matches: Matches,
+    subscriber: Subscriber,
+    sent_ids: frozenset[str],
+    now: dt.datetime,
+    day: dt.date,
+    since: dt.date | None,
+    skipped: frozenset[str],
+    weights: Weights,
+) -> tuple[_Ranked, list[str]]:
+    """Every match of every topic of the subscriber, scored and sorted: the plain way."""
     vetoed = matches.by_topic.get(personal_exclude_name(subscriber) or "", {})
     topic_names = list(subscriber.topics)
     personal = personal_topic_name(subscriber)
@@ -321,36 +513,150 @@ def select(
             continue  # only a threshold makes a paper "rise"
         eligible.append((score(paper, match, matches.trends.get(pid), now, weights), pid))
     eligible.sort(key=lambda sp: (-sp[0], sp[1]))
+    top = [(value, pid, best[pid]) for value, pid in eligible[: subscriber.max_papers]]
+    return top, low
 
-    picks: list[Pick] = []
-    for rank, (value, pid) in enumerate(eligible[: subscriber.max_papers]):
-        paper, match = matches.papers[pid], best[pid]
-        rising = pid in skipped and subscriber.min_upvotes > 0
-        section = ""
-        if subscriber.sections:
-            if rising:
-                section = RISING_SECTION
-            elif rank < trending_count:
-                section = TRENDING_SECTION
-            else:
-                section = PERSONAL_SECTION if match.topic == personal else match.topic
-        picks.append(
-            Pick(
-                paper=paper,
-                topic=match.topic if match.topic != personal else PERSONAL_SECTION,
-                keyword=match.keyword,
-                field=match.field,
-                reason=reason(paper, match, matches.trends.get(pid), rising=rising),
-                score=value,
-                section=section,
-                rising=rising,
-            )
+
+def _merge_ranked(
+    matches: Matches,
+    subscriber: Subscriber,
+    sent_ids: frozenset[str],
+    now: dt.datetime,
+    day: dt.date,
+    since: dt.date | None,
+    skipped: frozenset[str],
+    weights: Weights,
+) -> tuple[_Ranked, list[str]]:
+    """What ``_scan`` returns, from lists ranked once per run: merged, best first, until full.
+
+    A paper's score only grows with the strength of its match (``weights.match >= 0``),
+    so the first time the merge meets a paper is at the score ``_scan`` gives it, with the
+    match of the first topic in the subscriber's order, as ``_scan`` keeps. The cost per
+    subscriber is the papers looked at until the digest is full, not every match.
+    """
+    index = matches.by_topic
+    if not isinstance(index, _TopicMatches):
+        raise TypeError("matches were not made by match_topics")
+    papers = matches.papers
+    streams: list[Iterable[tuple[float, str, Match | None]]] = [
+        _ranked_topic(matches, name, now, weights) for name in subscriber.topics
+    ]
+    personal = personal_topic_name(subscriber)
+    terms: list[str] = []
+    if personal in index.personal:
+        terms = _distinct(index.personal[personal].keywords)
+        streams.extend(_ranked_keyword(matches, term, now, weights) for term in terms)
+    elif personal is not None and personal in index.fixed:
+        streams.append(_ranked_topic(matches, personal, now, weights))
+    exclude = personal_exclude_name(subscriber) or ""
+    vetoes = _distinct(index.personal[exclude].keywords) if exclude in index.personal else []
+    vetoed: Mapping[str, Match] = index.fixed.get(exclude, {})
+    veto_hits = [index.by_keyword[_norm(t)] for t in vetoes]
+
+    def admissible(pid: str) -> bool:
+        if pid in sent_ids or pid in vetoed or any(pid in hits for hits in veto_hits):
+            return False
+        paper_day = papers[pid].day
+        return not (
+            paper_day > day or (since is not None and paper_day < since and pid not in skipped)
         )
-    if subscriber.sections:
-        picks = _in_section_order(picks, subscriber.topics)
-    return Digest(
-        subscriber=subscriber, day=day, picks=tuple(picks), skipped_ids=tuple(sorted(low))
+
+    minimum = subscriber.min_upvotes
+    top: _Ranked = []
+    seen: set[str] = set()
+    if subscriber.max_papers > 0:
+        for neg, pid, match in heapq.merge(*streams, key=_rank_key):
+            if pid in seen:
+                continue
+            seen.add(pid)
+            if not admissible(pid):
+                continue
+            paper = papers[pid]
+            if paper.upvotes < minimum:
+                continue  # reported in ``low`` below
+            if since is not None and paper.day < since and pid in skipped and minimum == 0:
+                continue  # only a threshold makes a paper "rise"
+            if match is None:  # from a personal keyword: which one, as the topic's pattern finds
+                match = _personal_match(index, personal or "", terms, pid)
+            top.append((-neg, pid, match))
+            if len(top) >= subscriber.max_papers:
+                break
+    low: list[str] = []
+    if minimum > 0:  # every match under the threshold, from lists sorted by upvotes
+        candidates: set[str] = set()
+        sources = [("topic", name) for name in subscriber.topics if name in index.fixed]
+        sources += [("keyword", _norm(term)) for term in terms]
+        for source in sources:
+            by_votes = _by_upvotes(matches, source)
+            end = bisect.bisect_left(by_votes, (minimum, ""))
+            candidates.update(pid for _, pid in by_votes[:end])
+        low = [pid for pid in candidates if admissible(pid)]
+    return top, low
+
+
+def _by_upvotes(matches: Matches, source: tuple[str, str]) -> list[tuple[int, str]]:
+    """A topic's or personal keyword's matches as (upvotes, paper id), fewest first."""
+    key = ("upvotes", *source)
+    found = matches.cache.get(key)
+    if found is None:
+        index = matches.by_topic
+        if not isinstance(index, _TopicMatches):
+            raise TypeError("matches were not made by match_topics")
+        kind, name = source
+        pids = index.fixed[name] if kind == "topic" else index.by_keyword[name]
+        found = matches.cache[key] = sorted((matches.papers[pid].upvotes, pid) for pid in pids)
+    return found
+
+
+def _rank_key(item: tuple[float, str, Match | None]) -> tuple[float, str]:
+    return item[0], item[1]
+
+
+def _personal_match(index: _TopicMatches, name: str, terms: list[str], pid: str) -> Match:
+    found = min(
+        ((hit[0], hit[1], -len(t)), hit[2]) for t in terms if (hit := index.hit(t, pid)) is not None
     )
+    rank, text = found
+    return Match(name, _canonical(text, index.personal[name].keywords), TEXT_FIELDS[rank[0]])
+
+
+def _ranked_topic(
+    matches: Matches, name: str, now: dt.datetime, weights: Weights
+) -> list[tuple[float, str, Match | None]]:
+    """A topic's matches as (-score, paper id, match), best first; once per run and topic."""
+    key = ("topic", name, now, weights)
+    ranked = matches.cache.get(key)
+    if ranked is None:
+        ranked = sorted(
+            (-score(matches.papers[pid], m, matches.trends.get(pid), now, weights), pid, m)
+            for pid, m in matches.by_topic.get(name, {}).items()
+        )
+        matches.cache[key] = ranked
+    return ranked
+
+
+def _ranked_keyword(
+    matches: Matches, term: str, now: dt.datetime, weights: Weights
+) -> list[tuple[float, str, Match | None]]:
+    """A personal keyword's hits as (-score, paper id, None), best first; once per run."""
+    index = matches.by_topic
+    if not isinstance(index, _TopicMatches):
+        raise TypeError("matches were not made by match_topics")
+    key = ("keyword", _norm(term), now, weights)
+    ranked = matches.cache.get(key)
+    if ranked is None:
+        ranked = sorted(
+            (
+                -_score(
+                    matches.papers[pid], TEXT_FIELDS[fi], matches.trends.get(pid), now, weights
+                ),
+                pid,
+                None,
+            )
+            for pid, (fi, _, _) in index.by_keyword[_norm(term)].items()
+        )
+        matches.cache[key] = ranked
+    return ranked
 
 
 def _in_section_order(picks: list[Pick], topics: Sequence[str]) -> list[Pick]:

@@ -129,3 +129,94 @@ def test_select_properties(
         since=since,
     )
     assert again == digest
+
+
+# -- the merge of ranked lists is the plain scan, faster ------------------------------------
+
+
+@st.composite
+def many_subscribers(
+    draw: st.DrawFn,
+) -> tuple[list[PaperData], dict[str, Topic], list[Subscriber], dict[str, selection.Trend]]:
+    papers = draw(papers_st)
+    raw = draw(topics_st)
+    topics = {n: Topic(n, keywords=kw, exclude=ex) for n, (kw, ex) in raw.items()}
+    subs = []
+    for i in range(draw(st.integers(1, 4))):
+        subs.append(
+            Subscriber(
+                email=f"s{i}@x.org",
+                topics=tuple(
+                    draw(st.lists(st.sampled_from(sorted(topics)), min_size=1, unique=True))
+                ),
+                max_papers=draw(st.integers(0, 15)),
+                min_upvotes=draw(st.sampled_from([0, 0, 5, 50])),
+                exclude=tuple(draw(st.lists(st.sampled_from(WORDS), max_size=2))),
+                keywords=tuple(draw(st.lists(st.sampled_from(WORDS), max_size=3))),
+                sections=draw(st.booleans()),
+            )
+        )
+    trends = {
+        p.id: selection.Trend(draw(st.integers(-5, 50)), draw(st.sampled_from([0.0, 12.0, 30.0])))
+        for p in papers
+        if draw(st.booleans())
+    }
+    return papers, topics, subs, trends
+
+
+@settings(max_examples=300, deadline=None)
+@given(many_subscribers(), st.data())
+def test_merged_ranking_equals_the_plain_scan(
+    case: tuple[list[PaperData], dict[str, Topic], list[Subscriber], dict[str, selection.Trend]],
+    data: st.DataObject,
+) -> None:
+    papers, topics, subs, trends = case
+    m = selection.match_topics(papers, selection.topics_for_run(topics, subs), trends=trends)
+    ids = [p.id for p in papers] or ["x"]
+    for sub in subs:
+        sent = frozenset(data.draw(st.lists(st.sampled_from(ids), max_size=5)))
+        skipped = frozenset(data.draw(st.lists(st.sampled_from(ids), max_size=5)))
+        since = NOW.date() - dt.timedelta(days=data.draw(st.integers(0, 10)))
+        args = (m, sub, sent, NOW, NOW.date(), since, skipped, selection.Weights())
+        merged, merged_low = selection._merge_ranked(*args)
+        plain, plain_low = selection._scan(*args)
+        assert merged == plain
+        assert sorted(merged_low) == sorted(plain_low)
+
+
+@settings(max_examples=300, deadline=None)
+@given(papers_st, st.lists(st.sampled_from([*WORDS, "Flow-Matching", "video graph"]), max_size=4))
+def test_personal_topic_matches_like_one_pattern(
+    papers: list[PaperData], keywords: list[str]
+) -> None:
+    """A personal topic is assembled from its keywords' matches, as one pattern would find."""
+    sub = Subscriber(email="a@x.org", topics=("t",), keywords=tuple(keywords))
+    name = selection.personal_topic_name(sub)
+    m = selection.match_topics(papers, selection.topics_for_run({"t": Topic("t", ("x",))}, [sub]))
+    if name is None:
+        assert not keywords
+        return
+    one_pattern = selection.match_topics(
+        papers, {name: Topic(name, keywords=tuple(keywords), exclude=("never-ever",))}
+    )
+    assert dict(m.by_topic[name]) == {
+        pid: selection.Match(name, x.keyword, x.field)
+        for pid, x in one_pattern.by_topic[name].items()
+    }
+
+
+TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", "."]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(TERM_PIECES), min_size=1, max_size=3),
+    st.lists(st.sampled_from([*TERM_PIECES, " ", "  ", "-", "\n", "z", "9", "·"]), max_size=20),
+)
+def test_fast_search_finds_what_the_pattern_finds(terms: list[str], pieces: list[str]) -> None:
+    text = "".join(pieces)
+    matcher = selection._Terms(terms)
+    assert matcher.pattern is not None
+    m = matcher.pattern.search(text)
+    expected = (m.start(), m.group(0)) if m else None
+    assert matcher.search(text, text.lower() if text.isascii() else None) == expected

@@ -1,0 +1,195 @@
+"""Build: complete MIME digests per second, the production path against a naive one.
+
+The production path is what ``pipeline.run_once`` runs: ``selection.match_topics`` once,
+``selection.select`` per subscriber (in this process, as the pipeline does), then
+``build.compose_all`` (render + message on a pool of processes). DKIM is off. Every message
+is hashed (SHA-256 over all bytes, in order) and counted; ``--outbox DIR`` also writes them.
+
+The naive baseline renders the same templates with the same Jinja environment per message
+(cards and text blocks too, no caches), runs premailer once per message, and serialises an
+``email.message.EmailMessage`` per message (``message.build_with_email_package``).
+
+    python -m bench.buildbench --subscribers 10000 [--workers 2] [--naive 300] [--outbox DIR]
+
+prints one JSON object; ``python -m bench`` runs it in a child process to sample its memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from bench import workload
+from newsletter import build, message, render, selection, unsubscribe
+from newsletter.models import Digest, Email, Pick, Subscriber
+
+IDENTITY = render.Identity(
+    title="Trending Papers",
+    base_url="https://papers.example.org",
+    operator_address="papers@example.org",
+    subject_template="{title}: {count} new papers for {date}",
+)
+SENDER = message.Sender(
+    from_header="Trending Papers <papers@example.org>",
+    list_id="trending-papers.example.org",
+    list_name="Trending Papers",
+)
+KEY = b"benchmark-unsubscribe-key-0123456789"
+SPEC = build.ComposeSpec(
+    templates_dir=None,
+    identity=IDENTITY,
+    sender=SENDER,
+    key=KEY,
+    base_url=IDENTITY.base_url,
+    now=workload.NOW,
+)
+SINCE = workload.DAY - dt.timedelta(days=workload.WINDOW_DAYS - 1)
+
+
+def match(w: workload.Workload) -> selection.Matches:
+    topics = selection.topics_for_run(w.topics, w.subscriber_models())
+    return selection.match_topics(w.papers, topics)
+
+
+def digests(matches: selection.Matches, subscribers: Iterator[Subscriber]) -> Iterator[Digest]:
+    """Non-empty digests, as the pipeline sends them (nobody has been sent anything yet)."""
+    for sub in subscribers:
+        digest = selection.select(
+            matches, sub, frozenset(), workload.NOW, day=workload.DAY, since=SINCE
+        )
+        if digest.picks:
+            yield digest
+
+
+class Output:
+    """Hash, count and (optionally) write the messages, in order."""
+
+    def __init__(self, outbox: Path | None) -> None:
+        self.sha = hashlib.sha256()
+        self.count = 0
+        self.bytes = 0
+        self.outbox = outbox
+        if outbox:
+            outbox.mkdir(parents=True, exist_ok=True)
+
+    def add(self, data: bytes) -> None:
+        self.sha.update(data)
+        self.count += 1
+        self.bytes += len(data)
+        if self.outbox:
+            (self.outbox / f"{self.count:06d}.eml").write_bytes(data)
+
+    def summary(self) -> dict[str, Any]:
+        return {"messages": self.count, "bytes": self.bytes, "sha256": self.sha.hexdigest()}
+
+
+def fast(w: workload.Workload, workers: int, outbox: Path | None) -> dict[str, Any]:
+    start = time.perf_counter()
+    matches = match(w)
+    matched = time.perf_counter()
+    out = Output(outbox)
+    first_at = 0.0
+    for msg in build.compose_all(SPEC, digests(matches, w.subscriber_models()), workers=workers):
+        out.add(msg.data)
+        if out.count == 1:
+            first_at = time.perf_counter()
+    end = time.perf_counter()
+    steady = (out.count - 1) / (end - first_at) if out.count > 1 else 0.0
+    return {
+        "subscribers": w.subscribers,
+        "papers": len(w.papers),
+        "topics_in_run": len(matches.by_topic),
+        "workers": workers,
+        "seconds": end - start,
+        "match_seconds": matched - start,
+        "digests_per_s": out.count / (end - start),
+        "steady_digests_per_s": steady,
+        **out.summary(),
+    }
+
+
+# --- the naive baseline ------------------------------------------------------------------
+
+
+def naive_compose(env: render.Environment, digest: Digest) -> message.Outgoing:
+    sub = digest.subscriber
+    url = f"{IDENTITY.base_url}/unsubscribe/{unsubscribe.make_token(KEY, sub.email)}"
+    context = render.base_context(digest, IDENTITY, sub.name, url) | {
+        "digest": digest,
+        "picks": digest.picks,
+        "more": 0,
+    }
+
+    def card(pick: Pick) -> Markup:
+        page = env.get_template(render.CARD_TEMPLATE)
+        return Markup(
+            page.render(context | {"pick": pick, "paper": pick.paper, "show_summary": True})
+        )
+
+    def paper_text(pick: Pick, index: int) -> str:
+        return env.get_template(render.TEXT_CARD_TEMPLATE).render(
+            context | {"pick": pick, "index": index}
+        )
+
+    html = env.get_template(render.HTML_TEMPLATE).render(context | {"card": card})
+    html = render.inline_css(html)  # one premailer transform per message
+    text = env.get_template(render.TEXT_TEMPLATE).render(context | {"paper_text": paper_text})
+    email = Email(
+        to=sub.email,
+        to_name=sub.name,
+        subject=render.subject(IDENTITY, digest),
+        html=html,
+        text=text,
+        paper_ids=digest.paper_ids,
+    )
+    return message.build_with_email_package(
+        email, SENDER, unsubscribe_url=url, digest_key="bench", now=workload.NOW
+    )
+
+
+def naive(w: workload.Workload, sample: int) -> dict[str, Any]:
+    """The first ``sample`` digests of the same workload, the naive way, in one process."""
+    env = render.make_env()  # the same environment; without slots its finalize passes values
+    matches = match(w)
+    matched = time.perf_counter()
+    out = Output(None)
+    for digest in digests(matches, w.subscriber_models()):
+        out.add(naive_compose(env, digest).data)
+        if out.count >= sample:
+            break
+    end = time.perf_counter()
+    return {
+        "subscribers": w.subscribers,
+        "sample": out.count,
+        "seconds": end - matched,
+        "digests_per_s": out.count / (end - matched),
+        **out.summary(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--papers", type=int, default=2_000)
+    parser.add_argument("--workers", type=int, default=0, help="0: every core")
+    parser.add_argument("--naive", type=int, default=0, help="also time N digests the naive way")
+    parser.add_argument("--outbox", type=Path, default=None)
+    args = parser.parse_args()
+    w = workload.make(args.subscribers, args.papers)
+    workers = args.workers or build.workers_for(10**9)
+    result: dict[str, Any] = {"fast": fast(w, workers, args.outbox)}
+    if args.naive:
+        result["naive"] = naive(w, args.naive)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

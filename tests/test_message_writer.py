@@ -1,0 +1,266 @@
+"""message.build writes MIME itself; the email package's parser must read back what
+message.build_with_email_package (the reference) writes: the same headers, parts and bodies."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email.message
+import email.policy
+import re
+from email.parser import BytesParser
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from newsletter import message, render
+from newsletter.models import Digest, Email
+from tests.digests import (
+    HOSTILE_NAME,
+    IDENTITY,
+    UNSUBSCRIBE_URL,
+    fixture_digest,
+    hostile_digest,
+    load_digest,
+)
+
+NOW = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
+SENDER = message.Sender(
+    from_header="Trending Papers <papers@example.org>",
+    list_id="trending-papers.example.org",
+    list_name="Trending Papers",
+)
+ENV = render.make_env()
+
+
+def both(mail: Email, sender: message.Sender = SENDER) -> tuple[bytes, bytes]:
+    kwargs = {"unsubscribe_url": UNSUBSCRIBE_URL, "digest_key": "2026-11-24/daily", "now": NOW}
+    fast = message.build(mail, sender, **kwargs)  # type: ignore[arg-type]
+    reference = message.build_with_email_package(mail, sender, **kwargs)  # type: ignore[arg-type]
+    assert fast.message_id == reference.message_id
+    assert (fast.recipient, fast.envelope_from) == (reference.recipient, reference.envelope_from)
+    return fast.data, reference.data
+
+
+def parse(data: bytes) -> email.message.EmailMessage:
+    msg = BytesParser(policy=email.policy.default).parsebytes(data)
+    assert isinstance(msg, email.message.EmailMessage)
+    assert not msg.defects
+    return msg
+
+
+def headers(msg: email.message.Message) -> list[tuple[str, str]]:
+    """Name and parsed value of every header; the boundary is random in the reference."""
+    return [
+        (name, re.sub(r'boundary="[^"]*"', "boundary=B", str(value))) for name, value in msg.items()
+    ]
+
+
+def assert_equivalent(fast: bytes, reference: bytes) -> None:
+    a, b = parse(fast), parse(reference)
+    assert headers(a) == headers(b)
+    assert a.get_content_type() == b.get_content_type() == "multipart/alternative"
+    parts_a, parts_b = list(a.iter_parts()), list(b.iter_parts())
+    assert len(parts_a) == len(parts_b) == 2
+    for pa, pb in zip(parts_a, parts_b, strict=True):
+        assert headers(pa) == headers(pb)
+        assert not pa.defects
+        assert pa.get_content() == pb.get_content()
+    # Not just equivalent: the header block is the same bytes, apart from the boundary.
+    head_a, head_b = (
+        re.sub(rb'boundary="[^"]*"', b"B", m.split(b"\r\n\r\n")[0]) for m in (fast, reference)
+    )
+    assert head_a == head_b
+    assert_wire_safe(fast)
+
+
+def assert_wire_safe(data: bytes) -> None:
+    """CRLF only, short lines, ASCII headers, one line per header field."""
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+    assert b"\r" not in data.replace(b"\r\n", b"")
+    head, body = data.split(b"\r\n\r\n", 1)
+    head.decode("ascii")  # non-ASCII is encoded (RFC 2047), never raw
+    for line in data.split(b"\r\n"):
+        assert len(line) <= 998
+    for line in body.split(b"\r\n"):
+        if not line.startswith(b"--") and b":" not in line[:40]:
+            assert len(line) <= 76  # quoted-printable lines
+
+
+def rendered(digest: Digest, name: str | None) -> Email:
+    return render.render(
+        digest, ENV, IDENTITY, recipient_name=name, unsubscribe_url=UNSUBSCRIBE_URL
+    )
+
+
+DIGESTS = {
+    "golden": (load_digest(), "Ada"),
+    "golden-noname": (load_digest(), None),
+    "hostile": (hostile_digest(), HOSTILE_NAME),
+    "unicode-name": (hostile_digest(), "Zoë Łukasiewicz-Ünver"),
+    "2026-05-08": (
+        fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=10),
+        "Reader",
+    ),
+    "2025-10-15-size-guard": (
+        fixture_digest("hf_api_daily_papers_date_2025-10-15_26papers_reserialized.json"),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_same_message_as_the_email_package(name: str) -> None:
+    digest, recipient_name = DIGESTS[name]
+    assert_equivalent(*both(rendered(digest, recipient_name)))
+
+
+def test_body_decodes_to_the_rendered_parts() -> None:
+    mail = rendered(*DIGESTS["hostile"])
+    msg = parse(
+        message.build(mail, SENDER, unsubscribe_url=UNSUBSCRIBE_URL, digest_key="k", now=NOW).data
+    )
+    text, html = (p.get_content().replace("\r\n", "\n") for p in msg.iter_parts())
+
+    def lines(s: str) -> str:  # MIME has one line end; a CR inside a title becomes one too
+        return s.replace("\r\n", "\n").replace("\r", "\n")
+
+    assert "\r" in mail.html  # the hostile title's CR LF, escaped for HTML but still there
+    assert text == lines(mail.text) and html == lines(mail.html)
+
+
+def test_boundary_is_stable_and_absent_from_the_bodies() -> None:
+    mail = rendered(*DIGESTS["2026-05-08"])
+    fast, _ = both(mail)
+    again, _ = both(mail)
+    assert fast == again  # deterministic: same digest, same bytes
+    boundary = re.search(rb'boundary="([^"]*)"', fast)
+    assert boundary is not None
+    assert fast.count(b"--" + boundary.group(1)) == 3  # two parts and the close
+
+
+def test_sender_constants_are_not_cached_across_senders() -> None:
+    other = dataclasses.replace(
+        SENDER, from_header="Other <news@example.net>", list_id="o.example.net"
+    )
+    mail = rendered(*DIGESTS["golden"])
+    assert parse(both(mail, other)[0])["From"] == "Other <news@example.net>"
+    assert parse(both(mail)[0])["From"] == "Trending Papers <papers@example.org>"
+
+
+def test_signed_message_is_the_fast_one(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import dkim
+
+    from tests.test_message import dns_for, make_key, signing_config  # DKIM helpers
+
+    folder = Path(str(tmp_path))
+    key_path, record = make_key(folder)
+    sender = message.load_sender(signing_config(folder, key_path.name))
+    fast, reference = both(rendered(*DIGESTS["hostile"]), sender)
+    assert dkim.verify(fast, dnsfunc=dns_for(record))
+
+    def unsigned(data: bytes) -> bytes:  # the signature covers the boundary, so it differs
+        return re.sub(rb"\ADKIM-Signature:.*?\r\n(?=\S)", b"", data, flags=re.S)
+
+    assert unsigned(fast) != fast
+    assert_equivalent(unsigned(fast), unsigned(reference))
+
+
+# --- header safety, for any subject and display name ------------------------------------
+
+header_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=120
+) | st.sampled_from(
+    [
+        "",
+        " ",
+        "Ada",
+        "Ada Lovelace",
+        "O'Brien",
+        '"Quoted" Name',
+        "=?utf-8?q?x?=",
+        "a=b?c",
+        "Name, With Comma",
+        "Line\r\nBcc: evil@example.com",
+        "Zoë",
+        "x" * 90,
+        "word " * 30,
+        "tab\there",
+        "trailing ",
+    ]
+)
+
+
+def outcome(build: object, mail: Email) -> tuple[str, bytes | str]:
+    try:
+        out = build(  # type: ignore[operator]
+            mail, SENDER, unsubscribe_url=UNSUBSCRIBE_URL, digest_key="k", now=NOW
+        )
+    except Exception as e:  # the reference refuses some values; the fast path must too
+        return ("error", type(e).__name__)
+    return ("ok", out.data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=header_text, name=header_text)
+@example(subject="Trending Papers: 3 new papers", name="Eve\r\nBcc: evil@example.com")
+def test_headers_match_the_email_package_for_any_value(subject: str, name: str) -> None:
+    mail = Email(
+        to="reader@example.org",
+        to_name=name or None,
+        subject=subject,
+        html="<p>hi</p>\n",
+        text="hi\n",
+        paper_ids=("1",),
+    )
+    fast = outcome(message.build, mail)
+    reference = outcome(message.build_with_email_package, mail)
+    assert fast[0] == reference[0]
+    if fast[0] == "error":
+        assert fast == reference
+        return
+    assert isinstance(fast[1], bytes) and isinstance(reference[1], bytes)
+    assert_equivalent(fast[1], reference[1])
+    for name_value in message.unfolded_headers(fast[1]):
+        assert "\r" not in name_value[1] and "\n" not in name_value[1]
+    assert parse(fast[1])["Bcc"] is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a..b@example.org", "first.last+tag@example.org", '"q"@example.org', "ü@example.org"],
+)
+def test_unusual_addresses_match_the_email_package(address: str) -> None:
+    mail = dataclasses.replace(rendered(*DIGESTS["golden"]), to=address)
+    fast, reference = outcome(message.build, mail), outcome(message.build_with_email_package, mail)
+    assert fast[0] == reference[0]
+    if fast[0] == "ok":
+        assert isinstance(fast[1], bytes) and isinstance(reference[1], bytes)
+        assert headers(parse(fast[1])) == headers(parse(reference[1]))
+
+
+# --- quoted-printable bodies ------------------------------------------------------------
+
+body_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=600
+) | st.lists(
+    st.sampled_from(["a", " ", "\t", ".", "=", "\n", "\r", "\r\n", "é", "—", "x" * 80, "From "]),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=body_text)
+@example(body="")
+@example(body=".\n.\n")
+@example(body="ends with spaces   \nand a tab\t")
+def test_bodies_decode_like_the_email_package(body: str) -> None:
+    mail = Email("reader@example.org", None, "s", body, body, ("1",))
+    fast, reference = both(mail)
+    a, b = parse(fast), parse(reference)
+    for pa, pb in zip(a.iter_parts(), b.iter_parts(), strict=True):
+        assert pa.get_content() == pb.get_content()
+    assert_wire_safe(fast)
