@@ -66,7 +66,7 @@ class Composer:
     def compose(self, digest: Digest) -> message.Outgoing:
         sub = digest.subscriber
         url = self.unsubscribe_url(sub.email)
-        email = render.render(
+        email, html_parts = render.render_parts(
             digest, self.env, self.spec.identity, recipient_name=sub.name, unsubscribe_url=url
         )
         return message.build(
@@ -75,6 +75,7 @@ class Composer:
             unsubscribe_url=url,
             digest_key=digest_id(digest),
             now=self.spec.now,
+            html_parts=html_parts,
         )
 
 

@@ -264,3 +264,31 @@ def test_bodies_decode_like_the_email_package(body: str) -> None:
     for pa, pb in zip(a.iter_parts(), b.iter_parts(), strict=True):
         assert pa.get_content() == pb.get_content()
     assert_wire_safe(fast)
+
+
+# --- encoding by piece (render_parts) -----------------------------------------------------
+
+piece = st.sampled_from(["", "a", "\n", "ab\ncd", "x\n", "\ny", "  \n", "é—\n=", "t\t", "z" * 90])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(piece | st.text(max_size=40).map(lambda s: s.replace("\r", "")), max_size=30))
+@example(parts=[])
+@example(parts=["a\nb", "a\nb"])  # the same piece again: its cached entry
+def test_pieces_encode_like_the_whole_body(parts: list[str]) -> None:
+    assert message.quoted_printable_parts(parts) == message.quoted_printable("".join(parts))
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
+    digest, recipient_name = DIGESTS[name]
+    kwargs = {"unsubscribe_url": UNSUBSCRIBE_URL, "digest_key": "k", "now": NOW}
+    for _ in range(2):  # the second time from the caches
+        mail, parts = render.render_parts(
+            digest, ENV, IDENTITY, recipient_name=recipient_name, unsubscribe_url=UNSUBSCRIBE_URL
+        )
+        assert "".join(parts) == mail.html
+        assert mail == rendered(digest, recipient_name)
+        by_piece = message.build(mail, SENDER, html_parts=parts, **kwargs)  # type: ignore[arg-type]
+        whole = message.build(mail, SENDER, **kwargs)  # type: ignore[arg-type]
+        assert by_piece.data == whole.data
