@@ -8,6 +8,7 @@ import datetime as dt
 import email.message
 import email.policy
 import re
+from collections.abc import Callable
 from email.parser import BytesParser
 
 import pytest
@@ -292,3 +293,29 @@ def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
         by_piece = message.build(mail, SENDER, html_parts=parts, **kwargs)  # type: ignore[arg-type]
         whole = message.build(mail, SENDER, **kwargs)  # type: ignore[arg-type]
         assert by_piece.data == whole.data
+
+
+url_text = st.lists(
+    st.sampled_from(["<", ">", "https://e.org/u/", "a", "=", "?", "=?", "utf-8?q?x?=", " ", "  "])
+    | st.sampled_from(['"', "(", ")", "\\", ",", "%41", "é", "\t", "~"]),
+    max_size=20,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=url_text)
+@example(value="<https://e.org/u/x?a=1&b=2>, <mailto:p@e.org?subject=unsubscribe>")
+@example(value="<https://e.org/=?utf-8?q?x?=>")
+def test_verbatim_headers_match_the_email_package(value: str) -> None:
+    policy = message._POLICY
+
+    def outcome(write: Callable[[], bytes]) -> object:
+        try:
+            return write()
+        except (ValueError, UnicodeError) as e:  # non-ASCII: refused, by both alike
+            return type(e)
+
+    expected = outcome(
+        lambda: policy.fold_binary(*policy.header_store_parse("List-Unsubscribe", value))
+    )
+    assert outcome(lambda: message._verbatim("List-Unsubscribe", value)) == expected
