@@ -73,7 +73,7 @@ class Composer:
     def compose(self, digest: Digest) -> message.Outgoing:
         sub = digest.subscriber
         url = self.unsubscribe_url(sub.email)
-        email, html_parts = render.render_parts(
+        email, parts = render.render_parts(
             digest, self.env, self.spec.identity, recipient_name=sub.name, unsubscribe_url=url
         )
         return message.build(
@@ -82,7 +82,8 @@ class Composer:
             unsubscribe_url=url,
             digest_key=digest_id(digest),
             now=self.spec.now,
-            html_parts=html_parts,
+            html_parts=parts.html,
+            text_parts=parts.text,
         )
 
 

@@ -158,11 +158,13 @@ def build(
     digest_key: str,
     now: dt.datetime,
     html_parts: Sequence[str] | None = None,
+    text_parts: Sequence[str] | None = None,
 ) -> Outgoing:
     """The message as bytes: the same headers and parts as ``build_with_email_package``.
 
-    ``html_parts``, when given, are pieces whose join is ``email.html`` (``render_parts``):
-    the encoded lines inside a piece are kept with the piece, the same bytes either way.
+    ``html_parts`` and ``text_parts``, when given, are pieces whose joins are ``email.html``
+    and ``email.text`` (``render.render_parts``): the encoded lines inside a piece are kept
+    with the piece; the same bytes either way.
     """
     mid = message_id(sender, email.to, digest_key, email.paper_ids)
     to = _to_header(one_line(email.to_name or ""), email.to)
@@ -193,14 +195,12 @@ def build(
             delimiter,
             b'\r\nContent-Type: text/plain; charset="utf-8"\r\n'
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            quoted_printable(email.text),
+            _body(email.text, text_parts),
             delimiter,
             # The email package writes MIME-Version into the second part too; so do we.
             b'\r\nContent-Type: text/html; charset="utf-8"\r\n'
             b"Content-Transfer-Encoding: quoted-printable\r\nMIME-Version: 1.0\r\n\r\n",
-            quoted_printable(email.html)
-            if html_parts is None or "\r" in email.html
-            else quoted_printable_parts(html_parts),
+            _body(email.html, html_parts),
             delimiter,
             b"--\r\n",
         )
@@ -360,6 +360,12 @@ def quoted_printable_parts(parts: Sequence[str]) -> bytes:
     if rest or not out:
         out.append(_qp_line(rest))
     return b"".join(out)
+
+
+def _body(text: str, parts: Sequence[str] | None) -> bytes:
+    if parts is None or "\r" in text:  # CR is made a line end: leave that to the whole text
+        return quoted_printable(text)
+    return quoted_printable_parts(parts)
 
 
 def _qp_line(text: str) -> bytes:

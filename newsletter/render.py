@@ -348,11 +348,11 @@ def render_parts(
     recipient_name: str | None,
     unsubscribe_url: str,
     limit: int = HTML_LIMIT,
-) -> tuple[Email, list[str]]:
-    """``render``, and the pieces ``email.html`` is the join of.
+) -> tuple[Email, Parts]:
+    """``render``, and the pieces ``email.html`` and ``email.text`` are the joins of.
 
-    Layout literals and paper cards are the same objects in every email that has them, so
-    ``message.build`` can keep their encoded lines by piece instead of by line.
+    Layout literals, paper cards and text blocks are the same objects in every email that
+    has them, so ``message.build`` can keep their encoded lines by piece, not by line.
     """
     email, summaries, parts = _compose(
         digest, env, identity, recipient_name, unsubscribe_url, limit
@@ -399,7 +399,7 @@ def _compose(
     recipient_name: str | None,
     unsubscribe_url: str,
     limit: int,
-) -> tuple[Email, int, list[str]]:
+) -> tuple[Email, int, Parts]:
     """The email, how many of its papers kept their summary, and the pieces of its HTML."""
     subject_line = subject(identity, digest)
     base = base_context(digest, identity, recipient_name, unsubscribe_url)
@@ -430,7 +430,8 @@ def _compose(
                 low = mid + 1
     context, html, summaries, kept, parts = result
     picks = digest.picks[:kept]
-    text = _render_text(env, context)
+    text_parts = _render_text(env, context)
+    text = "".join(text_parts)
     for name, body, url in (
         (HTML_TEMPLATE, html, str(escape(unsubscribe_url))),
         (TEXT_TEMPLATE, text, unsubscribe_url),
@@ -449,7 +450,15 @@ def _compose(
         paper_ids=tuple(p.paper.id for p in picks),
         dropped_ids=tuple(p.paper.id for p in digest.picks[kept:]),
     )
-    return email, summaries, parts
+    return email, summaries, Parts(parts, text_parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The pieces an email's HTML and text are the joins of."""
+
+    html: list[str]
+    text: list[str]
 
 
 def _size(html: str) -> int:
@@ -582,7 +591,7 @@ def _cached_card(env: Environment, css: str, context: dict[str, Any], slot: _Car
     )
 
 
-def _render_text(env: Environment, context: dict[str, Any]) -> str:
+def _render_text(env: Environment, context: dict[str, Any]) -> list[str]:
     """The text part; each paper's block comes from ``paper_text(pick, index)``, cached."""
 
     def paper_text(pick: Pick, index: int) -> str:
@@ -591,7 +600,7 @@ def _render_text(env: Environment, context: dict[str, Any]) -> str:
 
         return _cached_partial(env, TEXT_CARD_TEMPLATE, context, pick, (index,), render_it)
 
-    return _render(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
+    return _render_pieces(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
 
 
 def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
@@ -642,8 +651,17 @@ def _inline_cached(env: Environment, key: str, html: str) -> str:
 
 
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    return "".join(_render_pieces(env, name, context))
+
+
+def _render_pieces(env: jinja2.Environment, name: str, context: dict[str, Any]) -> list[str]:
+    """What ``Template.render`` joins: each printed value is a piece of its own."""
     try:
-        return env.get_template(name).render(context)
+        template = env.get_template(name)
+        try:
+            return list(template.root_render_func(template.new_context(context)))
+        except Exception:
+            env.handle_exception()  # re-raises with the template's file and line
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(
             e.filename or e.name or name, e.lineno, f"syntax error: {e.message}"

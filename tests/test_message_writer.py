@@ -288,9 +288,15 @@ def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
         mail, parts = render.render_parts(
             digest, ENV, IDENTITY, recipient_name=recipient_name, unsubscribe_url=UNSUBSCRIBE_URL
         )
-        assert "".join(parts) == mail.html
+        assert "".join(parts.html) == mail.html and "".join(parts.text) == mail.text
         assert mail == rendered(digest, recipient_name)
-        by_piece = message.build(mail, SENDER, html_parts=parts, **kwargs)  # type: ignore[arg-type]
+        by_piece = message.build(
+            mail,
+            SENDER,
+            html_parts=parts.html,
+            text_parts=parts.text,
+            **kwargs,  # type: ignore[arg-type]
+        )
         whole = message.build(mail, SENDER, **kwargs)  # type: ignore[arg-type]
         assert by_piece.data == whole.data
 
