@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from newsletter import message, render, unsubscribe
-from newsletter.models import Digest, Email, PaperData
-from newsletter.store import digest_id
+from newsletter.models import Digest, Email, PaperData, digest_id
 
 log = logging.getLogger(__name__)
 

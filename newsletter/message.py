@@ -34,8 +34,6 @@ from email.utils import format_datetime, formataddr, parseaddr
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import dkim
-
 from newsletter.errors import ConfigError
 from newsletter.models import Email
 from newsletter.render import one_line
@@ -413,6 +411,8 @@ def build_with_email_package(
 
 def sign(data: bytes, key: DkimKey) -> bytes:
     """Prepend a DKIM-Signature over the final bytes (relaxed/relaxed, rsa-sha256)."""
+    import dkim  # here: a compose worker that does not sign starts ~50 ms sooner
+
     present = {
         m.group(1).lower()
         for m in re.finditer(rb"^([A-Za-z0-9-]+):", data.split(b"\r\n\r\n", 1)[0], re.M)
