@@ -97,7 +97,8 @@ def fast(w: workload.Workload, workers: int, outbox: Path | None) -> dict[str, A
     matched = time.perf_counter()
     out = Output(outbox)
     first_at = 0.0
-    for msg in build.compose_all(SPEC, digests(matches, w.subscriber_models()), workers=workers):
+    selected = digests(matches, w.subscriber_models())
+    for msg in build.compose_all(SPEC, selected, workers=workers, papers=w.papers):
         out.add(msg.data)
         if out.count == 1:
             first_at = time.perf_counter()

@@ -133,6 +133,11 @@ class Email:
     dropped_ids: tuple[str, ...] = ()
 
 
+def digest_id(digest: Digest) -> str:
+    """The digest's key in the ledger and in its Message-ID: its day and cadence."""
+    return f"{digest.day.isoformat()}/{digest.subscriber.cadence}"
+
+
 def merge_papers(old: PaperData, new: PaperData) -> PaperData:
     """One paper reported by two sources (or two fetches), as one record.
 

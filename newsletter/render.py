@@ -79,7 +79,10 @@ class Environment(jinja2.Environment):
         self.slot_re = re.compile(re.escape(self.slot_prefix) + r"(\d+)([xc])")
         # A run of cards, wherever the template prints them, is inlined as one placeholder,
         # so the number of papers in a digest does not make a new layout.
-        self.card_run_re = re.compile(r"(?:" + re.escape(self.slot_prefix) + r"\d+c\s*)+")
+        # Written to start with the literal prefix: the regex engine then searches for it
+        # (fast) instead of trying the group at every position of a 20 KB skeleton.
+        card = re.escape(self.slot_prefix) + r"\d+c\s*"
+        self.card_run_re = re.compile(card + "(?:" + card + ")*")
         self.inlined: OrderedDict[str, str] = OrderedDict()
         self.layouts: dict[str, _Layout] = {}
         self.layout_token_re = re.compile("(" + re.escape(self.slot_prefix) + r"(\d+)([xcr]))")
@@ -327,7 +330,33 @@ def render(
     escaped. When the HTML is too big, the summaries of the lowest-ranked papers go first,
     then whole papers from the bottom (logged); the email says how many papers did not fit.
     """
-    email, summaries = _compose(digest, env, identity, recipient_name, unsubscribe_url, limit)
+    return render_parts(
+        digest,
+        env,
+        identity,
+        recipient_name=recipient_name,
+        unsubscribe_url=unsubscribe_url,
+        limit=limit,
+    )[0]
+
+
+def render_parts(
+    digest: Digest,
+    env: Environment,
+    identity: Identity,
+    *,
+    recipient_name: str | None,
+    unsubscribe_url: str,
+    limit: int = HTML_LIMIT,
+) -> tuple[Email, Parts]:
+    """``render``, and the pieces ``email.html`` and ``email.text`` are the joins of.
+
+    Layout literals, paper cards and text blocks are the same objects in every email that
+    has them, so ``message.build`` can keep their encoded lines by piece, not by line.
+    """
+    email, summaries, parts = _compose(
+        digest, env, identity, recipient_name, unsubscribe_url, limit
+    )
     size = _size(email.html)
     if email.dropped_ids or summaries < len(email.paper_ids):
         log.warning(
@@ -342,7 +371,7 @@ def render(
         )
     if size > limit:
         log.warning("render.over_limit subscriber=%s bytes=%d", digest.subscriber.email, size)
-    return email
+    return email, parts
 
 
 def base_context(
@@ -370,21 +399,21 @@ def _compose(
     recipient_name: str | None,
     unsubscribe_url: str,
     limit: int,
-) -> tuple[Email, int]:
-    """The email and how many of its papers kept their summary."""
+) -> tuple[Email, int, Parts]:
+    """The email, how many of its papers kept their summary, and the pieces of its HTML."""
     subject_line = subject(identity, digest)
     base = base_context(digest, identity, recipient_name, unsubscribe_url)
     n = len(digest.picks)
 
-    def attempt(step: int) -> tuple[dict[str, Any], str, int, int]:
+    def attempt(step: int) -> tuple[dict[str, Any], str, int, int, list[str]]:
         """Step 0 is everything; each step drops the lowest-ranked summary left, and past
         the summaries, the lowest-ranked paper (one paper always stays)."""
         summaries = max(n - step, 0)
         kept = max(n - max(step - n, 0), min(n, 1))
         shown = dataclasses.replace(digest, picks=digest.picks[:kept])
         context = base | {"digest": shown, "picks": shown.picks, "more": n - kept}
-        html = _render_html(env, context, with_summary=set(digest.picks[:summaries]))
-        return context, html, min(summaries, kept), kept
+        parts = _render_html(env, context, with_summary=set(digest.picks[:summaries]))
+        return context, "".join(parts), min(summaries, kept), kept, parts
 
     # Never cut bytes (the HTML must stay valid): leave out whole parts, least important
     # first. The size falls with every step, so a binary search finds the first that fits.
@@ -399,9 +428,10 @@ def _compose(
                 high, result = mid, tried
             else:
                 low = mid + 1
-    context, html, summaries, kept = result
+    context, html, summaries, kept, parts = result
     picks = digest.picks[:kept]
-    text = _render_text(env, context)
+    text_parts = _render_text(env, context)
+    text = "".join(text_parts)
     for name, body, url in (
         (HTML_TEMPLATE, html, str(escape(unsubscribe_url))),
         (TEXT_TEMPLATE, text, unsubscribe_url),
@@ -420,14 +450,24 @@ def _compose(
         paper_ids=tuple(p.paper.id for p in picks),
         dropped_ids=tuple(p.paper.id for p in digest.picks[kept:]),
     )
-    return email, summaries
+    return email, summaries, Parts(parts, text_parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The pieces an email's HTML and text are the joins of."""
+
+    html: list[str]
+    text: list[str]
 
 
 def _size(html: str) -> int:
     return len(html) if html.isascii() else len(html.encode("utf-8"))
 
 
-def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set[Pick]) -> str:
+def _render_html(
+    env: Environment, context: dict[str, Any], *, with_summary: set[Pick]
+) -> list[str]:
     def card(pick: Pick) -> _Card:
         return _Card(pick, pick in with_summary)
 
@@ -455,11 +495,27 @@ def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set
         if kind == "x" and index < len(values):
             out.append(str(escape(values[index])))
         elif kind == "r" and index < len(runs):
-            out.append(_fill(env, runs[index], slots, fill_card))
+            _fill_cards(env, runs[index], slots, fill_card, out)
         else:
             out.append(token)
     out.append(layout.tail)
-    return "".join(out)
+    return out
+
+
+def _fill_cards(
+    env: Environment, run: str, slots: _Slots, card: Callable[[_Card], str], out: list[str]
+) -> None:
+    """``_fill`` for a run of cards, each card appended as its own (cached) piece."""
+    at = 0
+    for m in env.slot_re.finditer(run):
+        out.append(run[at : m.start()])
+        index, kind = int(m.group(1)), m.group(2)
+        # A run holds card tokens only (card_run_re); anything else stays as it was.
+        out.append(
+            card(slots.cards[index]) if kind == "c" and index < len(slots.cards) else m.group(0)
+        )
+        at = m.end()
+    out.append(run[at:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +591,7 @@ def _cached_card(env: Environment, css: str, context: dict[str, Any], slot: _Car
     )
 
 
-def _render_text(env: Environment, context: dict[str, Any]) -> str:
+def _render_text(env: Environment, context: dict[str, Any]) -> list[str]:
     """The text part; each paper's block comes from ``paper_text(pick, index)``, cached."""
 
     def paper_text(pick: Pick, index: int) -> str:
@@ -544,7 +600,7 @@ def _render_text(env: Environment, context: dict[str, Any]) -> str:
 
         return _cached_partial(env, TEXT_CARD_TEMPLATE, context, pick, (index,), render_it)
 
-    return _render(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
+    return _render_pieces(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
 
 
 def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
@@ -595,8 +651,17 @@ def _inline_cached(env: Environment, key: str, html: str) -> str:
 
 
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    return "".join(_render_pieces(env, name, context))
+
+
+def _render_pieces(env: jinja2.Environment, name: str, context: dict[str, Any]) -> list[str]:
+    """What ``Template.render`` joins: each printed value is a piece of its own."""
     try:
-        return env.get_template(name).render(context)
+        template = env.get_template(name)
+        try:
+            return list(template.root_render_func(template.new_context(context)))
+        except Exception:
+            env.handle_exception()  # re-raises with the template's file and line
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(
             e.filename or e.name or name, e.lineno, f"syntax error: {e.message}"

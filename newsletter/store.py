@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from newsletter.errors import StoreError
-from newsletter.models import Digest, PaperData, Pick, Subscriber, merge_papers
+from newsletter.models import Digest, PaperData, Pick, Subscriber, digest_id, merge_papers
 from newsletter.selection import Trend
 from newsletter.sources import FetchLog
 from newsletter.sources.http import Response
@@ -792,10 +792,6 @@ class LedgerRow:
     email: str
     digest: str  # frozen JSON
     status: str
-
-
-def digest_id(digest: Digest) -> str:
-    return f"{digest.day.isoformat()}/{digest.subscriber.cadence}"
 
 
 def _digest_json(digest: Digest) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,22 @@ def test_pool_gives_the_same_messages_in_order() -> None:
     assert [m.recipient for m in pooled] == [f"reader{i}@example.org" for i in range(40)]
     assert [m.data for m in pooled] == [m.data for m in alone]
     assert [m.email for m in pooled] == [m.email for m in alone]
+
+
+def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    items = digests(8)
+    papers = list({id(p.paper): p.paper for d in items for p in d.picks}.values())
+    numbers = {id(p): i for i, p in enumerate(papers)}
+    payload = build._dumps(items, papers, numbers)
+    assert papers[0].title.encode() not in payload
+    assert len(payload) * 3 < len(pickle.dumps(items))
+    monkeypatch.setattr(build, "_papers", tuple(papers))  # what a worker gets at start
+    assert pickle.loads(payload) == items
+    # A paper not in the table (an equal copy is another object) goes whole.
+    copy = dataclasses.replace(papers[0])
+    assert pickle.loads(build._dumps(items, [copy], {id(copy): 0})) == items
+    pooled = build.compose_all(SPEC, items, workers=2, chunk=3, papers=papers)
+    assert [m.data for m in pooled] == [m.data for m in build.compose_all(SPEC, items)]
 
 
 def test_pool_reads_digests_lazily() -> None:

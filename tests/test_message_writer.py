@@ -8,6 +8,7 @@ import datetime as dt
 import email.message
 import email.policy
 import re
+from collections.abc import Callable
 from email.parser import BytesParser
 
 import pytest
@@ -264,3 +265,63 @@ def test_bodies_decode_like_the_email_package(body: str) -> None:
     for pa, pb in zip(a.iter_parts(), b.iter_parts(), strict=True):
         assert pa.get_content() == pb.get_content()
     assert_wire_safe(fast)
+
+
+# --- encoding by piece (render_parts) -----------------------------------------------------
+
+piece = st.sampled_from(["", "a", "\n", "ab\ncd", "x\n", "\ny", "  \n", "é—\n=", "t\t", "z" * 90])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(piece | st.text(max_size=40).map(lambda s: s.replace("\r", "")), max_size=30))
+@example(parts=[])
+@example(parts=["a\nb", "a\nb"])  # the same piece again: its cached entry
+def test_pieces_encode_like_the_whole_body(parts: list[str]) -> None:
+    assert message.quoted_printable_parts(parts) == message.quoted_printable("".join(parts))
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
+    digest, recipient_name = DIGESTS[name]
+    kwargs = {"unsubscribe_url": UNSUBSCRIBE_URL, "digest_key": "k", "now": NOW}
+    for _ in range(2):  # the second time from the caches
+        mail, parts = render.render_parts(
+            digest, ENV, IDENTITY, recipient_name=recipient_name, unsubscribe_url=UNSUBSCRIBE_URL
+        )
+        assert "".join(parts.html) == mail.html and "".join(parts.text) == mail.text
+        assert mail == rendered(digest, recipient_name)
+        by_piece = message.build(
+            mail,
+            SENDER,
+            html_parts=parts.html,
+            text_parts=parts.text,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        whole = message.build(mail, SENDER, **kwargs)  # type: ignore[arg-type]
+        assert by_piece.data == whole.data
+
+
+url_text = st.lists(
+    st.sampled_from(["<", ">", "https://e.org/u/", "a", "=", "?", "=?", "utf-8?q?x?=", " ", "  "])
+    | st.sampled_from(['"', "(", ")", "\\", ",", "%41", "é", "\t", "~"]),
+    max_size=20,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=url_text)
+@example(value="<https://e.org/u/x?a=1&b=2>, <mailto:p@e.org?subject=unsubscribe>")
+@example(value="<https://e.org/=?utf-8?q?x?=>")
+def test_verbatim_headers_match_the_email_package(value: str) -> None:
+    policy = message._POLICY
+
+    def outcome(write: Callable[[], bytes]) -> object:
+        try:
+            return write()
+        except (ValueError, UnicodeError) as e:  # non-ASCII: refused, by both alike
+            return type(e)
+
+    expected = outcome(
+        lambda: policy.fold_binary(*policy.header_store_parse("List-Unsubscribe", value))
+    )
+    assert outcome(lambda: message._verbatim("List-Unsubscribe", value)) == expected
