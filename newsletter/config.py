@@ -434,10 +434,15 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         config = Config.model_validate(data)
     except ValidationError as e:
         problems += [_problem(shown, root, tuple(err["loc"]), _message(err)) for err in e.errors()]
+    else:
+        config._path = path or Path(shown)
+        templates = config.templates_path
+        if templates is not None and not templates.is_dir():
+            loc = ("newsletter", "templates_dir")
+            problems.append(_problem(shown, root, loc, f"no such folder {str(templates)!r}"))
     if problems:
         problems.sort(key=lambda p: p[0])
         raise ConfigError(shown, [line for _, line in problems])
-    config._path = path or Path(shown)
     return config
 
 

@@ -241,3 +241,14 @@ def test_base_url_must_be_https_except_on_loopback(tmp_path: Path, url: str, ok:
     else:
         (line,) = problems(tmp_path, text)
         assert line.startswith("2: newsletter.base_url: must be")
+
+
+def test_a_missing_templates_dir_is_named(tmp_path: Path) -> None:
+    text = "newsletter:\n  templates_dir: my-templates\n" + VALID
+    assert problems(tmp_path, text) == [
+        f"2: newsletter.templates_dir: no such folder '{tmp_path / 'my-templates'}'"
+    ]
+    (tmp_path / "my-templates").mkdir()
+    path = tmp_path / "ok.yaml"
+    path.write_text(text)
+    assert config.load(path).templates_path == tmp_path / "my-templates"
