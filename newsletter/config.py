@@ -440,6 +440,9 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         if templates is not None and not templates.is_dir():
             loc = ("newsletter", "templates_dir")
             problems.append(_problem(shown, root, loc, f"no such folder {str(templates)!r}"))
+        if config.smtp.ca_file and not (config.base_dir / config.smtp.ca_file).is_file():
+            missing = str(config.base_dir / config.smtp.ca_file)
+            problems.append(_problem(shown, root, ("smtp", "ca_file"), f"no such file {missing!r}"))
     if problems:
         problems.sort(key=lambda p: p[0])
         raise ConfigError(shown, [line for _, line in problems])

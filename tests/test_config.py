@@ -252,3 +252,8 @@ def test_a_missing_templates_dir_is_named(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(text)
     assert config.load(path).templates_path == tmp_path / "my-templates"
+
+
+def test_a_missing_ca_file_is_named(tmp_path: Path) -> None:
+    text = "smtp:\n  ca_file: ca.pem\n" + VALID
+    assert problems(tmp_path, text) == [f"2: smtp.ca_file: no such file '{tmp_path / 'ca.pem'}'"]
