@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from newsletter import build, message, render, selection, sources
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, SendError
-from newsletter.models import Digest, Subscriber
+from newsletter.models import Digest, PaperData, Subscriber
 from newsletter.send import Outcome, Sender
 from newsletter.store import RunHealth, Store
 
@@ -381,6 +381,7 @@ def _send(
 
         configured = {s.key for s in config.subscriber_models()}
         states = store.states()
+        papers: dict[str, PaperData] = {}  # shared by the run's digests
 
         def frozen() -> Iterator[Digest]:
             for row in rows:
@@ -391,7 +392,7 @@ def _send(
                             run_id, row.subscriber, "cancelled", "no longer subscribed", clock()
                         )
                     continue
-                yield store.frozen_digest(row, sub)
+                yield store.frozen_digest(row, sub, papers)
 
         events = _Ledger(store, run_id, clock, report, progress)
         try:

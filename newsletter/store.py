@@ -177,7 +177,9 @@ class Store(FetchLog, Protocol):
         self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
     ) -> int: ...
     def pending(self, run_id: int, *, retry_unknown: bool = False) -> list[LedgerRow]: ...
-    def frozen_digest(self, row: LedgerRow, subscriber: Subscriber) -> Digest: ...
+    def frozen_digest(
+        self, row: LedgerRow, subscriber: Subscriber, cache: dict[str, PaperData] | None = None
+    ) -> Digest: ...
     def delivered_since(self, since: dt.datetime) -> int: ...
     def mark_sending(
         self, run_id: int, subscriber: str, message_id: str, now: dt.datetime
@@ -640,11 +642,18 @@ class SqliteStore:
         ).fetchone()
         return int(row[0])
 
-    def frozen_digest(self, row: LedgerRow, subscriber: Subscriber) -> Digest:
-        """Rebuild a frozen digest; paper data comes from the store."""
+    def frozen_digest(
+        self, row: LedgerRow, subscriber: Subscriber, cache: dict[str, PaperData] | None = None
+    ) -> Digest:
+        """Rebuild a frozen digest; paper data comes from the store.
+
+        ``cache``, kept for a whole run, holds the papers already read: recipients share
+        papers, so each is read and decoded once per run, not once per recipient.
+        """
         frozen = json.loads(row.digest)
         ids = [p["id"] for p in frozen["picks"]]
-        papers = self.papers(ids)
+        papers = {} if cache is None else cache
+        papers.update(self.papers(pid for pid in ids if pid not in papers))
         picks = tuple(
             Pick(
                 paper=papers[p["id"]],

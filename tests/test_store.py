@@ -127,3 +127,21 @@ def test_a_day_is_complete_once_fetched_after_it_ended(tmp_path: Path) -> None:
             DAY - dt.timedelta(days=1)
         }
         assert store.complete_days("other", [DAY - dt.timedelta(days=1)]) == set()
+
+
+def test_frozen_digests_share_papers_read_once_per_run(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 3), paper("b", 4)], NOW)
+        run_id = store.open_run(DAY, NOW)
+        digests = [digest_for(f"{n}@example.org", DAY, ["a", "b"]) for n in ("ada", "bob")]
+        store.freeze(run_id, digests, NOW)
+        rows = store.pending(run_id)
+        cache: dict[str, PaperData] = {}
+        first, second = (
+            store.frozen_digest(r, d.subscriber, cache) for r, d in zip(rows, digests, strict=True)
+        )
+        assert first.paper_ids == second.paper_ids == ("a", "b")
+        assert all(p.paper is q.paper for p, q in zip(first.picks, second.picks, strict=True))
+        assert set(cache) == {"a", "b"}
+        alone = store.frozen_digest(rows[0], digests[0].subscriber)  # no cache: read again
+        assert alone.picks[0].paper == first.picks[0].paper
