@@ -203,15 +203,7 @@ def build(
             b"--\r\n",
         )
     )
-    if sender.dkim is not None:
-        data = sign(data, sender.dkim)
-    return Outgoing(
-        recipient=email.to,
-        envelope_from=sender.envelope_from,
-        message_id=mid,
-        data=data,
-        email=email,
-    )
+    return _outgoing(email, sender, mid, data)
 
 
 # A value written as is: printable ASCII words with single spaces, nothing the email package
@@ -372,6 +364,19 @@ def _qp_line(text: str) -> bytes:
     return (_QP_LINES.young.get(line) or _QP_LINES.encode(line)) + b"\r\n"
 
 
+def _outgoing(email: Email, sender: Sender, mid: str, data: bytes) -> Outgoing:
+    """The final bytes (DKIM-signed when configured) with who they go to."""
+    if sender.dkim is not None:
+        data = sign(data, sender.dkim)
+    return Outgoing(
+        recipient=email.to,
+        envelope_from=sender.envelope_from,
+        message_id=mid,
+        data=data,
+        email=email,
+    )
+
+
 def build_with_email_package(
     email: Email,
     sender: Sender,
@@ -398,15 +403,7 @@ def build_with_email_package(
     msg.set_content(email.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(email.html, subtype="html", charset="utf-8", cte="quoted-printable")
     data = msg.as_bytes()
-    if sender.dkim is not None:
-        data = sign(data, sender.dkim)
-    return Outgoing(
-        recipient=email.to,
-        envelope_from=sender.envelope_from,
-        message_id=mid,
-        data=data,
-        email=email,
-    )
+    return _outgoing(email, sender, mid, data)
 
 
 def sign(data: bytes, key: DkimKey) -> bytes:
