@@ -25,13 +25,14 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import operator
 import re
 import secrets
 import textwrap
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,12 +56,11 @@ TEXT_CARD_TEMPLATE = "_paper.txt.j2"
 #: Gmail clips a message whose HTML exceeds about 102 KB; stay clearly below.
 HTML_LIMIT = 100_000
 
-_SLOTS_VAR = "__newsletter_slots"
 _CACHE_SIZE = 256
 #: Paper cards (HTML) and text blocks kept per environment: one is the same for every
 #: subscriber who gets that pick, so it is rendered once (a few KB each).
 _PARTIAL_CACHE_SIZE = 8192
-_PARTIAL_OWN = frozenset({"pick", "paper", "show_summary", "index", _SLOTS_VAR})
+_PARTIAL_OWN = frozenset({"pick", "paper", "show_summary", "index"})
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _STYLE_RE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 _CARD_START, _CARD_END = "<!--newsletter-card-start-->", "<!--newsletter-card-end-->"
@@ -87,9 +87,26 @@ class Environment(jinja2.Environment):
         self.layouts: dict[str, _Layout] = {}
         self.layout_token_re = re.compile("(" + re.escape(self.slot_prefix) + r"(\d+)([xcr]))")
         self.inline_count = 0  # premailer runs, for tests and benchmarks
+        # Tokens are made once and reused, so a skeleton's pieces are the same objects from
+        # one recipient to the next and a layout can be looked up by its pieces (a tuple of
+        # strings whose hashes are cached) instead of by a joined 20 KB string.
+        self.tokens: dict[str, list[str]] = {"x": [], "c": [], "r": []}
+        self.card_numbers: dict[str, int] = {}
+        self.piece_layouts: OrderedDict[tuple[str, ...], _Layout] = OrderedDict()
+        self.active_slots: _Slots | None = None  # set while a skeleton renders
+        self.piece_sizes: dict[str, int] = {}  # UTF-8 sizes of non-ASCII pieces
         self.partials: OrderedDict[tuple[object, ...], tuple[PaperData, str]] = OrderedDict()
         self.partial_renders = 0  # paper cards and text blocks rendered, for tests and benchmarks
         self._partial_reads: dict[str, _Reads | None] = {}
+
+    def token(self, index: int, kind: str) -> str:
+        """The placeholder for value, card or run number ``index`` (one object per token)."""
+        made = self.tokens[kind]
+        while len(made) <= index:
+            made.append(f"{self.slot_prefix}{len(made)}{kind}")
+            if kind == "c":
+                self.card_numbers[made[-1]] = len(made) - 1
+        return made[index]
 
     def partial_reads(self, name: str) -> _Reads | None:
         """What a partial template reads besides its own names; None: cannot tell.
@@ -130,6 +147,13 @@ class Environment(jinja2.Environment):
 class _Reads:
     names: tuple[str, ...]  # context names
     pick_attrs: tuple[str, ...] | None  # attributes of ``pick``; None: the pick as a whole
+    get_attrs: Callable[[Pick], object] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pick_attrs:  # one C call per lookup instead of a generator
+            object.__setattr__(self, "get_attrs", operator.attrgetter(*self.pick_attrs))
+        elif self.pick_attrs is not None:
+            object.__setattr__(self, "get_attrs", lambda pick: ())
 
 
 def builtin_templates_dir() -> Path:
@@ -289,23 +313,23 @@ class _Slots:
     of the values after the cards do not depend on how many cards there are.
     """
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+    def __init__(self, env: Environment) -> None:
+        self.token = env.token
         self.values: list[str] = []
         self.cards: list[_Card] = []
 
     def add(self, value: str | _Card) -> str:
         if isinstance(value, _Card):
             self.cards.append(value)
-            return f"{self.prefix}{len(self.cards) - 1}c"
+            return self.token(len(self.cards) - 1, "c")
         self.values.append(value)
-        return f"{self.prefix}{len(self.values) - 1}x"
+        return self.token(len(self.values) - 1, "x")
 
 
-@jinja2.pass_context
-def _finalize(context: jinja2.runtime.Context, value: object) -> object:
-    slots = context.get(_SLOTS_VAR)
-    if not isinstance(slots, _Slots):
+@jinja2.pass_environment
+def _finalize(env: jinja2.Environment, value: object) -> object:
+    slots = env.active_slots if isinstance(env, Environment) else None
+    if slots is None:
         return value  # a plain render (the text part)
     if isinstance(value, _Card):
         return slots.add(value)
@@ -357,7 +381,7 @@ def render_parts(
     email, summaries, parts = _compose(
         digest, env, identity, recipient_name, unsubscribe_url, limit
     )
-    size = _size(email.html)
+    size = parts.html_size
     if email.dropped_ids or summaries < len(email.paper_ids):
         log.warning(
             "render.size_guard subscriber=%s summaries_dropped=%d papers_dropped=%d "
@@ -405,30 +429,31 @@ def _compose(
     base = base_context(digest, identity, recipient_name, unsubscribe_url)
     n = len(digest.picks)
 
-    def attempt(step: int) -> tuple[dict[str, Any], str, int, int, list[str]]:
+    def attempt(step: int) -> tuple[dict[str, Any], str, int, int, list[str], int]:
         """Step 0 is everything; each step drops the lowest-ranked summary left, and past
         the summaries, the lowest-ranked paper (one paper always stays)."""
         summaries = max(n - step, 0)
         kept = max(n - max(step - n, 0), min(n, 1))
         shown = dataclasses.replace(digest, picks=digest.picks[:kept])
         context = base | {"digest": shown, "picks": shown.picks, "more": n - kept}
-        parts = _render_html(env, context, with_summary=set(digest.picks[:summaries]))
-        return context, "".join(parts), min(summaries, kept), kept, parts
+        parts = _render_html(env, context, with_summary={id(p) for p in digest.picks[:summaries]})
+        size = _parts_size(env, parts)
+        return context, "".join(parts), min(summaries, kept), kept, parts, size
 
     # Never cut bytes (the HTML must stay valid): leave out whole parts, least important
     # first. The size falls with every step, so a binary search finds the first that fits.
     result = attempt(0)
-    if _size(result[1]) > limit and n > 0:
+    if result[5] > limit and n > 0:
         low, high = 1, 2 * n - 1
         result = attempt(high)  # the last resort: one paper, no summary
         while low < high:
             mid = (low + high) // 2
             tried = attempt(mid)
-            if _size(tried[1]) <= limit:
+            if tried[5] <= limit:
                 high, result = mid, tried
             else:
                 low = mid + 1
-    context, html, summaries, kept, parts = result
+    context, html, summaries, kept, parts, size = result
     picks = digest.picks[:kept]
     text_parts = _render_text(env, context)
     text = "".join(text_parts)
@@ -450,7 +475,7 @@ def _compose(
         paper_ids=tuple(p.paper.id for p in picks),
         dropped_ids=tuple(p.paper.id for p in digest.picks[kept:]),
     )
-    return email, summaries, Parts(parts, text_parts)
+    return email, summaries, Parts(parts, text_parts, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,63 +484,147 @@ class Parts:
 
     html: list[str]
     text: list[str]
+    html_size: int  # bytes of the HTML in UTF-8
 
 
-def _size(html: str) -> int:
-    return len(html) if html.isascii() else len(html.encode("utf-8"))
+def _parts_size(env: Environment, parts: list[str]) -> int:
+    """UTF-8 bytes of the join: ``isascii`` is free on a str; a card is measured once."""
+    total = 0
+    sizes = env.piece_sizes
+    for part in parts:
+        if part.isascii():
+            total += len(part)
+            continue
+        size = sizes.get(part)
+        if size is None:
+            size = len(part.encode("utf-8"))
+            if len(sizes) >= _PARTIAL_CACHE_SIZE:
+                sizes.clear()  # a recipient's own non-ASCII values would pile up
+            sizes[part] = size
+        total += size
+    return total
 
 
-def _render_html(
-    env: Environment, context: dict[str, Any], *, with_summary: set[Pick]
-) -> list[str]:
+def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set[int]) -> list[str]:
+    """The HTML's pieces; ``with_summary``: the ``id()`` of each pick that keeps its summary."""
+
     def card(pick: Pick) -> _Card:
-        return _Card(pick, pick in with_summary)
+        return _Card(pick, id(pick) in with_summary)
 
-    slots = _Slots(env.slot_prefix)
-    skeleton = _render(env, HTML_TEMPLATE, context | {"card": card, _SLOTS_VAR: slots})
-    runs: list[str] = []
-
-    def run(m: re.Match[str]) -> str:
-        runs.append(m.group(0))
-        return f"{env.slot_prefix}{len(runs) - 1}r"
-
-    layout = _layout(env, env.card_run_re.sub(run, skeleton))
-    cards: dict[_Card, str] = {}
-
-    def fill_card(slot: _Card) -> str:
-        if slot not in cards:
-            cards[slot] = _cached_card(env, layout.css, context, slot)
-        return cards[slot]
+    slots = _Slots(env)
+    pieces = _render_skeleton(env, HTML_TEMPLATE, context | {"card": card}, slots)
+    found = _piece_layout(env, pieces, len(slots.cards))
+    if found is None:  # a card printed inside other HTML (a macro): the string way
+        runs, layout = _string_layout(env, "".join(pieces), slots)
+    else:
+        runs, layout = found
+    css = layout.css
 
     # The inlined layout, split once at its tokens: literal, index, kind (x value, r run).
     out: list[str] = []
     values = slots.values
+    cards = slots.cards
     for literal, index, kind, token in layout.parts:
         out.append(literal)
         if kind == "x" and index < len(values):
-            out.append(str(escape(values[index])))
+            out.append(_escaped(values[index]))
         elif kind == "r" and index < len(runs):
-            _fill_cards(env, runs[index], slots, fill_card, out)
+            for item in runs[index]:
+                out.append(
+                    _cached_card(env, css, context, cards[item]) if isinstance(item, int) else item
+                )
         else:
             out.append(token)
     out.append(layout.tail)
     return out
 
 
-def _fill_cards(
-    env: Environment, run: str, slots: _Slots, card: Callable[[_Card], str], out: list[str]
-) -> None:
-    """``_fill`` for a run of cards, each card appended as its own (cached) piece."""
-    at = 0
-    for m in env.slot_re.finditer(run):
-        out.append(run[at : m.start()])
-        index, kind = int(m.group(1)), m.group(2)
-        # A run holds card tokens only (card_run_re); anything else stays as it was.
-        out.append(
-            card(slots.cards[index]) if kind == "c" and index < len(slots.cards) else m.group(0)
-        )
-        at = m.end()
-    out.append(run[at:])
+#: A run of cards as it is filled in: card numbers and the whitespace between them.
+_Run = list[int | str]
+
+
+def _render_skeleton(
+    env: Environment, name: str, context: dict[str, Any], slots: _Slots
+) -> list[str]:
+    """The template's pieces with every printed value (and card) replaced by a token."""
+    outer, env.active_slots = env.active_slots, slots
+    try:
+        return _render_pieces(env, name, context)
+    finally:
+        env.active_slots = outer
+
+
+def _piece_layout(
+    env: Environment, pieces: list[str], cards: int
+) -> tuple[list[_Run], _Layout] | None:
+    """The layout of a skeleton given as pieces, looked up by the pieces themselves.
+
+    The same as ``_string_layout`` of their join, without joining, searching and hashing
+    some 20 KB per recipient: a run of card tokens (with the whitespace after each, as
+    ``card_run_re`` takes it) becomes a run token. None when some card token is not a
+    piece of its own (printed inside a macro's HTML): the string way finds those.
+    """
+    numbers = env.card_numbers
+    key: list[str] = []
+    runs: list[_Run] = []
+    run: _Run | None = None
+    found = 0
+    for piece in pieces:
+        number = numbers.get(piece)
+        if number is not None:
+            if run is None:
+                run = []
+                key.append(env.token(len(runs), "r"))
+                runs.append(run)
+            run.append(number)
+            found += 1
+            continue
+        if run is not None:
+            if piece.isspace():
+                run.append(piece)
+                continue
+            rest = piece.lstrip()  # str whitespace is the regex's \s
+            if len(rest) < len(piece):
+                run.append(piece[: len(piece) - len(rest)])
+            piece = rest
+            run = None
+        key.append(piece)
+    if found != cards:
+        return None
+    shape = tuple(key)
+    layout = env.piece_layouts.get(shape)
+    if layout is None:
+        layout = env.piece_layouts[shape] = _layout(env, "".join(shape))
+        if len(env.piece_layouts) > _CACHE_SIZE:
+            env.piece_layouts.popitem(last=False)
+    return runs, layout
+
+
+def _string_layout(env: Environment, skeleton: str, slots: _Slots) -> tuple[list[_Run], _Layout]:
+    """Runs of card tokens found in the joined skeleton, and its layout."""
+    runs: list[_Run] = []
+
+    def run(m: re.Match[str]) -> str:
+        items: _Run = []
+        at = 0
+        text = m.group(0)
+        for t in env.slot_re.finditer(text):
+            items.append(text[at : t.start()])
+            items.append(int(t.group(1)))
+            at = t.end()
+        items.append(text[at:])
+        runs.append(items)
+        return env.token(len(runs) - 1, "r")
+
+    return runs, _layout(env, env.card_run_re.sub(run, skeleton))
+
+
+_HTML_SPECIAL = re.compile(r"[&<>'\"]")
+
+
+def _escaped(value: str) -> str:
+    """``str(escape(value))``, without its cost for the many values with nothing to escape."""
+    return str(escape(value)) if _HTML_SPECIAL.search(value) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,15 +665,17 @@ def _cached_partial(
     reads = env.partial_reads(name)
     if reads is None:
         return render_it()
-    attrs = reads.pick_attrs
     try:
-        picked = pick if attrs is None else tuple(getattr(pick, a) for a in attrs)
+        picked = pick if reads.get_attrs is None else reads.get_attrs(pick)
     except AttributeError:  # a typo in the template: rendering reports it, with the line
         return render_it()
     # Keyed by the paper's id, checked by the paper itself: hashing a whole PaperData per
     # card costs more than the lookup; the same object (the usual case) compares at once.
     paper = pick.paper
-    key = (name, *own, paper.id, picked, *(context.get(n) for n in reads.names))
+    if reads.names:
+        key = (name, *own, paper.id, picked, *[context.get(n) for n in reads.names])
+    else:
+        key = (name, *own, paper.id, picked)
     try:
         cached = env.partials.get(key)
     except TypeError:  # an unhashable value in the context
@@ -604,14 +715,13 @@ def _render_text(env: Environment, context: dict[str, Any]) -> list[str]:
 
 
 def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
-    slots = _Slots(env.slot_prefix)
+    slots = _Slots(env)
     card_context = context | {
         "pick": slot.pick,
         "paper": slot.pick.paper,
         "show_summary": slot.show_summary,
-        _SLOTS_VAR: slots,
     }
-    skeleton = _render(env, CARD_TEMPLATE, card_context)
+    skeleton = "".join(_render_skeleton(env, CARD_TEMPLATE, card_context, slots))
     # The card is inlined on its own, inside a table as in the digest, with the digest's
     # stylesheet; so its rules must not depend on elements outside the card.
     page = (
@@ -631,7 +741,7 @@ def _fill(env: Environment, inlined: str, slots: _Slots, card: Callable[[_Card],
         if kind == "c" and index < len(slots.cards):
             return card(slots.cards[index])
         if kind == "x" and index < len(slots.values):
-            return str(escape(slots.values[index]))
+            return _escaped(slots.values[index])
         return m.group(0)
 
     return env.slot_re.sub(value, inlined)

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter import render
-from newsletter.models import Digest, Email, Subscriber
-from tests.digests import IDENTITY, UNSUBSCRIBE_URL, fixture_digest
+from newsletter.models import Digest, Email, Pick, Subscriber
+from tests.digests import IDENTITY, UNSUBSCRIBE_URL, fixture_digest, hostile_digest
 
 BASE = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=5)
 
@@ -120,3 +120,60 @@ def test_fast_wrap_is_textwrap(words: list[str], width: int, indent: str) -> Non
         break_long_words=False,
     )
     assert render.wrap.__wrapped__(text, width, indent) == expected
+
+
+def sectioned(digest: Digest) -> Digest:
+    """Picks in two sections, so the skeleton has headings between runs of cards."""
+    picks = tuple(
+        dataclasses.replace(p, section="Trending" if i < 2 else "ml")
+        for i, p in enumerate(digest.picks)
+    )
+    return dataclasses.replace(digest, picks=picks)
+
+
+def test_a_layout_found_by_pieces_is_the_layout_of_the_joined_skeleton() -> None:
+    env = render.make_env()
+    digests = [BASE, sectioned(BASE), reader(1, name=None), hostile_digest()]
+    for digest in digests:
+        do(env, digest)
+        context = render.base_context(digest, IDENTITY, digest.subscriber.name, "https://u")
+        context |= {"digest": digest, "picks": digest.picks, "more": 0}
+
+        def card(pick: Pick) -> object:
+            return render._Card(pick, True)
+
+        slots = render._Slots(env)
+        pieces = render._render_skeleton(env, render.HTML_TEMPLATE, context | {"card": card}, slots)
+        found = render._piece_layout(env, pieces, len(slots.cards))
+        assert found is not None
+        by_string = render._string_layout(env, "".join(pieces), slots)
+        assert found[1] is by_string[1]  # the same cached layout
+        assert ["".join(map(str, run)) for run in found[0]] == [
+            "".join(map(str, run)) for run in by_string[0]
+        ]
+    assert len(env.piece_layouts) == 3  # the hostile digest has the layout of BASE
+
+
+def test_a_card_printed_inside_other_html_is_still_filled_in(tmp_path: Path) -> None:
+    source = (render.builtin_templates_dir() / render.HTML_TEMPLATE).read_text(encoding="utf-8")
+    assert "{{ card(pick) }}" in source
+    plain, macro = tmp_path / "plain", tmp_path / "macro"
+    plain.mkdir()
+    macro.mkdir()
+    (plain / render.HTML_TEMPLATE).write_text(
+        source.replace("{{ card(pick) }}", "{{ card(pick) }} "), encoding="utf-8"
+    )
+    # The macro's HTML holds the card's token and a space: not a piece of its own.
+    (macro / render.HTML_TEMPLATE).write_text(
+        "{% macro show(p) %}{{ card(p) }} {% endmacro %}\n"
+        + source.replace("{{ card(pick) }}", "{{ show(pick) }}"),
+        encoding="utf-8",
+    )
+    for digest in (BASE, sectioned(BASE)):
+        plain_env, macro_env = render.make_env(plain), render.make_env(macro)
+        expected = do(plain_env, digest)
+        got = do(macro_env, digest)
+        assert plain_env.piece_layouts and not macro_env.piece_layouts
+        assert got.html == expected.html
+        assert got.text == expected.text
+        assert got.html.count('class="paper"') == len(digest.picks)
