@@ -27,6 +27,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email import _encoded_words  # type: ignore[attr-defined]  # the package's RFC 2047 encoder
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, Policy
@@ -239,9 +240,40 @@ def _to_header(display_name: str, address: str) -> bytes:
         line = f"To: {value}\r\n"
         if len(line) <= _MAX_LINE + 2:
             return line.encode("ascii")
+    if display_name and _ADDR_SPEC.fullmatch(address):
+        phrase = _encoded_phrase(display_name)
+        if phrase is not None:
+            line = f"To: {phrase} <{address}>\r\n"
+            if len(line) <= _MAX_LINE + 2:
+                return line.encode("ascii")
     to = Address(display_name=display_name, addr_spec=address)
     # Typeshed says str; the email package takes an Address (msg["To"] = Address(...)).
     return _POLICY.fold_binary(*_POLICY.header_store_parse("To", to))  # type: ignore[arg-type]
+
+
+# A word of a name that is written encoded: no ASCII space, control or special character.
+_ENCODED_WORD_TEXT = re.compile(r"[^\x00-\x20\x7f\"(),.:;<>@\[\]\\]+")
+
+
+def _encoded_phrase(name: str) -> str | None:
+    """The display name as the email package folds it onto one line, for a common kind of
+    non-ASCII name ("Jörg Müller", "Ana Müller", "José de Sá"); None for anything else.
+
+    The package encodes from the first word with non-ASCII to the last as one encoded word
+    and leaves the words around them as they are; its header parser and folder cost ~300 us
+    per name. Tested against the package with hypothesis.
+    """
+    words = name.split(" ")
+    plain = [w.isascii() for w in words]
+    if all(plain) or "" in words:
+        return None
+    for word, ascii_only in zip(words, plain, strict=True):
+        if not (_ATOM_PHRASE if ascii_only else _ENCODED_WORD_TEXT).fullmatch(word):
+            return None
+    first = plain.index(False)
+    last = len(plain) - plain[::-1].index(False)
+    encoded = _encoded_words.encode(" ".join(words[first:last]), charset="utf-8")
+    return " ".join([*words[:first], encoded, *words[last:]])
 
 
 def _verbatim(name: str, value: str) -> bytes:
