@@ -138,7 +138,9 @@ class Environment(jinja2.Environment):
                     for g in ast.find_all(n.Getattr)
                     if isinstance(g.node, n.Name) and g.node.name == "pick"
                 )
-                pick_attrs = tuple(sorted(attrs)) if uses == getattrs else None
+                # pick.paper is in every key already (its id, the paper checked on a hit):
+                # hashing a whole PaperData per lookup would cost more than the rest.
+                pick_attrs = tuple(sorted(attrs - {"paper"})) if uses == getattrs else None
                 self._partial_reads[name] = _Reads(tuple(sorted(names)), pick_attrs)
         return self._partial_reads[name]
 
