@@ -287,8 +287,8 @@ def _verbatim(name: str, value: str) -> bytes:
 
 
 class _LineCache:
-    """Encoded lines by line, in two generations: lines that keep coming back (the layout,
-    the paper cards) stay; a recipient's own lines (greeting, footer) age out."""
+    """Encoded lines (with their CRLF) by line, in two generations: lines that keep coming
+    back (the layout, the paper cards) stay; a recipient's own lines (greeting, footer) age out."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -298,7 +298,7 @@ class _LineCache:
     def encode(self, line: bytes) -> bytes:
         encoded = self.old.get(line)
         if encoded is None:
-            encoded = binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n")
+            encoded = binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n") + b"\r\n"
         if len(self.young) >= self.size:
             self.old, self.young = self.young, {}
         self.young[line] = encoded
@@ -323,30 +323,38 @@ def quoted_printable(text: str) -> bytes:
     if not lines:
         return b"\r\n"  # as the email package writes an empty body
     cached = _QP_LINES.young.get
-    out = [cached(line) or _QP_LINES.encode(line) for line in lines]
-    out.append(b"")
-    return b"\r\n".join(out)
+    return b"".join([cached(line) or _QP_LINES.encode(line) for line in lines])
+
+
+#: A piece's text before its first line end, that text encoded as a line of its own, the
+#: piece's whole lines encoded, and its text after the last line end.
+_Entry = tuple[str, bytes, bytes, str]
 
 
 class _PartCache:
     """Encoded whole lines of a piece, by piece, in two generations like ``_LineCache``.
 
-    A value: the text before the piece's first line end, its whole lines encoded, and the
-    text after its last line end. Layout literals and cards are the same str objects in
-    every email, so looking one up does not even hash it again.
+    Layout literals and cards are the same str objects in every email, so looking one up
+    does not even hash it again.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.young: dict[str, tuple[str, bytes, str]] = {}
-        self.old: dict[str, tuple[str, bytes, str]] = {}
+        self.young: dict[str, _Entry] = {}
+        self.old: dict[str, _Entry] = {}
 
-    def entry(self, part: str, first: int) -> tuple[str, bytes, str]:
+    def entry(self, part: str, first: int) -> _Entry:
         found = self.old.get(part)
         if found is None:
             last = part.rfind("\n")
             middle = part[first + 1 : last + 1]
-            found = (part[:first], quoted_printable(middle) if middle else b"", part[last + 1 :])
+            head = part[:first]
+            found = (
+                head,
+                _qp_line(head),
+                quoted_printable(middle) if middle else b"",
+                part[last + 1 :],
+            )
         if len(self.young) >= self.size:
             self.old, self.young = self.young, {}
         self.young[part] = found
@@ -363,24 +371,31 @@ def quoted_printable_parts(parts: Sequence[str]) -> bytes:
     encoded once per piece; only lines that straddle pieces are assembled and encoded.
     """
     out: list[bytes] = []
+    add = out.append
     line: list[str] = []  # the pieces of the line being assembled
-    cached = _QP_PARTS.young.get
+    entries = _QP_PARTS.young.get
+    lines = _QP_LINES.young.get
     for part in parts:
-        entry = cached(part)
+        entry = entries(part)
         if entry is None:
             first = part.find("\n")
             if first < 0:
                 line.append(part)
                 continue
             entry = _QP_PARTS.entry(part, first)
-        head, middle, tail = entry
-        line.append(head)
-        out.append(_qp_line("".join(line)))
-        out.append(middle)
-        line = [tail]
+        head, head_line, middle, tail = entry
+        if line:
+            line.append(head)
+            raw = "".join(line).encode("utf-8")
+            add(lines(raw) or _QP_LINES.encode(raw))
+            line = [tail]
+        else:  # the line starts with this piece: its first line is encoded already
+            add(head_line)
+            line.append(tail)
+        add(middle)
     rest = "".join(line)
     if rest or not out:
-        out.append(_qp_line(rest))
+        add(_qp_line(rest))
     return b"".join(out)
 
 
@@ -393,7 +408,7 @@ def _body(text: str, parts: Sequence[str] | None) -> bytes:
 def _qp_line(text: str) -> bytes:
     """One line (no line end in it) encoded, with its CRLF."""
     line = text.encode("utf-8")
-    return (_QP_LINES.young.get(line) or _QP_LINES.encode(line)) + b"\r\n"
+    return _QP_LINES.young.get(line) or _QP_LINES.encode(line)
 
 
 def _outgoing(email: Email, sender: Sender, mid: str, data: bytes) -> Outgoing:
