@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import hashlib
 import heapq
 import math
@@ -231,17 +232,17 @@ def _canonical(found: str, terms: Sequence[str]) -> str:
 
 
 def personal_topic_name(subscriber: Subscriber) -> str | None:
-    if not subscriber.keywords:
-        return None
-    digest = hashlib.sha1("\0".join(sorted(map(_norm, subscriber.keywords))).encode()).hexdigest()
-    return f"~keywords:{digest[:16]}"
+    return _list_name("keywords", subscriber.keywords) if subscriber.keywords else None
 
 
 def personal_exclude_name(subscriber: Subscriber) -> str | None:
-    if not subscriber.exclude:
-        return None
-    digest = hashlib.sha1("\0".join(sorted(map(_norm, subscriber.exclude))).encode()).hexdigest()
-    return f"~exclude:{digest[:16]}"
+    return _list_name("exclude", subscriber.exclude) if subscriber.exclude else None
+
+
+@functools.lru_cache(maxsize=8192)  # asked for on every select; lists repeat
+def _list_name(kind: str, terms: tuple[str, ...]) -> str:
+    digest = hashlib.sha1("\0".join(sorted(map(_norm, terms))).encode()).hexdigest()
+    return f"~{kind}:{digest[:16]}"
 
 
 def topics_for_run(
@@ -552,14 +553,15 @@ def _merge_ranked(
     vetoes = _distinct(index.personal[exclude].keywords) if exclude in index.personal else []
     vetoed: Mapping[str, Match] = index.fixed.get(exclude, {})
     veto_hits = [index.by_keyword[_norm(t)] for t in vetoes]
+    window = _window(matches, day, since)
 
     def admissible(pid: str) -> bool:
-        if pid in sent_ids or pid in vetoed or any(pid in hits for hits in veto_hits):
+        # Listed between since and day, or a skipped paper (it may rise) listed by day.
+        if pid not in window and not (pid in skipped and papers[pid].day <= day):
             return False
-        paper_day = papers[pid].day
-        return not (
-            paper_day > day or (since is not None and paper_day < since and pid not in skipped)
-        )
+        if pid in sent_ids or pid in vetoed:
+            return False
+        return not veto_hits or not any(pid in hits for hits in veto_hits)
 
     minimum = subscriber.min_upvotes
     top: _Ranked = []
@@ -587,11 +589,33 @@ def _merge_ranked(
         sources = [("topic", name) for name in subscriber.topics if name in index.fixed]
         sources += [("keyword", _norm(term)) for term in terms]
         for source in sources:
-            by_votes = _by_upvotes(matches, source)
-            end = bisect.bisect_left(by_votes, (minimum, ""))
-            candidates.update(pid for _, pid in by_votes[:end])
+            candidates.update(_below(matches, source, minimum))
         low = [pid for pid in candidates if admissible(pid)]
     return top, low
+
+
+def _window(matches: Matches, day: dt.date, since: dt.date | None) -> frozenset[str]:
+    """The papers listed between ``since`` and ``day``; once per run and window."""
+    key = ("window", day, since)
+    found: frozenset[str] | None = matches.cache.get(key)
+    if found is None:
+        found = matches.cache[key] = frozenset(
+            pid
+            for pid, p in matches.papers.items()
+            if p.day <= day and (since is None or p.day >= since)
+        )
+    return found
+
+
+def _below(matches: Matches, source: tuple[str, str], minimum: int) -> list[str]:
+    """The ids of a topic's or personal keyword's matches with fewer upvotes than ``minimum``."""
+    key = ("below", *source, minimum)
+    found: list[str] | None = matches.cache.get(key)
+    if found is None:
+        by_votes = _by_upvotes(matches, source)
+        end = bisect.bisect_left(by_votes, (minimum, ""))
+        found = matches.cache[key] = [pid for _, pid in by_votes[:end]]
+    return found
 
 
 def _by_upvotes(matches: Matches, source: tuple[str, str]) -> list[tuple[int, str]]:
