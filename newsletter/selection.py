@@ -217,7 +217,9 @@ class _Terms:
             m = self.pattern.search(text)
             return (m.start(), m.group(0)) if m else None
         pos = 0
-        while (m := self.lowered.search(lowered, pos)) is not None:
+        # Bounded: a term of hyphens only matches the empty string, also at the very end,
+        # where searching from one past the end would find that same match again, forever.
+        while pos <= len(lowered) and (m := self.lowered.search(lowered, pos)) is not None:
             start = m.start()
             if start == 0 or not lowered[start - 1].isalnum():  # the look-behind, for ASCII
                 return start, text[start : m.end()]

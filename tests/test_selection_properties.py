@@ -205,7 +205,7 @@ def test_personal_topic_matches_like_one_pattern(
     }
 
 
-TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", "."]
+TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", ".", "-"]
 
 
 @settings(max_examples=500, deadline=None)
