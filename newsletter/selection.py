@@ -312,13 +312,13 @@ class _Postings:
     """Per text field, the papers holding each token that some term needs."""
 
     def __init__(self, texts: Mapping[str, _Text], wanted: set[str]) -> None:
-        self.by_field: list[dict[str, set[str]]] = []
-        for fname in TEXT_FIELDS:
-            index: dict[str, set[str]] = {}
+        self.by_field: list[dict[str, set[str]]] = [{} for _ in TEXT_FIELDS]
+        if not wanted:
+            return  # no term can be looked up by its tokens: no need to read the texts
+        for index, fname in zip(self.by_field, TEXT_FIELDS, strict=True):
             for pid, text in texts.items():
                 for token in wanted.intersection(_tokens(text.fields[fname], text.lowered[fname])):
                     index.setdefault(token, set()).add(pid)
-            self.by_field.append(index)
 
     def candidates(self, terms: _Terms) -> list[set[str]] | None:
         """Per field, the papers where ``terms`` may match (a superset); None: any paper."""
