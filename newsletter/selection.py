@@ -1,10 +1,12 @@
 """Which papers each subscriber gets. Pure: no clock, disk or network in here.
 
 ``match_topics(papers, topics)`` runs once per run: each topic's keywords are compiled into
-one pattern and matched against every paper once (a subscriber's own keywords and excludes
-become topics of their own, shared by everyone with the same list). ``select(matches,
-subscriber, sent_ids, now)`` then builds one digest by set look-ups, so the cost per
-subscriber does not grow with the number of keywords or papers matched by nobody.
+one pattern, searched for only in the papers whose text holds every word of a keyword (an
+index of the papers' words, built once per run, tells which). A subscriber's own keywords
+and excludes become topics of their own, shared by everyone with the same list, and each
+distinct keyword is matched once. ``select(matches, subscriber, sent_ids, now)`` then builds
+one digest by set look-ups, so the cost per subscriber does not grow with the number of
+keywords or papers matched by nobody.
 
 Matching
     Keywords match whole words and phrases, case-insensitively, in the title, the AI
@@ -34,6 +36,7 @@ import hashlib
 import heapq
 import math
 import re
+import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +195,8 @@ class _Terms:
         words = _term_words(terms)
         self.pattern: re.Pattern[str] | None = None
         self.lowered: re.Pattern[str] | None = None
+        #: Per term, the tokens a text must hold for it to match (``_Postings``); None: any text.
+        self.needs: list[frozenset[str]] | None = None
         if not words:
             return
         parts = [r"[\s-]+".join(re.escape(w) for w in ws) for ws in words]
@@ -201,6 +206,9 @@ class _Terms:
         if all(w.isascii() for ws in words for w in ws):
             lowered = [r"[\s-]+".join(re.escape(w.lower()) for w in ws) for ws in words]
             self.lowered = re.compile(r"(?:" + "|".join(lowered) + r")(?![^\W_])")
+            needs = [frozenset(t for w in ws for t in _TOKEN.findall(w.lower())) for ws in words]
+            if all(needs):  # a term of punctuation only ("++") can match without any token
+                self.needs = needs
 
     def search(self, text: str, lowered: str | None) -> tuple[int, str] | None:
         """(start, text found) of the leftmost match; ``lowered``: text.lower() if ASCII."""
@@ -210,7 +218,9 @@ class _Terms:
             m = self.pattern.search(text)
             return (m.start(), m.group(0)) if m else None
         pos = 0
-        while (m := self.lowered.search(lowered, pos)) is not None:
+        # Bounded: a term of hyphens only matches the empty string, also at the very end,
+        # where searching from one past the end would find that same match again, forever.
+        while pos <= len(lowered) and (m := self.lowered.search(lowered, pos)) is not None:
             start = m.start()
             if start == 0 or not lowered[start - 1].isalnum():  # the look-behind, for ASCII
                 return start, text[start : m.end()]
@@ -279,36 +289,124 @@ def _texts(paper: PaperData) -> _Text:
     return _Text(fields, {k: v.lower() if v.isascii() else None for k, v in fields.items()})
 
 
+# A term's words, where they match, are bounded by characters that are not letters or digits
+# (or the text's ends), so each run of letters and digits in an ASCII term is, lowercased, a
+# whole run ("token") of the text. A text without all of a term's tokens cannot match it, and
+# most papers lack most terms: ``_Postings`` says which papers to search at all.
+_TOKEN = re.compile(r"[^\W_]+")  # what the pattern's look-arounds count as a letter or digit
+#: The only non-ASCII characters that re.IGNORECASE matches with an ASCII letter or digit
+#: ('İ' and 'ı' with i, LONG S with s, KELVIN SIGN with k; a test tries every code point).
+_IGNORECASE_ASCII = {"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"}
+# Not str.lower(): 'İ'.lower() is two characters, the second not a letter.
+_FOLD = str.maketrans({**{c: c.lower() for c in string.ascii_uppercase}, **_IGNORECASE_ASCII})
+_SPACE_OUT = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
+
+
+def _tokens(text: str, lowered: str | None) -> list[str]:
+    """The text's runs of letters and digits, lowercased as an ASCII term's match would be."""
+    if lowered is not None:  # ASCII: the same runs as _TOKEN finds, faster
+        return lowered.translate(_SPACE_OUT).split()
+    return _TOKEN.findall(text.translate(_FOLD))
+
+
+class _Postings:
+    """Per text field, the papers holding each token that some term needs."""
+
+    def __init__(self, texts: Mapping[str, _Text], wanted: set[str]) -> None:
+        self.by_field: list[dict[str, set[str]]] = [{} for _ in TEXT_FIELDS]
+        if not wanted:
+            return  # no term can be looked up by its tokens: no need to read the texts
+        for index, fname in zip(self.by_field, TEXT_FIELDS, strict=True):
+            for pid, text in texts.items():
+                for token in wanted.intersection(_tokens(text.fields[fname], text.lowered[fname])):
+                    index.setdefault(token, set()).add(pid)
+
+    def candidates(self, terms: _Terms) -> list[set[str]] | None:
+        """Per field, the papers where ``terms`` may match (a superset); None: any paper."""
+        if terms.needs is None:
+            return None
+        out: list[set[str]] = []
+        for index in self.by_field:
+            found: set[str] = set()
+            for need in terms.needs:
+                postings = sorted((index.get(t, set()) for t in need), key=len)
+                found |= postings[0].intersection(*postings[1:])
+            out.append(found)
+        return out
+
+
+def _wanted(terms: Iterable[_Terms]) -> set[str]:
+    return {t for ts in terms if ts.needs for need in ts.needs for t in need}
+
+
 def match_topics(
     papers: Iterable[PaperData],
     topics: Mapping[str, Topic],
     *,
     trends: Mapping[str, Trend] | None = None,
 ) -> Matches:
+    return _match_topics(papers, topics, trends, prefilter=True)
+
+
+def _match_topics_reference(
+    papers: Iterable[PaperData],
+    topics: Mapping[str, Topic],
+    *,
+    trends: Mapping[str, Trend] | None = None,
+) -> Matches:
+    """``match_topics`` searching every paper with every pattern: what the tests compare with."""
+    return _match_topics(papers, topics, trends, prefilter=False)
+
+
+def _match_topics(
+    papers: Iterable[PaperData],
+    topics: Mapping[str, Topic],
+    trends: Mapping[str, Trend] | None,
+    *,
+    prefilter: bool,
+) -> Matches:
     by_id = {p.id: p for p in papers}
     texts = {pid: _texts(p) for pid, p in by_id.items()}
-    fixed: dict[str, dict[str, Match]] = {}
+    fixed_terms: dict[str, tuple[Topic, _Terms, _Terms]] = {}
     personal: dict[str, Topic] = {}
+    keywords: dict[str, _Terms] = {}  # normalised -> the first spelling's pattern
     for name, topic in topics.items():
         if _is_personal(topic):
             personal[name] = topic
         else:
-            fixed[name] = _match_topic(topic, by_id, texts)
-    by_keyword: dict[str, dict[str, _Hit]] = {}
+            fixed_terms[name] = (topic, _Terms(topic.keywords), _Terms(topic.exclude))
     for topic in personal.values():
         for term in _distinct(topic.keywords):
             key = _norm(term)
-            if key not in by_keyword:
-                by_keyword[key] = _match_keyword(term, texts)
+            if key not in keywords:
+                keywords[key] = _Terms([term])
+    postings = None
+    if prefilter:
+        every = [
+            *keywords.values(),
+            *(t for _, inc, exc in fixed_terms.values() for t in (inc, exc)),
+        ]
+        postings = _Postings(texts, _wanted(every))
+    fixed = {
+        name: _match_topic(topic, include, exclude, by_id, texts, postings)
+        for name, (topic, include, exclude) in fixed_terms.items()
+    }
+    by_keyword = {key: _match_keyword(terms, texts, postings) for key, terms in keywords.items()}
     by_topic = _TopicMatches(fixed, personal, by_keyword)
     return Matches(papers=by_id, by_topic=by_topic, trends=dict(trends or {}))
 
 
-def _match_keyword(term: str, texts: Mapping[str, _Text]) -> dict[str, _Hit]:
-    terms = _Terms([term])
+def _match_keyword(
+    terms: _Terms, texts: Mapping[str, _Text], postings: _Postings | None
+) -> dict[str, _Hit]:
+    may = postings.candidates(terms) if postings else None
+    pids: Iterable[str] = texts if may is None else _in_order(texts, may)
     found: dict[str, _Hit] = {}
-    for pid, text in texts.items():
+    for pid in pids:
+        text = texts[pid]
         for fi, fname in enumerate(TEXT_FIELDS):
+            if may is not None and pid not in may[fi]:
+                continue
             m = terms.search(text.fields[fname], text.lowered[fname])
             if m:
                 found[pid] = (fi, m[0], m[1])
@@ -316,27 +414,49 @@ def _match_keyword(term: str, texts: Mapping[str, _Text]) -> dict[str, _Hit]:
     return found
 
 
+def _in_order(papers: Iterable[str], may: list[set[str]]) -> list[str]:
+    """The papers that may match in some field, in their order (the results' order)."""
+    anywhere = set().union(*may)
+    return [pid for pid in papers if pid in anywhere]
+
+
 def _match_topic(
-    topic: Topic, papers: Mapping[str, PaperData], texts: Mapping[str, _Text]
+    topic: Topic,
+    include: _Terms,
+    exclude: _Terms,
+    papers: Mapping[str, PaperData],
+    texts: Mapping[str, _Text],
+    postings: _Postings | None,
 ) -> dict[str, Match]:
-    include = _Terms(topic.keywords)
-    exclude = _Terms(topic.exclude)
     authors = compile_terms(topic.authors)
     orgs = compile_terms(topic.organizations)
     categories = {c.casefold() for c in topic.categories}
+    may_include = postings.candidates(include) if postings else None
+    may_exclude = postings.candidates(exclude) if postings else None
+    pids: Iterable[str] = papers
+    if may_include is not None and authors is None and orgs is None and not categories:
+        pids = _in_order(papers, may_include)  # only a keyword can make a match
+    canonical: dict[str, str] = {}  # text found -> keyword; the same few texts recur
     found: dict[str, Match] = {}
-    for pid, paper in papers.items():
+    for pid in pids:
+        paper = papers[pid]
         text = texts[pid]
         if exclude.pattern is not None and any(
-            exclude.search(text.fields[f], text.lowered[f]) for f in TEXT_FIELDS
+            exclude.search(text.fields[f], text.lowered[f])
+            for fi, f in enumerate(TEXT_FIELDS)
+            if may_exclude is None or pid in may_exclude[fi]
         ):
             continue
         candidates: list[Match] = []
         if include.pattern is not None:
-            for fname in TEXT_FIELDS:
+            for fi, fname in enumerate(TEXT_FIELDS):
+                if may_include is not None and pid not in may_include[fi]:
+                    continue
                 found_at = include.search(text.fields[fname], text.lowered[fname])
                 if found_at:
-                    keyword = _canonical(found_at[1], topic.keywords)
+                    keyword = canonical.get(found_at[1]) or canonical.setdefault(
+                        found_at[1], _canonical(found_at[1], topic.keywords)
+                    )
                     candidates.append(Match(topic.name, keyword, fname))
                     break
         if authors is not None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import string
+import sys
 
 import pytest
 
@@ -168,6 +171,74 @@ def test_identical_personal_lists_share_one_topic() -> None:
     ]
     subs.append(Subscriber(email="z@x.org", topics=("d",), keywords=("rwkv", "mamba")))
     assert len(selection.topics_for_run({"d": Topic("d", ("x",))}, subs)) == 2
+
+
+# -- the token prefilter: papers are searched only where a keyword's words are -------------
+
+
+@pytest.mark.parametrize(
+    ("keyword", "where", "text", "field"),
+    [
+        ("ok", "title", "o\u212a, with a KELVIN SIGN", "title"),  # re.IGNORECASE: K is k
+        ("sign", "abstract", "\u017fign, with a LONG S", "abstract"),
+        ("Istanbul", "title", "\u0130stanbul", "title"),  # 'İ'.lower() is two characters
+        ("is", "ai_keywords", "\u0131s", "ai_keywords"),  # joined with " · ": not ASCII
+        ("C++", "abstract", "written in C++.", "abstract"),
+        ("C++", "abstract", "written in C#", None),
+        ("++", "title", "a ++ b", "title"),  # no letters or digits: searched everywhere
+        (".NET", "title", "on .NET 8", "title"),
+        ("net", "title", "on .NET 8", "title"),
+        ("3D", "ai_keywords", "3D-aware generation", "ai_keywords"),
+        ("3D", "title", "23D", None),
+        ("x", "title", "x_y", "title"),  # an underscore separates words
+        ("x_y", "abstract", "X_Y", "abstract"),
+        ("flow matching", "abstract", "flow\nmatching", "abstract"),
+        ("flow matching", "abstract", "matching the flow", None),  # both words, not the phrase
+        ("diffusion", "title", "superdiffusion", None),
+        ("diffusion", "title", "diffusion\u00e9", None),  # glued to a non-ASCII letter
+        ("na\u00efve", "title", "NA\u00cfVE Bayes", "title"),  # a non-ASCII keyword
+    ],
+)
+def test_prefilter_finds_what_searching_every_paper_finds(
+    keyword: str, where: str, text: str, field: str | None
+) -> None:
+    texts: dict[str, str] = {"title": "Nothing", "abstract": "", where: text}
+    p = PaperData(
+        id="1",
+        title=texts["title"],
+        abstract=texts["abstract"],
+        ai_keywords=("other", text) if where == "ai_keywords" else (),
+        day=DAY,
+    )
+    ada = Subscriber(email="ada@x.org", topics=("t",), keywords=(keyword,))
+    topics = selection.topics_for_run({"t": Topic("t", (keyword,))}, [ada])
+    mine = selection.personal_topic_name(ada)
+    assert mine is not None
+    fast = selection.match_topics([p], topics)
+    reference = selection._match_topics_reference([p], topics)
+    for name in ("t", mine):
+        assert dict(fast.by_topic[name]) == dict(reference.by_topic[name])
+        found = {pid: x.field for pid, x in fast.by_topic[name].items()}
+        assert found == ({} if field is None else {"1": field})
+
+
+def test_prefilter_keeps_excludes_that_only_match_ignoring_case() -> None:
+    p = PaperData(id="1", title="Diffusion", abstract="o\u212a, with a KELVIN SIGN", day=DAY)
+    topics = {"t": Topic("t", ("diffusion",), exclude=("OK",))}
+    assert selection._match_topics_reference([p], topics).by_topic["t"] == {}
+    assert selection.match_topics([p], topics).by_topic["t"] == {}
+
+
+def test_fold_table_holds_every_non_ascii_character_ignorecase_pairs_with_ascii() -> None:
+    """Found by trying every code point, as this does; each a letter, so runs stay whole."""
+    every = "".join(chr(c) for c in range(0x80, sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    paired = {
+        c: a.lower()
+        for a in string.ascii_letters + string.digits
+        for c in re.findall("(?i)" + a, every)
+    }
+    assert paired == selection._IGNORECASE_ASCII
+    assert all(c.isalnum() for c in paired)
 
 
 # -- ranking ------------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_personal_topic_matches_like_one_pattern(
     }
 
 
-TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", "."]
+TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", ".", "-"]
 
 
 @settings(max_examples=500, deadline=None)
@@ -220,3 +220,77 @@ def test_fast_search_finds_what_the_pattern_finds(terms: list[str], pieces: list
     m = matcher.pattern.search(text)
     expected = (m.start(), m.group(0)) if m else None
     assert matcher.search(text, text.lower() if text.isascii() else None) == expected
+
+
+# -- the token prefilter finds what searching every paper finds -----------------------------
+
+# Text pieces glued together at random, so words run into each other and into punctuation;
+# some hold the non-ASCII letters re.IGNORECASE pairs with ASCII ones (KELVIN SIGN, LONG S,
+# dotted and dotless i).
+TEXT_PIECES = [
+    *("diffusion", "Diffusion-based", "superdiffusion", "DIFFUSIONS", "flow", "Matching"),
+    *("C++", "c", "C#", ".NET", "net", "3D", "23d", "x_y", "x", "y_", "ok", "o\u212a", "\u212a"),
+    *("\u017fign", "sign", "\u0130s", "\u0131s", "is", "na\u00efve", "\u00e9", "\u00c9t\u00e9"),
+    *(" ", "  ", "-", "--", "\n", " \u00b7 ", "_", "(", ")", ".", ",", "+", "9", "\u00a0"),
+]
+TERMS = [
+    *("diffusion", "Diffusion", "DIFFUSION based", "flow matching", "flow-matching"),
+    *("Flow\nMatching", "C++", "c", "++", ".NET", "net", "NET", "3D", "3d", "x_y", "x", "y"),
+    *("_", "ok", "OK", "sign", "SIGN", "is", "i", "s", "na\u00efve", "\u00e9t\u00e9", "\u212a"),
+    *("diffusion x", "x-y", "c ++", "(x)", "9", "-"),
+]
+text_st = st.lists(st.sampled_from(TEXT_PIECES), max_size=12).map("".join)
+terms_st = st.lists(st.sampled_from(TERMS), max_size=3).map(tuple)
+
+
+@st.composite
+def tricky_run(draw: st.DrawFn) -> tuple[list[PaperData], dict[str, Topic]]:
+    papers = [
+        PaperData(
+            id=f"p{i}",
+            title=draw(text_st),
+            abstract=draw(text_st),
+            ai_keywords=tuple(draw(st.lists(text_st, max_size=3))),
+            day=NOW.date(),
+            organization=draw(st.sampled_from(["", "Meta AI", "NET Labs"])),
+            categories=tuple(draw(st.lists(st.sampled_from(["cs.CL", "cs.CV"]), max_size=1))),
+        )
+        for i in range(draw(st.integers(0, 8)))
+    ]
+    topics = {
+        f"t{i}": Topic(
+            f"t{i}",
+            keywords=draw(terms_st),
+            exclude=draw(terms_st),
+            organizations=draw(st.sampled_from([(), ("meta",)])),
+            categories=draw(st.sampled_from([(), ("cs.cl",)])),
+        )
+        for i in range(draw(st.integers(0, 3)))
+    }
+    subs = [
+        Subscriber(email=f"s{i}@x.org", topics=(), keywords=draw(terms_st), exclude=draw(terms_st))
+        for i in range(draw(st.integers(0, 3)))
+    ]
+    return papers, selection.topics_for_run(topics, subs)
+
+
+@settings(max_examples=600, deadline=None)
+@given(tricky_run())
+def test_match_topics_equals_searching_every_paper(
+    case: tuple[list[PaperData], dict[str, Topic]],
+) -> None:
+    papers, topics = case
+    fast = selection.match_topics(papers, topics)
+    reference = selection._match_topics_reference(papers, topics)
+    assert list(fast.by_topic) == list(reference.by_topic) == list(topics)
+    for name in topics:
+        assert dict(fast.by_topic[name]) == dict(reference.by_topic[name]), name
+        assert list(fast.by_topic[name]) == list(reference.by_topic[name]), "another order"
+    assert isinstance(fast.by_topic, selection._TopicMatches)
+    assert isinstance(reference.by_topic, selection._TopicMatches)
+    for topic in topics.values():
+        if topic.name in fast.by_topic.personal:
+            for term in topic.keywords:
+                if term.strip():
+                    for p in papers:
+                        assert fast.by_topic.hit(term, p.id) == reference.by_topic.hit(term, p.id)
