@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -266,7 +267,14 @@ class Server(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8025
 
 
-Term = Annotated[str, Field(min_length=1)]
+def _check_term(value: str) -> str:
+    # A term of punctuation only ("-") matches between any two non-letters: everywhere.
+    if not any(c.isalnum() for c in value):
+        raise ValueError(f"{value!r} has no letter or digit to match")
+    return value
+
+
+Term = Annotated[str, Field(min_length=1), AfterValidator(_check_term)]
 
 
 class TopicSettings(_Model):

@@ -257,3 +257,12 @@ def test_a_missing_templates_dir_is_named(tmp_path: Path) -> None:
 def test_a_missing_ca_file_is_named(tmp_path: Path) -> None:
     text = "smtp:\n  ca_file: ca.pem\n" + VALID
     assert problems(tmp_path, text) == [f"2: smtp.ca_file: no such file '{tmp_path / 'ca.pem'}'"]
+
+
+def test_a_term_without_a_letter_or_digit_is_refused(tmp_path: Path) -> None:
+    text = VALID.replace("keywords: [diffusion]", 'keywords: [diffusion, "-"]')
+    text += "  - email: bob@example.org\n    topics: [diffusion]\n    exclude: ['...']\n"
+    assert problems(tmp_path, text) == [
+        "3: topics.diffusion.keywords[1]: '-' has no letter or digit to match",
+        "9: subscribers[1].exclude[0]: '...' has no letter or digit to match",
+    ]
