@@ -13,7 +13,7 @@ import pytest
 
 from newsletter import build, message
 from newsletter.errors import TemplateError
-from newsletter.models import Digest
+from newsletter.models import Digest, Pick
 from tests.digests import IDENTITY, fixture_digest, hostile_digest, load_digest
 
 NOW = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
@@ -59,12 +59,32 @@ def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPat
     assert papers[0].title.encode() not in payload
     assert len(payload) * 3 < len(pickle.dumps(items))
     monkeypatch.setattr(build, "_papers", tuple(papers))  # what a worker gets at start
-    assert pickle.loads(payload) == items
+    assert build._loads(payload) == items
     # A paper not in the table (an equal copy is another object) goes whole.
     copy = dataclasses.replace(papers[0])
-    assert pickle.loads(build._dumps(items, [copy], {id(copy): 0})) == items
+    assert build._loads(build._dumps(items, [copy], {id(copy): 0})) == items
     pooled = build.compose_all(SPEC, items, workers=2, chunk=3, papers=papers)
     assert [m.data for m in pooled] == [m.data for m in build.compose_all(SPEC, items)]
+
+
+def test_a_digest_goes_out_with_every_field() -> None:
+    """The lean form names the fields it carries: a new one must be added to it too."""
+    assert tuple(f.name for f in dataclasses.fields(Digest)) == build._DIGEST_FIELDS
+    assert dataclasses.fields(Pick)[0].name == "paper"  # sent as its number
+    items = [
+        dataclasses.replace(
+            d,
+            subscriber=dataclasses.replace(
+                d.subscriber, send_at=dt.time(7, 30), keywords=("k",), sections=True
+            ),
+            picks=tuple(
+                dataclasses.replace(p, section="S", rising=True, score=1.5) for p in d.picks
+            ),
+            skipped_ids=("x",),
+        )
+        for d in digests(4)
+    ]
+    assert build._loads(build._dumps(items, [], {})) == items
 
 
 def test_pool_reads_digests_lazily() -> None:
