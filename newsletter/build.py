@@ -17,7 +17,8 @@ Their log records are forwarded to the parent's handlers.
 Moving digests out and messages back costs the parent about as much CPU as selecting, so
 both go in cheap forms: the run's papers (``papers=``) are sent to each worker once at
 start and a digest goes out as tuples of plain values that refer to them by number; a
-message comes back as a tuple of plain values, not as dataclasses.
+message comes back as a tuple of plain values, not as dataclasses, and without its HTML
+and text (``bodies=False``) when the consumer only sends the bytes.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import operator
 import os
 import pickle
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from newsletter import message, render, unsubscribe
 from newsletter.models import Digest, Email, PaperData, Pick, Subscriber, digest_id
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 #: Below this many digests a pool costs more to start (about a second) than it saves.
 POOL_THRESHOLD = 2_000
 CHUNK = 32  # digests per task: enough to amortise a round trip; few, for memory
+
+_C = TypeVar("_C")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +104,64 @@ def compose_all(
     workers: int = 1,
     chunk: int = CHUNK,
     papers: Sequence[PaperData] = (),
+    bodies: bool = True,
+    composer: Composer | None = None,
 ) -> Iterator[message.Outgoing]:
     """Every digest composed, in order; lazily, holding at most ``2 * workers`` chunks.
 
     ``papers``: the run's papers, which the digests' picks (mostly) are; a pool's workers
     get them once, so a digest goes out with numbers instead of its papers. Any other paper
     object goes out whole, so this only changes what crosses to a worker, never the result.
+    ``bodies=False``: the messages' ``email.html`` and ``email.text`` are empty (``data``
+    holds both), for a consumer that only sends the bytes; they are not carried back from
+    a worker. ``composer``: the one to use in this process when ``workers <= 1``.
     """
     if workers <= 1:
-        composer = Composer(spec)
+        here = composer or Composer(spec)
         for digest in digests:
-            yield composer.compose(digest)
+            yield _bodies(here.compose(digest), bodies)
         return
+    numbers = {id(p): i for i, p in enumerate(papers)}
+    job = _Job(spec, tuple(papers), bodies)
+
+    def payloads(source: Iterator[Digest]) -> Iterator[tuple[bytes, None]]:
+        while batch := list(islice(source, chunk)):
+            yield _dumps(batch, papers, numbers), None
+
+    for wires, _ in _pooled(job, workers, _compose_chunk, payloads(iter(digests))):
+        for wire in wires:
+            if wire is None:  # a chunk of digests is composed in full
+                raise RuntimeError("compose worker returned no message")
+            yield _outgoing(wire)
+
+
+def _bodies(m: message.Outgoing, bodies: bool) -> message.Outgoing:
+    """``m``, or ``m`` without its email's bodies: the same with one process as with a pool."""
+    if bodies:
+        return m
+    return dataclasses.replace(m, email=dataclasses.replace(m.email, html="", text=""))
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every worker gets once, at start."""
+
+    spec: ComposeSpec
+    papers: tuple[PaperData, ...]  # digests refer to these by number
+    bodies: bool
+
+
+_Task = Callable[[bytes], "list[_Wire | None]"]
+
+
+def _pooled(
+    job: _Job, workers: int, task: _Task, payloads: Iterator[tuple[bytes, _C]]
+) -> Iterator[tuple[list[_Wire | None], _C]]:
+    """Each payload's result from a pool of ``workers`` started with ``job``, in order.
+
+    Reads ``payloads`` lazily, at most ``2 * workers`` ahead; each comes with what the
+    caller keeps to make sense of its result.
+    """
     context = multiprocessing.get_context("spawn")
     records: Any = context.Queue()
     listener = logging.handlers.QueueListener(records, _Forward(), respect_handler_level=False)
@@ -121,26 +170,30 @@ def compose_all(
         workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(spec, records, logging.getLogger().getEffectiveLevel(), tuple(papers)),
+        # Pickled once here, not once per worker.
+        initargs=(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL), records, _level()),
     )
-    numbers = {id(p): i for i, p in enumerate(papers)}
     try:
-        pending: deque[Future[list[_Wire]]] = deque()
-        source = iter(digests)
+        pending: deque[tuple[Future[list[_Wire | None]], _C]] = deque()
         while True:
             while len(pending) < 2 * workers:
-                batch = list(islice(source, chunk))
-                if not batch:
+                item = next(payloads, None)
+                if item is None:
                     break
-                pending.append(pool.submit(_compose_chunk, _dumps(batch, papers, numbers)))
+                payload, kept = item
+                pending.append((pool.submit(task, payload), kept))
             if not pending:
                 break
-            for wire in pending.popleft().result():
-                yield _outgoing(wire)
+            future, kept = pending.popleft()
+            yield future.result(), kept
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         listener.stop()
         records.close()
+
+
+def _level() -> int:
+    return logging.getLogger().getEffectiveLevel()
 
 
 class _Forward(logging.Handler):
@@ -198,7 +251,7 @@ _Wire = tuple[
 ]
 
 
-def _wire(m: message.Outgoing) -> _Wire:
+def _wire(m: message.Outgoing, bodies: bool) -> _Wire:
     e = m.email
     return (
         m.recipient,
@@ -208,8 +261,8 @@ def _wire(m: message.Outgoing) -> _Wire:
         e.to,
         e.to_name,
         e.subject,
-        e.html,
-        e.text,
+        e.html if bodies else "",  # most of what would cross back, and decoding it
+        e.text if bodies else "",
         e.paper_ids,
         e.dropped_ids,
     )
@@ -220,21 +273,26 @@ def _outgoing(w: _Wire) -> message.Outgoing:
 
 
 _composer: Composer | None = None
+_job: _Job | None = None
 _papers: tuple[PaperData, ...] = ()
 
 
-def _start_worker(
-    spec: ComposeSpec, records: Any, level: int, papers: tuple[PaperData, ...]
-) -> None:
-    global _composer, _papers
+def _start_worker(job: bytes, records: Any, level: int) -> None:
+    global _composer, _job, _papers
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level)
-    _composer = Composer(spec)
-    _papers = papers
+    _job = pickle.loads(job)
+    _composer = Composer(_job.spec)
+    _papers = _job.papers
 
 
-def _compose_chunk(payload: bytes) -> list[_Wire]:
-    if _composer is None:  # only _start_worker sets it; a pool without it is a bug
+def _worker() -> tuple[_Job, Composer]:
+    if _job is None or _composer is None:  # only _start_worker sets them; else a bug
         raise RuntimeError("compose worker was not initialised")
-    return [_wire(_composer.compose(d)) for d in _loads(payload)]
+    return _job, _composer
+
+
+def _compose_chunk(payload: bytes) -> list[_Wire | None]:
+    job, composer = _worker()
+    return [_wire(composer.compose(d), job.bodies) for d in _loads(payload)]

@@ -117,7 +117,9 @@ def run_once(
     try:
         if not sender.records_deliveries:
             digests = _select(config, group, store, now, day, subscribers, report)
-            messages = _compose_all(composer, digests, report, len(subscribers))
+            messages = _compose_all(
+                composer, digests, report, len(subscribers), bodies=sender.needs_bodies
+            )
             sender.send_all(messages, _Tally(report, progress))
             sender.close()
             return report
@@ -234,19 +236,25 @@ class _Composer:
         )
         self.composer = build.Composer(self.spec)  # reads the templates: fails early
 
-    def compose(self, digest: Digest) -> message.Outgoing:
-        return self.composer.compose(digest)
+    def compose_all(
+        self, digests: Iterable[Digest], count: int, *, bodies: bool
+    ) -> Iterator[message.Outgoing]:
+        """In order and lazily; on every core when there are ``count`` enough to pay off.
 
-    def compose_all(self, digests: Iterable[Digest], count: int) -> Iterator[message.Outgoing]:
-        """In order and lazily; on every core when there are ``count`` enough to pay off."""
-        workers = build.workers_for(count)
-        if workers <= 1:
-            return map(self.compose, digests)
-        return build.compose_all(self.spec, digests, workers=workers)
+        ``bodies=False``: the messages' ``email.html`` and ``email.text`` are "" (a sender
+        that does not read them: they are most of what would cross back from a worker).
+        """
+        return build.compose_all(
+            self.spec,
+            digests,
+            workers=build.workers_for(count),
+            bodies=bodies,
+            composer=self.composer,
+        )
 
 
 def _compose_all(
-    composer: _Composer, digests: Iterable[Digest], report: RunReport, count: int
+    composer: _Composer, digests: Iterable[Digest], report: RunReport, count: int, *, bodies: bool
 ) -> Iterator[message.Outgoing]:
     send_empty = composer.config.selection.send_empty
 
@@ -260,7 +268,7 @@ def _compose_all(
                 continue
             yield digest
 
-    return composer.compose_all(wanted(), count)
+    return composer.compose_all(wanted(), count, bodies=bodies)
 
 
 class _Tally:
@@ -396,7 +404,8 @@ def _send(
 
         events = _Ledger(store, run_id, clock, report, progress)
         try:
-            sender.send_all(composer.compose_all(frozen(), len(rows)), events)
+            messages = composer.compose_all(frozen(), len(rows), bodies=sender.needs_bodies)
+            sender.send_all(messages, events)
         except SendError as e:  # the server refuses us: the rest stays pending for a later run
             log.error("run.aborted error=%s", e)
             report.aborted = str(e)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import build, message
-from newsletter.errors import TemplateError
+from newsletter import build, message, send
+from newsletter.errors import SendError, TemplateError
 from newsletter.models import Digest, Pick
 from tests.digests import IDENTITY, fixture_digest, hostile_digest, load_digest
 
@@ -49,6 +49,29 @@ def test_pool_gives_the_same_messages_in_order() -> None:
     assert [m.recipient for m in pooled] == [f"reader{i}@example.org" for i in range(40)]
     assert [m.data for m in pooled] == [m.data for m in alone]
     assert [m.email for m in pooled] == [m.email for m in alone]
+    assert all(m.email.html and m.email.text for m in pooled)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_without_bodies_the_same_bytes_and_no_html_or_text(workers: int) -> None:
+    items = digests(12)
+    full = list(build.compose_all(SPEC, items))
+    bare = list(build.compose_all(SPEC, items, workers=workers, chunk=5, bodies=False))
+    assert [m.data for m in bare] == [m.data for m in full]
+    assert [m.message_id for m in bare] == [m.message_id for m in full]
+    # Everything a sender and the ledger read is there; the bodies are empty with one
+    # process as with a pool, so a consumer that needs them fails in small tests too.
+    assert [dataclasses.replace(m.email, html="", text="") for m in full] == [m.email for m in bare]
+    assert {(m.email.html, m.email.text) for m in bare} == {("", "")}
+
+
+def test_a_preview_refuses_a_message_without_bodies(tmp_path: Path) -> None:
+    (bare,) = build.compose_all(SPEC, digests(1), bodies=False)
+    preview = send.PreviewSender(tmp_path)
+    with pytest.raises(SendError, match="without its HTML body"):
+        preview.deliver(bare)
+    assert list(tmp_path.iterdir()) == []
+    assert send.PreviewSender.needs_bodies and not send.SmtpSender.needs_bodies
 
 
 def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +169,7 @@ def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.Mo
 
     def spy(*args: object, **kwargs: object) -> object:
         used.append(kwargs.get("workers", 1))  # type: ignore[arg-type]
+        assert kwargs.get("bodies") is False  # an SMTP sender sends the bytes only
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(build, "compose_all", spy)
