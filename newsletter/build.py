@@ -1,4 +1,4 @@
-"""Digest -> Outgoing in bulk: the render and message stages, on every core.
+"""Digest -> Outgoing in bulk: the select, render and message stages, on every core.
 
 ``Composer`` is the two pure stages for one installation (templates, identity, From, the
 unsubscribe key). ``compose_all(spec, digests, workers=n)`` streams digests through it:
@@ -10,15 +10,25 @@ flat however many subscribers there are and the messages come back in the digest
         worker: [message.build(render.render(digest, ...)) for digest in chunk]   (pure)
     yield each Outgoing in order
 
+``select_and_compose(spec, selecting, requests, workers=n)`` does the same from one step
+earlier, for a run whose digests need not be kept (a preview, a test send): the workers
+get the run's ``selection.Matches`` once at start and select too, so the parent only reads
+each subscriber's history and passes it on.
+
+    for chunk of requests (subscriber, since, sent_ids, skipped):
+        worker: [selection.select(matches, ...) -> composed, or None: nothing new]  (pure)
+    yield each Outgoing, or NothingNew, in order
+
 Workers are started with "spawn": a fresh interpreter with only this package imported, not
 a fork of a parent holding every subscriber and paper (smaller, and safe with threads).
 Their log records are forwarded to the parent's handlers.
 
-Moving digests out and messages back costs the parent about as much CPU as selecting, so
-both go in cheap forms: the run's papers (``papers=``) are sent to each worker once at
-start and a digest goes out as tuples of plain values that refer to them by number; a
-message comes back as a tuple of plain values, not as dataclasses, and without its HTML
-and text (``bodies=False``) when the consumer only sends the bytes.
+On a machine with as many cores as workers, each microsecond the parent spends per digest
+is one a worker lacks, so what crosses goes in cheap forms: the run's papers (``papers=``)
+or matches go to each worker once at start; a digest goes out as tuples of plain values
+that refer to the papers by number, a request as a few plain values; a message comes back
+as a tuple of plain values, not as dataclasses, and without its HTML and text
+(``bodies=False``) when the consumer only sends the bytes.
 """
 
 from __future__ import annotations
@@ -34,12 +44,12 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-from newsletter import message, render, unsubscribe
+from newsletter import message, render, selection, unsubscribe
 from newsletter.models import Digest, Email, PaperData, Pick, Subscriber, digest_id
 
 log = logging.getLogger(__name__)
@@ -122,7 +132,7 @@ def compose_all(
             yield _bodies(here.compose(digest), bodies)
         return
     numbers = {id(p): i for i, p in enumerate(papers)}
-    job = _Job(spec, tuple(papers), bodies)
+    job = _Job(spec, tuple(papers), None, bodies)
 
     def payloads(source: Iterator[Digest]) -> Iterator[tuple[bytes, None]]:
         while batch := list(islice(source, chunk)):
@@ -133,6 +143,102 @@ def compose_all(
             if wire is None:  # a chunk of digests is composed in full
                 raise RuntimeError("compose worker returned no message")
             yield _outgoing(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class Selecting:
+    """What ``selection.select`` needs once per run; a pool's workers get it once, at start."""
+
+    matches: selection.Matches
+    now: dt.datetime
+    day: dt.date
+    weights: selection.Weights = field(default_factory=selection.Weights)
+    trending_count: int = 3
+    send_empty: bool = False  # compose a digest without papers (else: ``NothingNew``)
+
+    def select(
+        self,
+        subscriber: Subscriber,
+        since: dt.date | None,
+        sent_ids: frozenset[str],
+        skipped: frozenset[str],
+    ) -> Digest:
+        return selection.select(
+            self.matches,
+            subscriber,
+            sent_ids,
+            self.now,
+            day=self.day,
+            since=since,
+            skipped=skipped,
+            weights=self.weights,
+            trending_count=self.trending_count,
+        )
+
+    def wanted(self, digest: Digest) -> bool:
+        return bool(digest.picks) or self.send_empty
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One subscriber's share of ``selection.select``'s arguments."""
+
+    subscriber: Subscriber
+    since: dt.date | None = None
+    sent_ids: frozenset[str] = frozenset()
+    skipped: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class NothingNew:
+    """A subscriber whose digest has no papers: nothing composed (``send_empty`` is off)."""
+
+    subscriber: Subscriber
+    day: dt.date
+
+
+def select_and_compose(
+    spec: ComposeSpec,
+    selecting: Selecting,
+    requests: Iterable[Request],
+    *,
+    workers: int = 1,
+    chunk: int = CHUNK,
+    bodies: bool = True,
+    composer: Composer | None = None,
+) -> Iterator[message.Outgoing | NothingNew]:
+    """Select and compose each subscriber's digest, in the requests' order, lazily.
+
+    The same as ``compose_all`` over ``selecting.select(...)`` of every request, with the
+    digests without papers reported as ``NothingNew`` instead (unless ``send_empty``), but
+    a pool's workers select too: they get ``selecting`` (the run's matches) once at start
+    and each request goes out as a few plain values, so this process does neither the
+    selection nor the pickling of digests.
+    """
+    if workers <= 1:
+        here = composer or Composer(spec)
+        for r in requests:
+            digest = selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
+            if selecting.wanted(digest):
+                yield _bodies(here.compose(digest), bodies)
+            else:
+                yield NothingNew(r.subscriber, selecting.day)
+        return
+    # Ships without the ranked lists cached so far: each worker ranks what its subscribers need.
+    job = _Job(spec, (), dataclasses.replace(selecting, matches=_bare(selecting.matches)), bodies)
+    known = frozenset(selecting.matches.papers)
+
+    def payloads(source: Iterator[Request]) -> Iterator[tuple[bytes, list[Subscriber]]]:
+        while batch := list(islice(source, chunk)):
+            yield _dump_requests(batch, known), [r.subscriber for r in batch]
+
+    for wires, subscribers in _pooled(job, workers, _select_chunk, payloads(iter(requests))):
+        for wire, subscriber in zip(wires, subscribers, strict=True):
+            yield NothingNew(subscriber, selecting.day) if wire is None else _outgoing(wire)
+
+
+def _bare(matches: selection.Matches) -> selection.Matches:
+    return dataclasses.replace(matches, cache={})
 
 
 def _bodies(m: message.Outgoing, bodies: bool) -> message.Outgoing:
@@ -148,6 +254,7 @@ class _Job:
 
     spec: ComposeSpec
     papers: tuple[PaperData, ...]  # digests refer to these by number
+    selecting: Selecting | None  # for select_and_compose
     bodies: bool
 
 
@@ -170,7 +277,7 @@ def _pooled(
         workers,
         mp_context=context,
         initializer=_start_worker,
-        # Pickled once here, not once per worker.
+        # Pickled once here, not once per worker: the matches can be a megabyte or two.
         initargs=(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL), records, _level()),
     )
     try:
@@ -244,6 +351,20 @@ def _loads(payload: bytes) -> list[Digest]:
     return [_digest(lean) for lean in pickle.loads(payload)]
 
 
+#: A Request as plain values: the Subscriber's fields, since, sent_ids, skipped.
+_LeanRequest = tuple[tuple[Any, ...], dt.date | None, frozenset[str], frozenset[str]]
+
+
+def _dump_requests(batch: list[Request], known: frozenset[str]) -> bytes:
+    # ``select`` only asks whether a paper of the run is in sent_ids or skipped: the rest
+    # of a long sent-history need not cross (& walks the smaller of the two sets).
+    lean: list[_LeanRequest] = [
+        (_subscriber_values(r.subscriber), r.since, r.sent_ids & known, r.skipped & known)
+        for r in batch
+    ]
+    return pickle.dumps(lean, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 #: An Outgoing as plain values, which pickle in a fraction of the time of the dataclasses:
 #: recipient, envelope_from, message_id, data, then the Email's fields in order.
 _Wire = tuple[
@@ -296,3 +417,19 @@ def _worker() -> tuple[_Job, Composer]:
 def _compose_chunk(payload: bytes) -> list[_Wire | None]:
     job, composer = _worker()
     return [_wire(composer.compose(d), job.bodies) for d in _loads(payload)]
+
+
+def _select_chunk(payload: bytes) -> list[_Wire | None]:
+    """Each request's message, or None for a digest with nothing new (not composed)."""
+    job, composer = _worker()
+    selecting = job.selecting
+    if selecting is None:
+        raise RuntimeError("select worker was started without the run's matches")
+    lean: list[_LeanRequest] = pickle.loads(payload)
+    out: list[_Wire | None] = []
+    for subscriber, since, sent_ids, skipped in lean:
+        digest = selecting.select(Subscriber(*subscriber), since, sent_ids, skipped)
+        out.append(
+            _wire(composer.compose(digest), job.bodies) if selecting.wanted(digest) else None
+        )
+    return out
