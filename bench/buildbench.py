@@ -129,6 +129,7 @@ def fast(w: workload.Workload, workers: int, outbox: Path | None) -> dict[str, A
         "match_seconds": matched - start,
         "digests_per_s": out.count / (end - start),
         "steady_digests_per_s": steady,
+        "first_message_seconds": first_at - matched,  # mostly starting the pool
         "nothing_new": nothing_new,
         "parent_cpu_us_per_digest": cpu * per_digest,
         "workers_cpu_us_per_digest": children * per_digest,

@@ -41,6 +41,7 @@ import multiprocessing
 import operator
 import os
 import pickle
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -270,6 +271,12 @@ def _pooled(
     caller keeps to make sense of its result.
     """
     context = multiprocessing.get_context("spawn")
+    # The job (the matches can be a megabyte or two) is pickled once, into a file of our
+    # own that each worker reads: as a start argument it would go down each new process's
+    # pipe, and the parent would wait for one to boot before starting the next.
+    fd, job_path = tempfile.mkstemp(prefix="newsletter-job-", suffix=".pickle")
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
     records: Any = context.Queue()
     listener = logging.handlers.QueueListener(records, _Forward(), respect_handler_level=False)
     listener.start()
@@ -277,8 +284,7 @@ def _pooled(
         workers,
         mp_context=context,
         initializer=_start_worker,
-        # Pickled once here, not once per worker: the matches can be a megabyte or two.
-        initargs=(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL), records, _level()),
+        initargs=(job_path, records, _level()),
     )
     try:
         pending: deque[tuple[Future[list[_Wire | None]], _C]] = deque()
@@ -297,6 +303,7 @@ def _pooled(
         pool.shutdown(wait=True, cancel_futures=True)
         listener.stop()
         records.close()
+        os.unlink(job_path)
 
 
 def _level() -> int:
@@ -398,12 +405,13 @@ _job: _Job | None = None
 _papers: tuple[PaperData, ...] = ()
 
 
-def _start_worker(job: bytes, records: Any, level: int) -> None:
+def _start_worker(job_path: str, records: Any, level: int) -> None:
     global _composer, _job, _papers
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level)
-    _job = pickle.loads(job)
+    with open(job_path, "rb") as f:
+        _job = pickle.load(f)
     _composer = Composer(_job.spec)
     _papers = _job.papers
 

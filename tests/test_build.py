@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import logging
 import pickle
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,12 +244,19 @@ def test_pool_reads_digests_lazily() -> None:
     assert consumed == 200
 
 
-def test_template_error_in_a_worker_reaches_the_caller(tmp_path: Path) -> None:
+def test_template_error_in_a_worker_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"  # where the pool leaves what its workers read at start
+    jobs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(jobs))
     (tmp_path / "_paper.html.j2").write_text("<tr><td>{{ paper.no_such_field }}</td></tr>\n")
     spec = dataclasses.replace(SPEC, templates_dir=tmp_path)
     with pytest.raises(TemplateError, match=r"_paper\.html\.j2:1: undefined") as info:
         list(build.compose_all(spec, digests(4), workers=2, chunk=1))
     assert info.value.line == 1
+    assert len(list(build.compose_all(SPEC, digests(3), workers=2, chunk=1))) == 3
+    assert list(jobs.iterdir()) == []  # removed, after a failure as after a success
 
 
 def test_worker_log_records_reach_the_parent(caplog: pytest.LogCaptureFixture) -> None:
