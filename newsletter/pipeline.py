@@ -243,17 +243,24 @@ class _Composer:
         self.composer = build.Composer(self.spec)  # reads the templates: fails early
 
     def compose_all(
-        self, digests: Iterable[Digest], count: int, *, bodies: bool
+        self,
+        digests: Iterable[Digest],
+        count: int,
+        *,
+        bodies: bool,
+        papers: Sequence[PaperData] = (),
     ) -> Iterator[message.Outgoing]:
         """In order and lazily; on every core when there are ``count`` enough to pay off.
 
         ``bodies=False``: the messages' ``email.html`` and ``email.text`` are "" (a sender
         that does not read them: they are most of what would cross back from a worker).
+        ``papers``: the digests' papers, which a pool's workers then get once.
         """
         return build.compose_all(
             self.spec,
             digests,
             workers=build.workers_for(count),
+            papers=papers,
             bodies=bodies,
             composer=self.composer,
         )
@@ -411,7 +418,8 @@ def _send(
 
         configured = {s.key for s in config.subscriber_models()}
         states = store.states()
-        papers: dict[str, PaperData] = {}  # shared by the run's digests
+        # Shared by the run's digests, read once; the workers get them once too.
+        papers = store.run_papers(run_id)
 
         def frozen() -> Iterator[Digest]:
             for row in rows:
@@ -426,7 +434,9 @@ def _send(
 
         events = _Ledger(store, run_id, clock, report, progress)
         try:
-            messages = composer.compose_all(frozen(), len(rows), bodies=sender.needs_bodies)
+            messages = composer.compose_all(
+                frozen(), len(rows), bodies=sender.needs_bodies, papers=list(papers.values())
+            )
             sender.send_all(messages, events)
         except SendError as e:  # the server refuses us: the rest stays pending for a later run
             log.error("run.aborted error=%s", e)

@@ -295,6 +295,8 @@ def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.Mo
     def spy(*args: object, **kwargs: object) -> object:
         used.append(kwargs.get("workers", 1))  # type: ignore[arg-type]
         assert kwargs.get("bodies") is False  # an SMTP sender sends the bytes only
+        papers = kwargs.get("papers")  # the run's, once to each worker
+        assert isinstance(papers, list) and papers and type(papers[0]) is PaperData
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(build, "compose_all", spy)
