@@ -259,9 +259,6 @@ class _Job:
     bodies: bool
 
 
-_Task = Callable[[bytes], "list[_Wire | None]"]
-
-
 def _pooled(
     job: _Job, workers: int, task: _Task, payloads: Iterator[tuple[bytes, _C]]
 ) -> Iterator[tuple[list[_Wire | None], _C]]:
@@ -270,13 +267,22 @@ def _pooled(
     Reads ``payloads`` lazily, at most ``2 * workers`` ahead; each comes with what the
     caller keeps to make sense of its result.
     """
-    context = multiprocessing.get_context("spawn")
     # The job (the matches can be a megabyte or two) is pickled once, into a file of our
     # own that each worker reads: as a start argument it would go down each new process's
     # pipe, and the parent would wait for one to boot before starting the next.
     fd, job_path = tempfile.mkstemp(prefix="newsletter-job-", suffix=".pickle")
-    with os.fdopen(fd, "wb") as f:
-        pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        yield from _run_pool(job_path, workers, task, payloads)
+    finally:
+        os.unlink(job_path)
+
+
+def _run_pool(
+    job_path: str, workers: int, task: _Task, payloads: Iterator[tuple[bytes, _C]]
+) -> Iterator[tuple[list[_Wire | None], _C]]:
+    context = multiprocessing.get_context("spawn")
     records: Any = context.Queue()
     listener = logging.handlers.QueueListener(records, _Forward(), respect_handler_level=False)
     listener.start()
@@ -303,7 +309,6 @@ def _pooled(
         pool.shutdown(wait=True, cancel_futures=True)
         listener.stop()
         records.close()
-        os.unlink(job_path)
 
 
 def _level() -> int:
@@ -377,6 +382,10 @@ def _dump_requests(batch: list[Request], known: frozenset[str]) -> bytes:
 _Wire = tuple[
     str, str, str, bytes, str, str | None, str, str, str, tuple[str, ...], tuple[str, ...]
 ]
+
+
+#: What a worker runs on a chunk: a message per item, or None for "nothing new".
+_Task = Callable[[bytes], list[_Wire | None]]
 
 
 def _wire(m: message.Outgoing, bodies: bool) -> _Wire:
