@@ -1,9 +1,12 @@
 """Build: complete MIME digests per second, the production path against a naive one.
 
-The production path is what ``pipeline.run_once`` runs: ``selection.match_topics`` once,
-``selection.select`` per subscriber (in this process, as the pipeline does), then
-``build.compose_all`` (render + message on a pool of processes). DKIM is off. Every message
+The production path is what ``pipeline.run_once`` runs for a preview: ``selection.match_topics``
+once, then ``build.select_and_compose`` (select + render + message on a pool of processes,
+which get the matches once), the messages without their HTML and text as an SMTP sender
+asks for them (a real send selects in this process first, for its ledger). DKIM is off. Every message
 is hashed (SHA-256 over all bytes, in order) and counted; ``--outbox DIR`` also writes them.
+CPU per digest after matching is reported for this process and its pool apart: on a machine
+with as many cores as workers, every microsecond the parent spends is one a worker lacks.
 
 The naive baseline renders the same templates with the same Jinja environment per message
 (cards and text blocks too, no caches), runs premailer once per message, and serialises an
@@ -20,6 +23,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,13 +101,25 @@ def fast(w: workload.Workload, workers: int, outbox: Path | None) -> dict[str, A
     matched = time.perf_counter()
     out = Output(outbox)
     first_at = 0.0
-    selected = digests(matches, w.subscriber_models())
-    for msg in build.compose_all(SPEC, selected, workers=workers, papers=w.papers):
+    # CPU seconds after matching: this process's, and its pool's (children, once joined).
+    cpu = time.process_time()
+    children = _children_cpu()
+    nothing_new = 0
+    selecting = build.Selecting(matches, workload.NOW, workload.DAY)
+    requests = (build.Request(sub, SINCE) for sub in w.subscriber_models())
+    # Only the bytes are hashed, as an SMTP sender only sends them: no bodies back.
+    for msg in build.select_and_compose(SPEC, selecting, requests, workers=workers, bodies=False):
+        if isinstance(msg, build.NothingNew):
+            nothing_new += 1
+            continue
         out.add(msg.data)
         if out.count == 1:
             first_at = time.perf_counter()
     end = time.perf_counter()
+    cpu = time.process_time() - cpu
+    children = _children_cpu() - children
     steady = (out.count - 1) / (end - first_at) if out.count > 1 else 0.0
+    per_digest = 1e6 / max(1, out.count)
     return {
         "subscribers": w.subscribers,
         "papers": len(w.papers),
@@ -113,8 +129,17 @@ def fast(w: workload.Workload, workers: int, outbox: Path | None) -> dict[str, A
         "match_seconds": matched - start,
         "digests_per_s": out.count / (end - start),
         "steady_digests_per_s": steady,
+        "first_message_seconds": first_at - matched,  # mostly starting the pool
+        "nothing_new": nothing_new,
+        "parent_cpu_us_per_digest": cpu * per_digest,
+        "workers_cpu_us_per_digest": children * per_digest,
         **out.summary(),
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- the naive baseline ------------------------------------------------------------------

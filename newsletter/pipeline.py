@@ -19,6 +19,13 @@ message goes out, so running it again the same day resumes it instead of buildin
 a preview, a dry run and a test send never write the ledger or the sent-history. I/O lives
 at the edges behind small protocols (``Source``, ``Store``, ``Sender``) so tests hand in
 fakes and production wires the real ones the same way.
+
+With enough subscribers the pure stages run on a pool of processes (``build``). A real send
+selects here (the ledger keeps each digest) and composes on the pool. A preview, a dry run
+or a test send keeps no digest, so its workers get the matches once and select too
+(``build.select_and_compose``): this process only reads each subscriber's history from the
+store and hands the messages on, without their HTML and text unless the sender reads them
+(``Sender.needs_bodies``).
 """
 
 from __future__ import annotations
@@ -116,9 +123,11 @@ def run_once(
     composer = _Composer(config, key, now)
     try:
         if not sender.records_deliveries:
-            digests = _select(config, group, store, now, day, subscribers, report)
-            messages = _compose_all(composer, digests, report, len(subscribers))
-            sender.send_all(messages, _Tally(report, progress))
+            selecting, requests = _match(config, group, store, now, day, subscribers, report)
+            built = composer.select_and_compose(
+                selecting, requests, len(subscribers), bodies=sender.needs_bodies
+            )
+            sender.send_all(_nothing_new_reported(built, report), _Tally(report, progress))
             sender.close()
             return report
         return _send(
@@ -146,7 +155,7 @@ class _FetchFailed(Exception):
     """No source answered: the run stops and nothing is sent."""
 
 
-def _select(
+def _match(
     config: Config,
     group: list[sources.Source],
     store: Store,
@@ -154,8 +163,12 @@ def _select(
     day: dt.date,
     subscribers: list[Subscriber],
     report: RunReport,
-) -> Iterator[Digest]:
-    """Fetch what the windows need and match once (eagerly), then yield one digest per subscriber."""
+) -> tuple[build.Selecting, Iterator[build.Request]]:
+    """Fetch what the windows need and match once (eagerly); then each subscriber's request.
+
+    The requests are read from the store lazily, one per subscriber: their sent-history
+    and skipped papers, which ``selecting.select`` takes with the run's matches.
+    """
     settings = config.selection
     since = {
         s.key: selection.window_start(s, day, store.last_digest_day(s.key), settings.max_age_days)
@@ -185,31 +198,26 @@ def _select(
         selection.topics_for_run(config.topic_models(), subscribers),
         trends=store.trends(p.id for p in candidates),
     )
-    return _digests(config, matches, store, now, day, subscribers, since)
+    selecting = build.Selecting(
+        matches,
+        now,
+        day,
+        weights=settings.weights_model(),
+        trending_count=settings.trending_count,
+        send_empty=settings.send_empty,
+    )
+    return selecting, _requests(store, subscribers, since)
 
 
-def _digests(
-    config: Config,
-    matches: selection.Matches,
-    store: Store,
-    now: dt.datetime,
-    day: dt.date,
-    subscribers: list[Subscriber],
-    since: dict[str, dt.date],
-) -> Iterator[Digest]:
-    settings = config.selection
-    weights = settings.weights_model()
+def _requests(
+    store: Store, subscribers: list[Subscriber], since: dict[str, dt.date]
+) -> Iterator[build.Request]:
     for subscriber in subscribers:
-        yield selection.select(
-            matches,
+        yield build.Request(
             subscriber,
+            since[subscriber.key],
             store.sent_ids(subscriber.key),
-            now,
-            day=day,
-            since=since[subscriber.key],
-            skipped=store.skipped_ids(subscriber.key),
-            weights=weights,
-            trending_count=settings.trending_count,
+            store.skipped_ids(subscriber.key),
         )
 
 
@@ -234,33 +242,58 @@ class _Composer:
         )
         self.composer = build.Composer(self.spec)  # reads the templates: fails early
 
-    def compose(self, digest: Digest) -> message.Outgoing:
-        return self.composer.compose(digest)
+    def compose_all(
+        self,
+        digests: Iterable[Digest],
+        count: int,
+        *,
+        bodies: bool,
+        papers: Sequence[PaperData] = (),
+    ) -> Iterator[message.Outgoing]:
+        """In order and lazily; on every core when there are ``count`` enough to pay off.
 
-    def compose_all(self, digests: Iterable[Digest], count: int) -> Iterator[message.Outgoing]:
-        """In order and lazily; on every core when there are ``count`` enough to pay off."""
-        workers = build.workers_for(count)
-        if workers <= 1:
-            return map(self.compose, digests)
-        return build.compose_all(self.spec, digests, workers=workers)
+        ``bodies=False``: the messages' ``email.html`` and ``email.text`` are "" (a sender
+        that does not read them: they are most of what would cross back from a worker).
+        ``papers``: the digests' papers, which a pool's workers then get once.
+        """
+        return build.compose_all(
+            self.spec,
+            digests,
+            workers=build.workers_for(count),
+            papers=papers,
+            bodies=bodies,
+            composer=self.composer,
+        )
+
+    def select_and_compose(
+        self,
+        selecting: build.Selecting,
+        requests: Iterable[build.Request],
+        count: int,
+        *,
+        bodies: bool,
+    ) -> Iterator[message.Outgoing | build.NothingNew]:
+        """``compose_all`` of each request's digest; a pool's workers select too."""
+        return build.select_and_compose(
+            self.spec,
+            selecting,
+            requests,
+            workers=build.workers_for(count),
+            bodies=bodies,
+            composer=self.composer,
+        )
 
 
-def _compose_all(
-    composer: _Composer, digests: Iterable[Digest], report: RunReport, count: int
+def _nothing_new_reported(
+    built: Iterable[message.Outgoing | build.NothingNew], report: RunReport
 ) -> Iterator[message.Outgoing]:
-    send_empty = composer.config.selection.send_empty
-
-    def wanted() -> Iterator[Digest]:
-        for digest in digests:
-            if not digest.picks and not send_empty:
-                log.info(
-                    "digest.nothing_new subscriber=%s day=%s", digest.subscriber.email, digest.day
-                )
-                report.nothing_new.append(digest.subscriber.email)
-                continue
-            yield digest
-
-    return composer.compose_all(wanted(), count)
+    """The messages; a subscriber with nothing new is logged and reported instead."""
+    for item in built:
+        if isinstance(item, build.NothingNew):
+            log.info("digest.nothing_new subscriber=%s day=%s", item.subscriber.email, item.day)
+            report.nothing_new.append(item.subscriber.email)
+            continue
+        yield item
 
 
 class _Tally:
@@ -365,8 +398,12 @@ def _send(
         present = store.run_recipients(run_id)
         missing = [s for s in subscribers if s.key not in present]
         if missing:  # a new run, or subscribers added since it started
-            # Selected in full before the ledger transaction: fetching does I/O of its own.
-            digests = list(_select(config, group, store, now, day, missing, report))
+            # Selected here, in full, before the ledger transaction (fetching does I/O of its
+            # own): the ledger keeps each digest, so a resumed run sends the same ones.
+            selecting, requests = _match(config, group, store, now, day, missing, report)
+            digests = [
+                selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests
+            ]
             added = store.freeze(run_id, digests, clock(), send_empty=config.selection.send_empty)
             log.info("run.frozen run=%d day=%s added=%d", run_id, day, added)
         by_key = {s.key: s for s in subscribers}
@@ -381,7 +418,8 @@ def _send(
 
         configured = {s.key for s in config.subscriber_models()}
         states = store.states()
-        papers: dict[str, PaperData] = {}  # shared by the run's digests
+        # Shared by the run's digests, read once; the workers get them once too.
+        papers = store.run_papers(run_id)
 
         def frozen() -> Iterator[Digest]:
             for row in rows:
@@ -396,7 +434,10 @@ def _send(
 
         events = _Ledger(store, run_id, clock, report, progress)
         try:
-            sender.send_all(composer.compose_all(frozen(), len(rows)), events)
+            messages = composer.compose_all(
+                frozen(), len(rows), bodies=sender.needs_bodies, papers=list(papers.values())
+            )
+            sender.send_all(messages, events)
         except SendError as e:  # the server refuses us: the rest stays pending for a later run
             log.error("run.aborted error=%s", e)
             report.aborted = str(e)

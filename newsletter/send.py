@@ -52,6 +52,9 @@ class Events(Protocol):
 class Sender(Protocol):
     #: Whether delivering means a subscriber received it (so it is recorded as sent).
     records_deliveries: bool
+    #: Whether it reads ``message.email.html`` / ``.text``; if not, they are not carried
+    #: back from the workers that compose (``build.compose_all(bodies=False)``) and are "".
+    needs_bodies: bool
 
     def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
         """Deliver every message, reporting each through ``events``; raise SendAborted to stop."""
@@ -76,6 +79,7 @@ class _Entry:
 
 class PreviewSender:
     records_deliveries = False
+    needs_bodies = True  # writes the HTML body as a page of its own
 
     def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
         for message in messages:
@@ -94,6 +98,8 @@ class PreviewSender:
             ) from e
 
     def deliver(self, message: Outgoing) -> None:
+        if not message.email.html:  # composed with bodies=False: never write an empty page
+            raise SendError(message.recipient, "the message came without its HTML body")
         stem = f"{len(self.entries) + 1:03d}-{_slug(message.recipient)}"
         try:
             (self.out_dir / f"{stem}.eml").write_bytes(message.data)
@@ -230,6 +236,8 @@ class SmtpSender:
     suppress the address; a 5.7.x reply or failed AUTH stops the run (SendAborted); a drop
     or timeout after the message body was written is ``unknown`` (the server may have it).
     """
+
+    needs_bodies = False  # sends ``message.data``; the ledger reads ``email.paper_ids``
 
     def __init__(
         self,

@@ -180,6 +180,7 @@ class Store(FetchLog, Protocol):
     def frozen_digest(
         self, row: LedgerRow, subscriber: Subscriber, cache: dict[str, PaperData] | None = None
     ) -> Digest: ...
+    def run_papers(self, run_id: int) -> dict[str, PaperData]: ...
     def delivered_since(self, since: dt.datetime) -> int: ...
     def mark_sending(
         self, run_id: int, subscriber: str, message_id: str, now: dt.datetime
@@ -674,6 +675,19 @@ class SqliteStore:
             picks,
             skipped_ids=tuple(frozen["skipped"]),
         )
+
+    def run_papers(self, run_id: int) -> dict[str, PaperData]:
+        """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache.
+
+        Known before the first digest is rebuilt, they can go to the workers that compose
+        once, and each digest refers to them by number (``build.compose_all(papers=)``).
+        """
+        rows = self.db.execute(
+            "SELECT DISTINCT json_extract(p.value, '$.id') "
+            "FROM ledger l, json_each(l.digest, '$.picks') p WHERE l.run_id = ?",
+            (run_id,),
+        )
+        return self.papers(pid for (pid,) in rows)
 
     def papers(self, ids: Iterable[str]) -> dict[str, PaperData]:
         wanted = list(dict.fromkeys(ids))

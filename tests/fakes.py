@@ -36,6 +36,7 @@ class OutboxSender:
     """Appends every message to a list, and counts as a real delivery."""
 
     records_deliveries = True
+    needs_bodies = True  # tests read the HTML
 
     def __init__(self) -> None:
         self.sent: list[Outgoing] = []

@@ -6,14 +6,17 @@ import dataclasses
 import datetime as dt
 import logging
 import pickle
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from newsletter import build, message
-from newsletter.errors import TemplateError
-from newsletter.models import Digest
+from newsletter import build, message, selection, send
+from newsletter.errors import SendError, TemplateError
+from newsletter.models import Digest, PaperData, Pick, Subscriber, Topic
+from newsletter.sources import huggingface
+from tests.conftest import fixture_path
 from tests.digests import IDENTITY, fixture_digest, hostile_digest, load_digest
 
 NOW = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
@@ -49,6 +52,29 @@ def test_pool_gives_the_same_messages_in_order() -> None:
     assert [m.recipient for m in pooled] == [f"reader{i}@example.org" for i in range(40)]
     assert [m.data for m in pooled] == [m.data for m in alone]
     assert [m.email for m in pooled] == [m.email for m in alone]
+    assert all(m.email.html and m.email.text for m in pooled)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_without_bodies_the_same_bytes_and_no_html_or_text(workers: int) -> None:
+    items = digests(12)
+    full = list(build.compose_all(SPEC, items))
+    bare = list(build.compose_all(SPEC, items, workers=workers, chunk=5, bodies=False))
+    assert [m.data for m in bare] == [m.data for m in full]
+    assert [m.message_id for m in bare] == [m.message_id for m in full]
+    # Everything a sender and the ledger read is there; the bodies are empty with one
+    # process as with a pool, so a consumer that needs them fails in small tests too.
+    assert [dataclasses.replace(m.email, html="", text="") for m in full] == [m.email for m in bare]
+    assert {(m.email.html, m.email.text) for m in bare} == {("", "")}
+
+
+def test_a_preview_refuses_a_message_without_bodies(tmp_path: Path) -> None:
+    (bare,) = build.compose_all(SPEC, digests(1), bodies=False)
+    preview = send.PreviewSender(tmp_path)
+    with pytest.raises(SendError, match="without its HTML body"):
+        preview.deliver(bare)
+    assert list(tmp_path.iterdir()) == []
+    assert send.PreviewSender.needs_bodies and not send.SmtpSender.needs_bodies
 
 
 def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,12 +85,147 @@ def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPat
     assert papers[0].title.encode() not in payload
     assert len(payload) * 3 < len(pickle.dumps(items))
     monkeypatch.setattr(build, "_papers", tuple(papers))  # what a worker gets at start
-    assert pickle.loads(payload) == items
+    assert build._loads(payload) == items
     # A paper not in the table (an equal copy is another object) goes whole.
     copy = dataclasses.replace(papers[0])
-    assert pickle.loads(build._dumps(items, [copy], {id(copy): 0})) == items
+    assert build._loads(build._dumps(items, [copy], {id(copy): 0})) == items
     pooled = build.compose_all(SPEC, items, workers=2, chunk=3, papers=papers)
     assert [m.data for m in pooled] == [m.data for m in build.compose_all(SPEC, items)]
+
+
+def test_a_digest_goes_out_with_every_field() -> None:
+    """The lean form names the fields it carries: a new one must be added to it too."""
+    assert tuple(f.name for f in dataclasses.fields(Digest)) == build._DIGEST_FIELDS
+    assert dataclasses.fields(Pick)[0].name == "paper"  # sent as its number
+    items = [
+        dataclasses.replace(
+            d,
+            subscriber=dataclasses.replace(
+                d.subscriber, send_at=dt.time(7, 30), keywords=("k",), sections=True
+            ),
+            picks=tuple(
+                dataclasses.replace(p, section="S", rising=True, score=1.5) for p in d.picks
+            ),
+            skipped_ids=("x",),
+        )
+        for d in digests(4)
+    ]
+    assert build._loads(build._dumps(items, [], {})) == items
+
+
+# -- selection in the workers -------------------------------------------------------------
+
+DAY = dt.date(2026, 5, 8)
+TOPICS = {
+    "models": Topic("models", keywords=("model", "models", "LLM")),
+    "vision": Topic("vision", keywords=("video", "image", "visual"), exclude=("benchmark",)),
+    "labs": Topic("labs", organizations=("Alibaba", "ByteDance", "NVIDIA")),
+    "nothing": Topic("nothing", keywords=("zzzyzx",)),
+}
+
+
+def run_papers() -> list[PaperData]:
+    """A day's list, and an older one whose papers only come back as "Rising"."""
+    out: list[PaperData] = []
+    for name in (
+        "hf_api_daily_papers_date_2026-05-08_37papers.json",
+        "hf_api_daily_papers_date_2025-10-15_26papers_reserialized.json",
+    ):
+        out += huggingface.parse(fixture_path(name).read_bytes(), name)
+    return out
+
+
+def subscriber(i: int) -> Subscriber:
+    email = f"reader{i}@example.org"
+    return [
+        Subscriber(email, ("models",)),
+        Subscriber(email, ("vision", "labs"), sections=True, max_papers=5),
+        Subscriber(email, ("nothing",)),  # nothing new
+        Subscriber(email, ("models",), keywords=("reasoning", "agent"), exclude=("video",)),
+        Subscriber(email, ("labs", "models"), min_upvotes=20, sections=True, max_papers=50),
+        Subscriber(email, ("nothing",), keywords=("diffusion", "Video"), name="Zoë"),
+    ][i % 6]
+
+
+def selecting_and_requests(
+    n: int, *, send_empty: bool = False
+) -> tuple[build.Selecting, list[build.Request]]:
+    papers = run_papers()
+    subs = [subscriber(i) for i in range(n)]
+    matches = selection.match_topics(papers, selection.topics_for_run(TOPICS, subs))
+    selecting = build.Selecting(
+        matches, dt.datetime(2026, 5, 9, 6, tzinfo=dt.UTC), DAY, send_empty=send_empty
+    )
+    today = [p.id for p in papers if p.day == DAY]
+    older = frozenset(p.id for p in papers if p.day < DAY)
+    requests = [
+        build.Request(
+            sub,
+            since=DAY - dt.timedelta(days=6),
+            # Some were sent already (and some ids are of papers not in this run at all).
+            sent_ids=frozenset([*today[:3], "2401.99999"]) if i % 3 == 0 else frozenset(),
+            skipped=older | {"2401.99998"} if i % 4 == 0 else frozenset(),
+        )
+        for i, sub in enumerate(subs)
+    ]
+    return selecting, requests
+
+
+def in_parent(
+    selecting: build.Selecting, requests: list[build.Request]
+) -> list[message.Outgoing | build.NothingNew]:
+    """Select here, then compose: what the pool must give."""
+    composer = build.Composer(SPEC)
+    out: list[message.Outgoing | build.NothingNew] = []
+    for r in requests:
+        digest = selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
+        wanted = digest.picks or selecting.send_empty
+        out.append(composer.compose(digest) if wanted else build.NothingNew(r.subscriber, DAY))
+    return out
+
+
+def test_selection_in_workers_gives_the_same_messages() -> None:
+    selecting, requests = selecting_and_requests(30)
+    digests = [selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests]
+    # The cases that matter are there: nothing new, rising, sections, personal keywords.
+    picks = [p for d in digests for p in d.picks]
+    assert sum(not d.picks for d in digests) == 5
+    assert any(p.rising for p in picks) and any(p.section for p in picks)
+    assert any(p.topic == selection.PERSONAL_SECTION for p in picks)
+    assert any(d.skipped_ids for d in digests)
+    expected = in_parent(selecting, requests)
+
+    alone = list(build.select_and_compose(SPEC, selecting, requests))
+    pooled = list(build.select_and_compose(SPEC, selecting, requests, workers=2, chunk=4))
+    assert alone == expected
+    assert pooled == expected
+    bare = list(
+        build.select_and_compose(SPEC, selecting, requests, workers=2, chunk=7, bodies=False)
+    )
+    assert [getattr(m, "data", m) for m in bare] == [getattr(m, "data", m) for m in expected]
+
+
+def test_send_empty_composes_the_digests_without_papers() -> None:
+    selecting, requests = selecting_and_requests(6, send_empty=True)
+    pooled = list(build.select_and_compose(SPEC, selecting, requests, workers=2, chunk=2))
+    assert not any(isinstance(m, build.NothingNew) for m in pooled)
+    assert pooled == in_parent(selecting, requests)
+
+
+def test_matches_cross_to_a_worker_whole() -> None:
+    """What a worker gets at start selects what the parent would (a guard on Matches)."""
+    selecting, requests = selecting_and_requests(12)
+    warm = [selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests]
+    assert selecting.matches.cache  # ranked lists built by those selections
+    shipped = pickle.loads(pickle.dumps(build._bare(selecting.matches)))
+    assert not shipped.cache
+    copy = dataclasses.replace(selecting, matches=shipped)
+    lean = pickle.loads(build._dump_requests(requests, frozenset(shipped.papers)))
+    # Only the run's papers of a sent-history or the skipped cross.
+    assert "2401.99999" not in lean[0][2] and len(lean[0][2]) == 3
+    assert "2401.99998" not in lean[0][3] and lean[0][3]
+    got = [copy.select(Subscriber(*v), since, sent, skipped) for v, since, sent, skipped in lean]
+    assert got == warm
 
 
 def test_pool_reads_digests_lazily() -> None:
@@ -83,12 +244,19 @@ def test_pool_reads_digests_lazily() -> None:
     assert consumed == 200
 
 
-def test_template_error_in_a_worker_reaches_the_caller(tmp_path: Path) -> None:
+def test_template_error_in_a_worker_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"  # where the pool leaves what its workers read at start
+    jobs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(jobs))
     (tmp_path / "_paper.html.j2").write_text("<tr><td>{{ paper.no_such_field }}</td></tr>\n")
     spec = dataclasses.replace(SPEC, templates_dir=tmp_path)
     with pytest.raises(TemplateError, match=r"_paper\.html\.j2:1: undefined") as info:
         list(build.compose_all(spec, digests(4), workers=2, chunk=1))
     assert info.value.line == 1
+    assert len(list(build.compose_all(SPEC, digests(3), workers=2, chunk=1))) == 3
+    assert list(jobs.iterdir()) == []  # removed, after a failure as after a success
 
 
 def test_worker_log_records_reach_the_parent(caplog: pytest.LogCaptureFixture) -> None:
@@ -126,6 +294,9 @@ def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.Mo
 
     def spy(*args: object, **kwargs: object) -> object:
         used.append(kwargs.get("workers", 1))  # type: ignore[arg-type]
+        assert kwargs.get("bodies") is False  # an SMTP sender sends the bytes only
+        papers = kwargs.get("papers")  # the run's, once to each worker
+        assert isinstance(papers, list) and papers and type(papers[0]) is PaperData
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(build, "compose_all", spy)

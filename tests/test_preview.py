@@ -9,9 +9,12 @@ import re
 import sqlite3
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
+from newsletter import build
 from newsletter.cli import cli
 from newsletter.sources import HuggingFaceApi
 from newsletter.sources.http import HttpClient
@@ -87,6 +90,30 @@ def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) ->
     assert db.execute("SELECT COUNT(*) FROM papers").fetchone() == (37,)
     assert db.execute("SELECT COUNT(*) FROM snapshots").fetchone() == (37,)
     assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (0,)
+
+
+def test_preview_on_a_pool_writes_the_html_bodies(
+    tmp_path: Path, hf_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Selected on the pool too; carl's nothing new still reported, the pages written."""
+    monkeypatch.setattr(build, "workers_for", lambda count: 2)  # a pool, even for 3
+    used: list[object] = []
+    real = build.select_and_compose
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        used.append((kwargs["workers"], kwargs["bodies"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "select_and_compose", spy)
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+    assert code == 0, output
+    assert used == [(2, True)]
+    assert "2 digests written, 1 subscriber with nothing new" in output
+    for stem in ("001-ada@example.org", "002-bob@example.org"):
+        page = (out / f"{stem}.html").read_text(encoding="utf-8")
+        sent = body(read_eml(out / f"{stem}.eml"), "html")
+        assert "<html" in page and page.splitlines() == sent.splitlines()
 
 
 def test_preview_twice_gives_the_same_digests(tmp_path: Path, hf_server: FixtureServer) -> None:

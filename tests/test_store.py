@@ -145,3 +145,21 @@ def test_frozen_digests_share_papers_read_once_per_run(tmp_path: Path) -> None:
         assert set(cache) == {"a", "b"}
         alone = store.frozen_digest(rows[0], digests[0].subscriber)  # no cache: read again
         assert alone.picks[0].paper == first.picks[0].paper
+
+
+def test_a_runs_papers_are_those_of_its_frozen_digests(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 3), paper("b", 4), paper("c", 5), paper("d", 6)], NOW)
+        run_id = store.open_run(DAY, NOW)
+        digests = [
+            digest_for("ada@example.org", DAY, ["a", "b"]),
+            digest_for("bob@example.org", DAY, ["b", "c"]),
+        ]
+        store.freeze(run_id, digests, NOW)
+        papers = store.run_papers(run_id)
+        assert sorted(papers) == ["a", "b", "c"]
+        assert store.run_papers(run_id + 1) == {}
+        # As the cache of frozen_digest: the digests use these very objects.
+        rebuilt = store.frozen_digest(store.pending(run_id)[1], digests[1].subscriber, papers)
+        assert [p.paper for p in rebuilt.picks] == [papers["b"], papers["c"]]
+        assert all(p.paper is papers[p.paper.id] for p in rebuilt.picks)
