@@ -175,7 +175,7 @@ def build(
             _constant_header("From", sender.from_header),
             to,
             _header("Subject", one_line(email.subject)),
-            _header("Date", format_datetime(now.astimezone(dt.UTC))),
+            _date_header(now),
             _header("Message-ID", mid),
             _constant_header("List-Id", f"{_list_phrase(sender)} <{sender.list_id}>"),
             _verbatim("List-Unsubscribe", f"<{header_url(unsubscribe_url)}>, <{mailto}>"),
@@ -223,6 +223,11 @@ def _header(name: str, value: str) -> bytes:
     if len(line) <= _MAX_LINE + 2 and _PLAIN_VALUE.fullmatch(value):
         return line.encode("ascii")
     return _POLICY.fold_binary(*_POLICY.header_store_parse(name, value))
+
+
+@functools.lru_cache(maxsize=16)  # one ``now`` per run
+def _date_header(now: dt.datetime) -> bytes:
+    return _header("Date", format_datetime(now.astimezone(dt.UTC)))
 
 
 @functools.lru_cache(maxsize=64)

@@ -317,6 +317,7 @@ class _Slots:
 
     def __init__(self, env: Environment) -> None:
         self.token = env.token
+        self.value_tokens = env.tokens["x"]
         self.values: list[str] = []
         self.cards: list[_Card] = []
 
@@ -324,21 +325,29 @@ class _Slots:
         if isinstance(value, _Card):
             self.cards.append(value)
             return self.token(len(self.cards) - 1, "c")
-        self.values.append(value)
-        return self.token(len(self.values) - 1, "x")
+        return self.value(value)
+
+    def value(self, value: str) -> str:
+        values = self.values
+        values.append(value)
+        i = len(values) - 1
+        # Called for every printed value: the made token without a call, when there is one.
+        return self.value_tokens[i] if i < len(self.value_tokens) else self.token(i, "x")
 
 
 @jinja2.pass_environment
 def _finalize(env: jinja2.Environment, value: object) -> object:
-    slots = env.active_slots if isinstance(env, Environment) else None
+    slots: _Slots | None = getattr(env, "active_slots", None)
     if slots is None:
         return value  # a plain render (the text part)
+    if type(value) is str:  # the usual case
+        return slots.value(value)
     if isinstance(value, _Card):
         return slots.add(value)
     if hasattr(value, "__html__"):
         return value  # HTML from a macro or |safe: inline it with the template
     # str() here, not later, so an undefined value fails with its template and line.
-    return slots.add(str(value))
+    return slots.value(str(value))
 
 
 def render(
@@ -427,8 +436,8 @@ def _compose(
     limit: int,
 ) -> tuple[Email, int, Parts]:
     """The email, how many of its papers kept their summary, and the pieces of its HTML."""
-    subject_line = subject(identity, digest)
     base = base_context(digest, identity, recipient_name, unsubscribe_url)
+    subject_line: str = base["subject"]
     n = len(digest.picks)
 
     def attempt(step: int) -> tuple[dict[str, Any], str, int, int, list[str], int]:
@@ -436,7 +445,7 @@ def _compose(
         the summaries, the lowest-ranked paper (one paper always stays)."""
         summaries = max(n - step, 0)
         kept = max(n - max(step - n, 0), min(n, 1))
-        shown = dataclasses.replace(digest, picks=digest.picks[:kept])
+        shown = digest if kept == n else dataclasses.replace(digest, picks=digest.picks[:kept])
         context = base | {"digest": shown, "picks": shown.picks, "more": n - kept}
         parts = _render_html(env, context, with_summary={id(p) for p in digest.picks[:summaries]})
         size = _parts_size(env, parts)
