@@ -43,6 +43,7 @@ import jinja2.nodes
 import premailer
 from markupsafe import escape
 
+from newsletter import per_recipient
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, PaperData, Pick, Subscriber
 
@@ -95,6 +96,10 @@ class Environment(jinja2.Environment):
         self.piece_layouts: OrderedDict[tuple[str, ...], _Layout] = OrderedDict()
         self.active_slots: _Slots | None = None  # set while a skeleton renders
         self.piece_sizes: dict[str, int] = {}  # UTF-8 sizes of non-ASCII pieces
+        # Digests rendered once for every recipient who gets the same papers.
+        self.splits: dict[str, _Once | None] = {}
+        self.once: OrderedDict[tuple[object, ...], _Rendered] = OrderedDict()
+        self.once_renders = 0  # for tests and benchmarks
         self.partials: OrderedDict[tuple[object, ...], tuple[PaperData, str]] = OrderedDict()
         self.partial_renders = 0  # paper cards and text blocks rendered, for tests and benchmarks
         self._partial_reads: dict[str, _Reads | None] = {}
@@ -447,7 +452,10 @@ def _compose(
         kept = max(n - max(step - n, 0), min(n, 1))
         shown = digest if kept == n else dataclasses.replace(digest, picks=digest.picks[:kept])
         context = base | {"digest": shown, "picks": shown.picks, "more": n - kept}
-        parts = _render_html(env, context, with_summary={id(p) for p in digest.picks[:summaries]})
+        parts = _once(env, HTML_TEMPLATE, context, summaries)
+        if parts is None:
+            with_summary = {id(p) for p in digest.picks[:summaries]}
+            parts = _render_html(env, context, with_summary=with_summary)
         size = _parts_size(env, parts)
         return context, "".join(parts), min(summaries, kept), kept, parts, size
 
@@ -466,7 +474,9 @@ def _compose(
                 low = mid + 1
     context, html, summaries, kept, parts, size = result
     picks = digest.picks[:kept]
-    text_parts = _render_text(env, context)
+    text_parts = _once(env, TEXT_TEMPLATE, context, 0)
+    if text_parts is None:
+        text_parts = _render_text(env, context)
     text = "".join(text_parts)
     for name, body, url in (
         (HTML_TEMPLATE, html, str(escape(unsubscribe_url))),
@@ -516,14 +526,138 @@ def _parts_size(env: Environment, parts: list[str]) -> int:
     return total
 
 
-def _render_html(env: Environment, context: dict[str, Any], *, with_summary: set[int]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class _Once:
+    """A digest template split at its recipient outputs (``per_recipient.split``)."""
+
+    split: per_recipient.Split
+    key_names: tuple[str, ...]  # what the rest reads, its cards and text blocks included
+    markers: tuple[str, ...]  # what slot i prints in the rendered-once pieces
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    picks: tuple[Pick, ...]  # checked on a hit: the key holds the papers by id
+    pieces: list[str]
+    positions: list[tuple[int, int]]  # (piece, output) to fill in per recipient
+
+
+_ONCE_SIZE = 4096
+#: Given by the renderer, not read from the context: what they print is keyed apart.
+_RENDERER_NAMES = frozenset({"card", "paper_text"})
+
+
+def _once_for(env: Environment, name: str) -> _Once | None:
+    if name in env.splits:
+        return env.splits[name]
+    env.splits[name] = None
+    found = per_recipient.split(env, name)
+    if found is None:
+        return None
+    names = set(found.reads) - _RENDERER_NAMES
+    for partial in (CARD_TEMPLATE, TEXT_CARD_TEMPLATE):
+        if partial in _RENDERER_NAMES_USED.get(name, ()):
+            reads = env.partial_reads(partial)
+            if reads is None or set(reads.names) & per_recipient.RECIPIENT:
+                return None  # a card or text block that prints the recipient
+            names |= set(reads.names)
+    markers = tuple(f"{env.slot_prefix}{i}q" for i in range(found.count))
+    env.splits[name] = _Once(found, tuple(sorted(names)), markers)
+    return env.splits[name]
+
+
+#: Which partials each digest template's renderer functions render.
+_RENDERER_NAMES_USED = {HTML_TEMPLATE: (CARD_TEMPLATE,), TEXT_TEMPLATE: (TEXT_CARD_TEMPLATE,)}
+
+
+def _key_value(value: object) -> object:
+    """A context value for the memo key; picks by their papers' ids (hashing a whole
+    PaperData per pick costs more than the rest), checked in full on a hit."""
+    if type(value) is tuple and value and type(value[0]) is Pick:
+        return tuple(
+            (id(p.paper), p.topic, p.keyword, p.field, p.reason, p.score, p.section, p.rising)
+            for p in value
+        )
+    return value
+
+
+def _once(env: Environment, name: str, context: dict[str, Any], summaries: int) -> list[str] | None:
+    """The template's pieces for this recipient, rendered once for everyone with the same
+    digest; None when the template cannot be split or a value needs the full render."""
+    once = _once_for(env, name)
+    if once is None:
+        return None
+    split = once.split
+    picks: tuple[Pick, ...] = context.get("picks", ())
+    try:
+        key = (
+            name,
+            summaries,
+            *[_key_value(context.get(n)) for n in once.key_names],
+            *[bool(context.get(t)) for t in split.tested],
+        )
+        rendered = env.once.get(key)
+    except TypeError:  # an unhashable value in the context
+        return None
+    try:
+        if rendered is None or rendered.picks != picks:
+            rendered = _render_once(env, name, once, context, summaries)
+            env.once[key] = rendered
+            if len(env.once) > _ONCE_SIZE:
+                env.once.popitem(last=False)
+        else:
+            env.once.move_to_end(key)
+        values = per_recipient.evaluate(split, context)
+    except Exception:  # any problem: the full render reports it, with file and line
+        return None
+    out = rendered.pieces.copy()
+    html = name == HTML_TEMPLATE
+    for position, i in rendered.positions:
+        value = values[i]
+        if type(value) is not str:
+            if html and hasattr(value, "__html__"):
+                return None  # safe HTML is inlined with the layout: the full render does that
+            try:
+                value = str(value)
+            except Exception:
+                return None
+        out[position] = _escaped(value) if html else value
+    return out
+
+
+def _render_once(
+    env: Environment, name: str, once: _Once, context: dict[str, Any], summaries: int
+) -> _Rendered:
+    markers = once.markers
+    shared = {k: v for k, v in context.items() if k not in per_recipient.RECIPIENT}
+    shared |= per_recipient.flags(once.split, context)
+    shared[per_recipient.SLOT] = markers.__getitem__
+    env.once_renders += 1
+    if name == HTML_TEMPLATE:
+        picks: tuple[Pick, ...] = context["picks"]
+        with_summary = {id(p) for p in picks[:summaries]}
+        pieces = _render_html(env, shared, with_summary=with_summary, template=once.split.template)
+    else:
+        pieces = _render_text(env, shared, template=once.split.template)
+    index = {m: i for i, m in enumerate(markers)}
+    positions = [(k, index[p]) for k, p in enumerate(pieces) if p in index]
+    return _Rendered(context.get("picks", ()), pieces, positions)
+
+
+def _render_html(
+    env: Environment,
+    context: dict[str, Any],
+    *,
+    with_summary: set[int],
+    template: jinja2.Template | None = None,
+) -> list[str]:
     """The HTML's pieces; ``with_summary``: the ``id()`` of each pick that keeps its summary."""
 
     def card(pick: Pick) -> _Card:
         return _Card(pick, id(pick) in with_summary)
 
     slots = _Slots(env)
-    pieces = _render_skeleton(env, HTML_TEMPLATE, context | {"card": card}, slots)
+    pieces = _render_skeleton(env, HTML_TEMPLATE, context | {"card": card}, slots, template)
     found = _piece_layout(env, pieces, len(slots.cards))
     if found is None:  # a card printed inside other HTML (a macro): the string way
         runs, layout = _string_layout(env, "".join(pieces), slots)
@@ -555,12 +689,16 @@ _Run = list[int | str]
 
 
 def _render_skeleton(
-    env: Environment, name: str, context: dict[str, Any], slots: _Slots
+    env: Environment,
+    name: str,
+    context: dict[str, Any],
+    slots: _Slots,
+    template: jinja2.Template | None = None,
 ) -> list[str]:
     """The template's pieces with every printed value (and card) replaced by a token."""
     outer, env.active_slots = env.active_slots, slots
     try:
-        return _render_pieces(env, name, context)
+        return _render_pieces(env, name, context, template)
     finally:
         env.active_slots = outer
 
@@ -713,7 +851,9 @@ def _cached_card(env: Environment, css: str, context: dict[str, Any], slot: _Car
     )
 
 
-def _render_text(env: Environment, context: dict[str, Any]) -> list[str]:
+def _render_text(
+    env: Environment, context: dict[str, Any], template: jinja2.Template | None = None
+) -> list[str]:
     """The text part; each paper's block comes from ``paper_text(pick, index)``, cached."""
 
     def paper_text(pick: Pick, index: int) -> str:
@@ -722,7 +862,7 @@ def _render_text(env: Environment, context: dict[str, Any]) -> list[str]:
 
         return _cached_partial(env, TEXT_CARD_TEMPLATE, context, pick, (index,), render_it)
 
-    return _render_pieces(env, TEXT_TEMPLATE, context | {"paper_text": paper_text})
+    return _render_pieces(env, TEXT_TEMPLATE, context | {"paper_text": paper_text}, template)
 
 
 def _render_card(env: Environment, css: str, context: dict[str, Any], slot: _Card) -> str:
@@ -775,10 +915,19 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     return "".join(_render_pieces(env, name, context))
 
 
-def _render_pieces(env: jinja2.Environment, name: str, context: dict[str, Any]) -> list[str]:
-    """What ``Template.render`` joins: each printed value is a piece of its own."""
+def _render_pieces(
+    env: jinja2.Environment,
+    name: str,
+    context: dict[str, Any],
+    template: jinja2.Template | None = None,
+) -> list[str]:
+    """What ``Template.render`` joins: each printed value is a piece of its own.
+
+    ``template``: this one instead of the named one (a split of it, ``per_recipient``).
+    """
     try:
-        template = env.get_template(name)
+        if template is None:
+            template = env.get_template(name)
         try:
             return list(template.root_render_func(template.new_context(context)))
         except Exception:

@@ -1,0 +1,152 @@
+"""Which outputs of a template depend on the recipient, so the rest is rendered once.
+
+Many subscribers get the same papers (the same topics, the same top papers of the day):
+their emails differ only where a template prints the recipient. ``split(env, name)``
+reads the template's syntax tree and, when the recipient appears only in
+
+    {{ expression }}              any expression of the recipient and of context names
+                                  (not of names the template sets itself, like a loop's)
+    {% if recipient_name %}       a recipient name tested for truth, or ``not`` it
+
+returns the template with each such ``{{ expression }}`` replaced by a slot
+(``__nl_slot(i)``) and each test by a flag, plus a small template that evaluates the
+original expressions for a given recipient. ``render.py`` renders the
+template with slots once per distinct digest and evaluates only the slots per
+recipient: the same output, without running the template again. Anything else (the
+recipient in a ``{% set %}``, a loop, a macro, an include) returns None, and the
+template is rendered for every recipient as before.
+
+    template  = split.template.render(context without the recipient, flags)   (once)
+    values    = split.outputs evaluated in the recipient's whole context         (each)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import jinja2.meta
+from jinja2 import nodes
+
+#: What differs between two recipients of the same papers (``digest`` holds the subscriber).
+RECIPIENT = frozenset({"recipient_name", "recipient_email", "unsubscribe_url", "topics", "digest"})
+
+SLOT = "__nl_slot"
+CAPTURE = "__nl_capture"
+FLAG = "__nl_has_"
+
+#: Statements a template may use to be split; any other (include, import, macro, call,
+#: filter and autoescape blocks, extends) could reach the recipient another way.
+_ALLOWED = (nodes.Output, nodes.If, nodes.For, nodes.Assign)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A template rendered once per digest, and what to evaluate per recipient."""
+
+    template: jinja2.Template  # the recipient's outputs are ``__nl_slot(i)`` calls
+    outputs: jinja2.Template  # calls ``__nl_capture(i, expression)`` for every output i
+    count: int  # how many outputs
+    tested: tuple[str, ...]  # recipient names tested for truth: ``__nl_has_<name>``
+    reads: tuple[str, ...]  # the other context names the template reads: the memo key
+
+
+def split(env: jinja2.Environment, name: str) -> Split | None:
+    """The template split at its recipient outputs; None when it cannot be (see above)."""
+    if env.loader is None:
+        return None
+    try:
+        source, filename, _ = env.loader.get_source(env, name)
+        tree = env.parse(source, name, filename)
+    except jinja2.TemplateError:
+        return None  # rendering reports it, with file and line
+    for node in tree.find_all(nodes.Stmt):
+        if not isinstance(node, _ALLOWED):
+            return None
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    assigned.add("loop")
+    if assigned & RECIPIENT:
+        return None
+    outputs: list[nodes.Expr] = []
+    for output in tree.find_all(nodes.Output):
+        for i, child in enumerate(output.nodes):
+            if isinstance(child, nodes.TemplateData):
+                continue
+            used = _loaded(child)
+            if not used & RECIPIENT:
+                continue
+            if used & assigned:
+                return None  # it needs the loop or a variable: not evaluable on its own
+            output.nodes[i] = _call(SLOT, [nodes.Const(len(outputs))], child.lineno)
+            outputs.append(child)
+    tested: set[str] = set()
+    for test in tree.find_all(nodes.If):
+        found = _tested(test.test)
+        if found is not None:
+            tested.add(found)
+            flag = nodes.Name(FLAG + found, "load", lineno=test.test.lineno)
+            test.test = (
+                nodes.Not(flag, lineno=flag.lineno) if isinstance(test.test, nodes.Not) else flag
+            )
+    if any(n.name in RECIPIENT for n in tree.find_all(nodes.Name)):
+        return None  # the recipient somewhere else: in a loop, a condition, a filter
+    tree.set_environment(env)
+    reads = jinja2.meta.find_undeclared_variables(tree) - {SLOT} - {FLAG + t for t in tested}
+    captures = [
+        nodes.Output([_call(CAPTURE, [nodes.Const(i), expr], expr.lineno)])
+        for i, expr in enumerate(outputs)
+    ]
+    try:
+        template = _compile(env, tree, name, filename)
+        evaluator = _compile(env, nodes.Template(captures), name, filename)
+    except jinja2.TemplateError:
+        return None
+    return Split(template, evaluator, len(outputs), tuple(sorted(tested)), tuple(sorted(reads)))
+
+
+def evaluate(split_: Split, context: dict[str, Any]) -> list[object]:
+    """What each recipient output prints for this context, unfinalized, in one pass."""
+    values: list[object] = [None] * split_.count
+
+    def capture(i: int, value: object) -> str:
+        values[i] = value
+        return ""
+
+    template = split_.outputs
+    for _ in template.root_render_func(template.new_context(context | {CAPTURE: capture})):
+        pass
+    return values
+
+
+def flags(split_: Split, context: dict[str, Any]) -> dict[str, bool]:
+    """The truth of each recipient name the template tests, as the flags it reads."""
+    return {FLAG + name: bool(context.get(name)) for name in split_.tested}
+
+
+def _loaded(expr: nodes.Node) -> set[str]:
+    names = {n.name for n in expr.find_all(nodes.Name) if n.ctx == "load"}
+    if isinstance(expr, nodes.Name) and expr.ctx == "load":
+        names.add(expr.name)
+    return names
+
+
+def _tested(test: nodes.Node) -> str | None:
+    inner = test.node if isinstance(test, nodes.Not) else test
+    if isinstance(inner, nodes.Name) and inner.name in RECIPIENT:
+        return inner.name
+    return None
+
+
+def _call(function: str, args: list[nodes.Expr], lineno: int) -> nodes.Call:
+    call = nodes.Call(nodes.Name(function, "load"), args, [], None, None, lineno=lineno)
+    call.set_lineno(lineno)
+    return call
+
+
+def _compile(
+    env: jinja2.Environment, tree: nodes.Template, name: str, filename: str | None
+) -> jinja2.Template:
+    tree.set_environment(env)
+    code = env.compile(tree, name, filename)
+    return env.template_class.from_code(env, code, env.make_globals(None))

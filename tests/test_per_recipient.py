@@ -1,0 +1,186 @@
+"""A digest rendered once for everyone with the same papers is what each would get alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from newsletter import per_recipient, render
+from newsletter.models import Digest, Email, Subscriber
+from tests.digests import IDENTITY, fixture_digest, hostile_digest, load_digest
+
+BASE = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=6)
+BUILTIN = render.builtin_templates_dir()
+
+
+def recipient(digest: Digest, i: int, name: str | None, topics: tuple[str, ...]) -> Digest:
+    sub = Subscriber(email=f"reader{i}@example.org", topics=topics, name=name)
+    return dataclasses.replace(digest, subscriber=sub)
+
+
+def do(env: render.Environment, digest: Digest, limit: int = render.HTML_LIMIT) -> Email:
+    url = f"https://papers.example.org/unsubscribe/{digest.subscriber.email}?a=1&b=2"
+    return render.render(
+        digest,
+        env,
+        IDENTITY,
+        recipient_name=digest.subscriber.name,
+        unsubscribe_url=url,
+        limit=limit,
+    )
+
+
+def whole(templates: Path | None = None) -> render.Environment:
+    """An environment that renders every template in full, for every recipient."""
+    env = render.make_env(templates)
+    env.splits = dict.fromkeys((render.HTML_TEMPLATE, render.TEXT_TEMPLATE))
+    return env
+
+
+def override(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    source = (BUILTIN / name).read_text(encoding="utf-8")
+    assert old in source
+    (tmp_path / name).write_text(source.replace(old, new, 1), encoding="utf-8")
+    return tmp_path
+
+
+def test_the_builtin_templates_are_split_at_the_recipient() -> None:
+    env = render.make_env()
+    html = per_recipient.split(env, render.HTML_TEMPLATE)
+    text = per_recipient.split(env, render.TEXT_TEMPLATE)
+    assert html is not None and text is not None
+    assert html.tested == ("recipient_name",)  # {% if recipient_name %}Hi ...
+    assert html.count == 6  # topics in 3 places, the name, the address, the unsubscribe URL
+    assert text.count == 3  # greeting, footer, unsubscribe URL
+    for split in (html, text):
+        assert not set(split.reads) & per_recipient.RECIPIENT
+
+
+NAMES = st.one_of(
+    st.none(),
+    st.sampled_from(["Ada", "Zoë Müller", 'Eve "<b>bold</b>" & co', "x" * 70, "李小龙"]),
+)
+TOPICS = st.lists(
+    st.sampled_from(["ml", "diffusion", "<agents>", "rl & co"]), min_size=1, max_size=3
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(NAMES, TOPICS, st.integers(1, 6)), min_size=1, max_size=8))
+def test_once_for_many_recipients_is_each_alone(
+    readers: list[tuple[str | None, list[str], int]],
+) -> None:
+    shared, alone = render.make_env(), whole()
+    for i, (name, topics, count) in enumerate(readers):
+        digest = recipient(
+            dataclasses.replace(BASE, picks=BASE.picks[:count]), i, name, tuple(topics)
+        )
+        got, expected = do(shared, digest), do(alone, digest)
+        assert got == expected
+
+
+def test_the_same_papers_are_rendered_once() -> None:
+    env = render.make_env()
+    emails = [
+        do(env, recipient(BASE, i, name, ("ml",))) for i, name in enumerate(["A", None, "B", "C"])
+    ]
+    # HTML and text once for the named, the HTML once more without a name (its greeting
+    # differs in a test, not a value); the text needs no second render.
+    assert env.once_renders == 3
+    # Each address twice (the footer, the unsubscribe link), nobody else's.
+    assert [e.html.count(f"reader{i}@example.org") for i, e in enumerate(emails)] == [2] * 4
+    assert not any("reader0@" in e.html for e in emails[1:])
+    assert emails[0].html.count("Hi A,") == 1 and "Hi B," in emails[2].html
+
+
+def test_size_guard_and_hostile_values_are_the_same(tmp_path: Path) -> None:
+    for digest in (hostile_digest(), load_digest()):
+        for limit in (render.HTML_LIMIT, 30_000, 0):
+            assert do(render.make_env(), digest, limit) == do(whole(), digest, limit)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "splits"),
+    [
+        # The recipient in a place the splitter does not evaluate on its own: whole renders.
+        (render.HTML_TEMPLATE, "<title>", "{% set who = recipient_email %}<title>{{ who }}", False),
+        (
+            render.HTML_TEMPLATE,
+            "<title>",
+            '{% if recipient_email.endswith(".org") %}ORG{% endif %}<title>',
+            False,
+        ),
+        (
+            render.HTML_TEMPLATE,
+            "{{ card(pick) }}\n{% endfor %}",
+            "{{ card(pick) }}{{ pick.topic ~ recipient_email }}\n{% endfor %}",
+            False,
+        ),
+        (
+            render.HTML_TEMPLATE,
+            "<title>",
+            "{% for t in topics %}{{ t }}|{% endfor %}<title>",
+            False,
+        ),
+        (
+            render.HTML_TEMPLATE,
+            "<title>",
+            "{% macro m() %}{{ recipient_email }}{% endmacro %}{{ m() }}<title>",
+            False,
+        ),
+        (render.HTML_TEMPLATE, "<title>", "{{ digest.subscriber.email }}<title>", True),
+        (render.HTML_TEMPLATE, "<title>", "{{ recipient_name | safe }}<title>", True),
+        (
+            render.HTML_TEMPLATE,
+            "{{ card(pick) }}\n{% endfor %}",
+            "{{ card(pick) }}{{ recipient_name }}\n{% endfor %}",
+            True,
+        ),
+        (
+            render.TEXT_TEMPLATE,
+            "-- \n",
+            "-- \n{% if not recipient_name %}Anonymous.{% endif %}\n",
+            True,
+        ),
+        (
+            render.TEXT_TEMPLATE,
+            "-- \n",
+            "-- \n{{ recipient_email | upper }} {{ topics | length }}\n",
+            True,
+        ),
+        (render.TEXT_TEMPLATE, "-- \n", "-- \n{{ recipient_email ~ nonexistent }}\n", True),
+    ],
+)
+def test_an_override_renders_as_in_full(
+    tmp_path: Path, name: str, old: str, new: str, splits: bool
+) -> None:
+    templates = override(tmp_path, name, old, new)
+    env = render.make_env(templates)
+    assert (per_recipient.split(env, name) is not None) is splits
+    readers = [
+        recipient(BASE, i, n, ("ml", "rl")) for i, n in enumerate(["<i>Ada</i>", None, "Bo"])
+    ]
+    for digest in readers:
+        try:
+            expected: Email | str = do(whole(templates), digest)
+        except Exception as e:  # the same error either way, with its template and line
+            expected = str(e)
+        try:
+            got: Email | str = do(env, digest)
+        except Exception as e:
+            got = str(e)
+        assert got == expected
+
+
+def test_a_card_that_prints_the_recipient_is_never_shared(tmp_path: Path) -> None:
+    templates = override(tmp_path, render.CARD_TEMPLATE, "Why:", "{{ recipient_email }} Why:")
+    env = render.make_env(templates)
+    emails = [do(env, recipient(BASE, i, None, ("ml",))) for i in range(2)]
+    assert env.once_renders == 1  # the text only: the HTML is not split
+    # In every card, the footer and the unsubscribe link.
+    assert emails[1].html.count("reader1@example.org") == len(BASE.picks) + 2
+    assert "reader0@example.org" not in emails[1].html
