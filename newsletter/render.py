@@ -17,6 +17,10 @@ HTML in them is styled too.
     skeleton = template.render(context, every {{ value }} -> token)
     inlined  = cache[skeleton] or premailer(skeleton)
     html     = inlined with each token -> escape(value); card tokens -> the filled card
+
+Subscribers who get the same papers get the same email but for where it prints them, so a
+digest template that ``per_recipient.split`` can split is rendered (as above) once per
+distinct digest, and only its recipient outputs are evaluated per recipient (``_once``).
 """
 
 from __future__ import annotations
