@@ -549,8 +549,10 @@ class _Rendered:
 #: A few KB each; 2,048 catch ~87% of the repeats of the 100,000-subscriber bench (4,096:
 #: ~91%) for ~10 MB per worker.
 _ONCE_SIZE = 2048
-#: Given by the renderer, not read from the context: what they print is keyed apart.
+#: Given by the renderer, not read from the context: ``card`` and ``paper_text`` render
+#: these partials, so what those read joins the key instead.
 _RENDERER_NAMES = frozenset({"card", "paper_text"})
+_PARTIALS = {HTML_TEMPLATE: (CARD_TEMPLATE,), TEXT_TEMPLATE: (TEXT_CARD_TEMPLATE,)}
 
 
 def _once_for(env: Environment, name: str) -> _Once | None:
@@ -561,19 +563,14 @@ def _once_for(env: Environment, name: str) -> _Once | None:
     if found is None:
         return None
     names = set(found.reads) - _RENDERER_NAMES
-    for partial in (CARD_TEMPLATE, TEXT_CARD_TEMPLATE):
-        if partial in _RENDERER_NAMES_USED.get(name, ()):
-            reads = env.partial_reads(partial)
-            if reads is None or set(reads.names) & per_recipient.RECIPIENT:
-                return None  # a card or text block that prints the recipient
-            names |= set(reads.names)
+    for partial in _PARTIALS[name]:
+        reads = env.partial_reads(partial)
+        if reads is None or set(reads.names) & per_recipient.RECIPIENT:
+            return None  # a card or text block that prints the recipient
+        names |= set(reads.names)
     markers = tuple(f"{env.slot_prefix}{i}q" for i in range(found.count))
     env.splits[name] = _Once(found, tuple(sorted(names)), markers)
     return env.splits[name]
-
-
-#: Which partials each digest template's renderer functions render.
-_RENDERER_NAMES_USED = {HTML_TEMPLATE: (CARD_TEMPLATE,), TEXT_TEMPLATE: (TEXT_CARD_TEMPLATE,)}
 
 
 def _key_value(value: object) -> object:

@@ -345,6 +345,7 @@ def match_topics(
     *,
     trends: Mapping[str, Trend] | None = None,
 ) -> Matches:
+    """Every topic against every paper, once per run (how: the module docstring)."""
     return _match_topics(papers, topics, trends, prefilter=True)
 
 
