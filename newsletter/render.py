@@ -195,6 +195,18 @@ def make_env(templates_dir: Path | None = None) -> Environment:
     env.filters["wrap"] = wrap
     env.filters["http_url"] = http_url
     env.filters["thousands"] = lambda n: f"{n:,}"
+    # Read and analyse the templates now, not while rendering the first digest (the
+    # render stage reads no file). A broken one is left for rendering to report, with
+    # its file and line.
+    for name in (HTML_TEMPLATE, TEXT_TEMPLATE, CARD_TEMPLATE, TEXT_CARD_TEMPLATE):
+        try:
+            env.get_template(name)
+        except jinja2.TemplateError:
+            continue
+    for name in (CARD_TEMPLATE, TEXT_CARD_TEMPLATE):
+        env.partial_reads(name)
+    for name in (HTML_TEMPLATE, TEXT_TEMPLATE):
+        _once_for(env, name)
     return env
 
 

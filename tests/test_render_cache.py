@@ -6,6 +6,8 @@ import dataclasses
 import textwrap
 from pathlib import Path
 
+import jinja2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,3 +179,15 @@ def test_a_card_printed_inside_other_html_is_still_filled_in(tmp_path: Path) -> 
         assert got.html == expected.html
         assert got.text == expected.text
         assert got.html.count('class="paper"') == len(digest.picks)
+
+
+def test_rendering_reads_no_template_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = render.make_env()
+
+    def no_reads(environment: jinja2.Environment, template: str) -> object:
+        raise AssertionError(f"read {template} while rendering")
+
+    # Everything the render needs was read and analysed by make_env.
+    monkeypatch.setattr(env.loader, "get_source", no_reads)
+    for digest in (BASE, sectioned(BASE), reader(1, name=None)):
+        assert digest.subscriber.email in do(env, digest).html
