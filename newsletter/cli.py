@@ -361,15 +361,16 @@ def send(
 
 
 def _signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
-    key = unsubscribe.key_from_env(config.newsletter.secret_env, preview=preview)
+    """The key that signs unsubscribe links; a preview's is throwaway when it lacks one.
+
+    A key that is missing or too short is refused (exit 2) by every command that signs
+    links someone will use.
+    """
+    env = config.newsletter.secret_env
+    key = unsubscribe.key_from_env(env, preview=preview)
     if key is None:
-        raise ConfigError(
-            str(config.path),
-            [
-                f"{config.path}: newsletter.secret_env: ${config.newsletter.secret_env} is not set; "
-                "it holds the key that signs unsubscribe links"
-            ],
-        )
+        problem = unsubscribe.key_problem(env) or f"${env} is not usable"
+        raise ConfigError(str(config.path), [f"{config.path}: newsletter.secret_env: {problem}"])
     return key
 
 

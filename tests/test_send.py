@@ -23,7 +23,7 @@ SAVED = fixture_path("hf_api_daily_papers_date_2026-05-08_37papers.json")
 
 @pytest.fixture(autouse=True)
 def secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key-of-at-least-32-bytes")
 
 
 def addresses(n: int) -> list[str]:

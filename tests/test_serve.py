@@ -89,15 +89,15 @@ subscribers:
     return path
 
 
-ENV = {**os.environ, "NEWSLETTER_SECRET": "serve-test-key"}
+ENV = {**os.environ, "NEWSLETTER_SECRET": "serve-test-key-of-at-least-32-bytes"}
 
 
 class Daemon:
     """`newsletter serve` in a subprocess, its stderr collected line by line."""
 
-    def __init__(self, cfg: Path) -> None:
+    def __init__(self, cfg: Path, *options: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "serve", "-c", str(cfg)],
+            [sys.executable, "-m", "newsletter", *options, "serve", "-c", str(cfg)],
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
