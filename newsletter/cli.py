@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, message, render, schedule, sources, unsubscribe
+from newsletter import __version__, message, preflight, render, schedule, sources, unsubscribe
 from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.models import Subscriber
@@ -133,21 +133,64 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @config_option
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also log in to the SMTP server as a send would (then QUIT, sending nothing) "
+    "and fetch one source URL.",
+)
 @handles_errors
-def check(config_path: Path) -> None:
-    """Validate the config file and render a sample digest through the templates.
+def check(config_path: Path, connect: bool) -> None:
+    """Preflight: validate the config file and what a run will need.
 
-    Prints one FILE:LINE: key.path: message line per problem and exits 2, or a one-line
-    summary and exits 0.
+    Besides the file: the signing key ($NEWSLETTER_SECRET or newsletter.secret_env, set and
+    at least 32 bytes), the SMTP password's variable when smtp.username is set, that the
+    state file (or its folder) is writable, and sample digests rendered through the
+    templates. Prints one line per problem and exits 2, or a one-line summary and exits 0;
+    a template file with a name that is never used is a warning. --connect adds one line
+    for the SMTP server and one for a source: exit 1 when one cannot be reached, 2 when it
+    refuses the configuration (login, certificate); the higher code wins.
+
+    Example: NEWSLETTER_SECRET=... newsletter check -c newsletter.yaml --connect
     """
     config = _load_config(config_path)
-    render.check_templates(config.templates_path)
-    message.load_sender(config)  # a DKIM key that cannot sign is a configuration error
-    subs = config.subscribers
-    click.echo(
-        f"{config_path}: ok: {len(config.topics)} topic{'s' if len(config.topics) != 1 else ''}, "
-        f"{len(subs)} subscriber{'s' if len(subs) != 1 else ''}"
-    )
+    problems = preflight.problems(config)
+    for line in preflight.warnings(config):
+        click.echo(f"warning: {line}", err=True)
+    for line in problems:
+        click.echo(line, err=True)
+    code = EXIT_USAGE if problems else EXIT_OK
+    if connect:
+        for line, line_code in _connect_checks(config):
+            click.echo(line, err=line_code != EXIT_OK)
+            code = max(code, line_code)
+    if not problems:
+        subs = config.subscribers
+        click.echo(
+            f"{config_path}: ok: {len(config.topics)} topic{'s' if len(config.topics) != 1 else ''}, "
+            f"{len(subs)} subscriber{'s' if len(subs) != 1 else ''}"
+        )
+    sys.exit(code)
+
+
+def _connect_checks(config: config_mod.Config) -> Iterator[tuple[str, int]]:
+    """One line and exit code for the SMTP server, then one for the first source."""
+    try:
+        settings = _smtp_settings(config)
+    except ConfigError:  # reported with the other problems
+        yield (
+            f"smtp: skipped: {config.smtp.host}:{config.smtp.port}: no password to log in with",
+            EXIT_USAGE,
+        )
+    else:
+        yield preflight.smtp_line(settings)
+    with sources.open_sources(config.sources) as found:
+        if not found:
+            yield "sources: skipped: huggingface and arxiv are both disabled", EXIT_OK
+            return
+        report = sources.fetch_period(found[:1], sources.Period.day(_now().date()))
+    for status in report.statuses:
+        yield status.line(), EXIT_OK if status.ok else EXIT_FAILED
 
 
 date_option = click.option(
@@ -404,16 +447,10 @@ def _graceful_stop(sender: Sender) -> Iterator[None]:
 
 def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
     smtp = config.smtp
-    password = None
-    if smtp.username:
-        password = os.environ.get(smtp.password_env)
-        if not password:
-            raise ConfigError(
-                str(config.path),
-                [
-                    f"{config.path}: smtp.password_env: ${smtp.password_env} is not set (smtp.username is {smtp.username!r})"
-                ],
-            )
+    problem = preflight.password_problem(config)
+    if problem is not None:
+        raise ConfigError(str(config.path), [problem])
+    password = os.environ.get(smtp.password_env) if smtp.username else None
     ca_file = str(config.base_dir / smtp.ca_file) if smtp.ca_file else None
     return SmtpSettings(
         host=smtp.host,

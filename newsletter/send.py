@@ -261,6 +261,23 @@ class SmtpSender:
     def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
         asyncio.run(self._send_all(iter(messages), events))
 
+    def probe(self) -> None:
+        """Open one connection as a send would (greeting, STARTTLS or TLS, AUTH), then QUIT
+        without sending (``check --connect``). Raises SendAborted when the server refuses us
+        (login, TLS, a certificate: configuration), SendError when it cannot be reached
+        (refused, timeout, a 4xx greeting)."""
+
+        async def probe() -> None:
+            await self._quit(await self._connect())
+
+        try:
+            asyncio.run(probe())
+        except _Retry as e:
+            tls = _tls_failure(e)
+            if tls is not None:  # not an outage: the settings (or the CA) do not fit the server
+                raise SendAborted(self.settings.where, f"{tls}: {e.detail}") from e
+            raise SendError(self.settings.where, e.detail) from e
+
     async def _send_all(self, messages: Iterator[Outgoing], events: Events) -> None:
         n = max(1, self.settings.connections)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=2 * n)
@@ -438,6 +455,18 @@ class SmtpSender:
             await conn.rset()
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             conn.close()
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """What went wrong with TLS, when a failure comes from it (anywhere in its causes)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted (smtp.ca_file?)"
+        if isinstance(seen, ssl.SSLError):
+            return "TLS handshake failed (smtp.security and smtp.port must match the server)"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _dot_stuff(data: bytes) -> bytes:
