@@ -8,8 +8,10 @@ module configures logging handlers.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -193,10 +195,27 @@ def _connect_checks(config: config_mod.Config) -> Iterator[tuple[str, int]]:
         yield status.line(), EXIT_OK if status.ok else EXIT_FAILED
 
 
+class _Date(click.DateTime):
+    """YYYY-MM-DD; a date that does not exist (2026-02-30) is named as such."""
+
+    def __init__(self) -> None:
+        super().__init__(formats=["%Y-%m-%d"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                dt.date.fromisoformat(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a valid date (YYYY-MM-DD)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+DATE = _Date()
+
 date_option = click.option(
     "--date",
     "date_",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DATE,
     help="The daily list's date (YYYY-MM-DD, UTC). Default: the most recent day with papers.",
 )
 from_option = click.option(
@@ -231,20 +250,25 @@ def preview(
 ) -> None:
     """Build every digest and write it to a folder instead of sending (a dry run).
 
-    Records nothing as sent: the same digests can be previewed again and again.
+    Records nothing: the state file is read (what each subscriber already got) but never
+    written or created, so the same digests can be previewed again and again. index.html
+    lists every subscriber, and why those without an email got none.
     """
     config = _load_config(config_path)
     _check_subscriber(config, subscriber)
-    key = unsubscribe.key_from_env(config.newsletter.secret_env, preview=True)
-    assert key is not None  # a preview always gets one, throwaway if need be
+    key = _signing_key(config, preview=True)
     sender = PreviewSender(out)
-    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
+    now = _now()
+    with (
+        SqliteStore.scratch(config.state_path) as store,
+        _sources(config, from_file, store) as found,
+    ):
         report = run_once(
             config,
             source=found,
             store=store,
             sender=sender,
-            now=_now(),
+            now=now,
             key=key,
             day=_day(date_),
             only=subscriber,
@@ -254,8 +278,16 @@ def preview(
     if report.fetch_failed:
         abort("no source could be fetched: nothing to preview")
     if report.day is None:
-        click.echo("No papers found in the last week: nothing to preview.")
+        if from_file is not None:
+            click.echo(f"{from_file} lists no papers: nothing to preview.")
+        else:
+            first = now.date() - dt.timedelta(days=sources.HuggingFace.LOOKBACK_DAYS)
+            click.echo(
+                f"No papers on any day from {first} to {now.date()} (UTC): nothing to preview. "
+                "Pick an earlier day with --date YYYY-MM-DD."
+            )
         return
+    sender.write_index(_not_written(report))
     click.echo(
         f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered), "
         f"{len(report.delivered)} digest{'s' if len(report.delivered) != 1 else ''} written, "
@@ -302,7 +334,7 @@ def _period(
 @click.option(
     "--date",
     "date_",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DATE,
     help="The day to send for (YYYY-MM-DD, UTC). Default: today.",
 )
 @click.option("--subscriber", metavar="EMAIL", help="Send only this subscriber's digest.")
@@ -322,7 +354,9 @@ def _period(
     "--test",
     "test_to",
     metavar="ADDRESS",
-    help="Send the --subscriber's digest to ADDRESS instead; records nothing as sent.",
+    help="Send the --subscriber's digest for the day to ADDRESS instead (the one the day's "
+    "run froze for them, if any); its unsubscribe links are test links that change nothing, "
+    "and nothing is recorded.",
 )
 @click.option(
     "--retry-unknown",
@@ -359,7 +393,8 @@ def send(
     _check_subscriber(config, subscriber)
     if test_to is not None and subscriber is None:
         raise click.UsageError("--test needs --subscriber: whose digest to send")
-    key = _signing_key(config, preview=dry_run or test_to is not None)
+    # A test copy's links lead to the real page (which says it was a test): the real key.
+    key = _signing_key(config, preview=dry_run)
     day = _day(date_) or _now().date()
     sender: Sender
     if dry_run:
@@ -369,7 +404,13 @@ def send(
             _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
         )
     progress = _Progress()
-    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
+    # A dry run or a test send reads the state but records nothing: a copy in memory.
+    state = (
+        SqliteStore(config.state_path)
+        if sender.records_deliveries
+        else SqliteStore.scratch(config.state_path)
+    )
+    with state as store, _sources(config, from_file, store) as found:
 
         def send_once() -> RunReport:
             return run_once(
@@ -382,6 +423,7 @@ def send(
                 day=day,
                 only=subscriber,
                 due_only=test_to is None,
+                test=test_to is not None,
                 retry_unknown=retry_unknown,
                 clock=_now,
                 progress=progress,
@@ -394,7 +436,11 @@ def send(
             )
         warning = silence_warning(store, config, _now()) if sender.records_deliveries else None
     progress.done()
-    _report(report, dry_run=dry_run)
+    if isinstance(sender, PreviewSender):
+        sender.write_index(_not_written(report))
+    if test_to is not None:
+        _test_lines(report, test_to)
+    _report(report, dry_run=dry_run, ledger=sender.records_deliveries)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     if dry_run and isinstance(sender, PreviewSender):
@@ -417,12 +463,54 @@ def _signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
     return key
 
 
-def _report(report: RunReport, *, dry_run: bool) -> None:
+def _report(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
     for line in report.source_errors:
         click.echo(line, err=True)
     if report.fetch_failed:
         abort("no source could be fetched: nothing was sent")
-    _summary(report, dry_run=dry_run)
+    _summary(report, dry_run=dry_run, ledger=ledger)
+
+
+def _not_written(report: RunReport) -> list[tuple[str, str]]:
+    """Who got no email in a preview or dry run, and why (for the gallery)."""
+    return [
+        *((e, "nothing new") for e in report.nothing_new),
+        *((e, "unsubscribed") for e in report.unsubscribed),
+        *((e, "bounced (suppressed until resubscribed)") for e in report.bounced),
+        *((e, f"failed: {detail}") for e, detail in report.failed.items()),
+    ]
+
+
+# How the subscriber stands with the digest that the day's run froze for them.
+_FROZEN = {
+    "sent": "got",
+    "unknown": "was sent (delivery unknown)",
+    "failed": "was to get (delivery failed)",
+    "pending": "will get (not sent yet)",
+    "sending": "is being sent",
+}
+
+
+def _test_lines(report: RunReport, to: str) -> None:
+    """Which digest a test send sent: the day's frozen one, or one selected now."""
+    day = report.day
+    for email in report.delivered:
+        status = report.frozen.get(email)
+        if status is None:
+            click.echo(
+                f"test: sent {to} the digest {email} would get for {day}, selected now "
+                "(the day's run has not frozen one for them)"
+            )
+        else:
+            click.echo(
+                f"test: sent {to} the digest {email} {_FROZEN.get(status, status)} for {day}, "
+                f"as the day's run froze it (status {status})"
+            )
+    for email in report.nothing_new:
+        why = "the day's run found" if email in report.frozen else "there is"
+        click.echo(f"test: nothing sent: {why} nothing new for {email} on {day}")
+    for email in [*report.unsubscribed, *report.bounced]:
+        click.echo(f"test: nothing sent: {email} is unsubscribed or bounced (see subscribers list)")
 
 
 @contextmanager
@@ -490,22 +578,33 @@ class _Progress:
             click.echo("", err=True)
 
 
-def _summary(report: RunReport, *, dry_run: bool) -> None:
+def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
+    """The day's totals; with a ledger (a real send), what this process did first.
+
+    Several processes may work on one day's run (a cron ``run``, a ``send`` to resume):
+    each says what it did itself, then where the day's run stands as a whole.
+    """
     if report.day is None:
         click.echo("No papers found in the last week: nothing to send.")
         return
     verb = "written" if dry_run else "sent"
+    click.echo(
+        f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
+    )
+    if ledger:
+        did = [(report.this_run[s], s) for s in ("sent", "failed", "unknown") if report.this_run[s]]
+        this = ", ".join(f"{n} {s}" for n, s in did) or "nothing sent"
+        click.echo(f"this process: {this}")
+        click.echo(f"the day's run ({report.day}, every process so far):")
     rows = [
         (verb, len(report.delivered)),
         ("failed", len(report.failed)),
         ("unknown", len(report.unknown)),
-        ("suppressed", len(report.suppressed)),
+        ("unsubscribed", len(report.unsubscribed)),
+        ("bounced", len(report.bounced)),
         ("nothing new", len(report.nothing_new)),
         ("pending", report.pending),
     ]
-    click.echo(
-        f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
-    )
     for label, n in rows:
         click.echo(f"  {label:<12} {n:>7}")
     for email, detail in list(report.failed.items())[:20]:
