@@ -784,7 +784,18 @@ def serve(config_path: Path) -> None:
     _smtp_settings(config)  # a missing password is a config error now, not at 08:00
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
-    daemon = _Daemon(config_path, config, key)
+    try:
+        daemon = _Daemon(config_path, config, key)
+    except OSError as e:
+        where = f"{config.server.host}:{config.server.port}"
+        hint = (
+            "server.port: cannot listen on {}: {} (another `newsletter serve`? "
+            "set server.port to a free port)"
+            if e.errno == errno.EADDRINUSE
+            else "server.host: cannot listen on {}: {}"
+        )
+        line = f"{config.path}: {hint.format(where, e.strerror or e)}"
+        raise ConfigError(str(config.path), [line]) from e
     daemon.serve()
 
 
@@ -922,13 +933,14 @@ def status(config_path: Path, runs: int) -> None:
     click.echo("next send times:")
     groups = _groups(config)
     for group, when in schedule.next_fire_times(groups, config.schedule.weekly_on, now):
-        members = len(groups[group])
+        members = sum(1 for s in groups[group] if s.key not in states)  # who will be mailed
         click.echo(
             f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
         )
-    active = sum(1 for s in config.subscribers if s.email.casefold() not in states)
+    kinds = Counter(states.get(s.email.casefold(), ("active", ""))[0] for s in config.subscribers)
     click.echo(
-        f"subscribers: {active} active, {len(config.subscribers) - active} unsubscribed or suppressed"
+        f"subscribers: {kinds['active']} active, {kinds['unsubscribed']} unsubscribed, "
+        f"{kinds['suppressed']} bounced"
     )
     if warning:
         click.echo(f"warning: {warning}", err=True)
@@ -936,7 +948,8 @@ def status(config_path: Path, runs: int) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """List subscribers' state; resubscribe someone who unsubscribed or bounced."""
+    """List subscribers' state; unsubscribe someone, or resubscribe someone who
+    unsubscribed or bounced."""
 
 
 @subscribers.command("list")
@@ -963,6 +976,32 @@ def subscribers_list(config_path: Path) -> None:
     for key, (state, _) in sorted(states.items()):
         if key not in configured:
             click.echo(f"{key:<{width}}  {state:<12}  {'-':<11}  (not in {config.path})")
+
+
+@subscribers.command("unsubscribe")
+@config_option
+@click.argument("email")
+@handles_errors
+def subscribers_unsubscribe(config_path: Path, email: str) -> None:
+    """Send EMAIL no more digests (e.g. after an unsubscribe request by email).
+
+    The counterpart of resubscribe; the address may stay in the config file.
+
+    Example: newsletter subscribers unsubscribe -c newsletter.yaml ada@example.org
+    """
+    config = _load_config(config_path)
+    with SqliteStore(config.state_path) as store:
+        state, reason = store.states().get(email.casefold(), ("active", ""))
+        if state != "unsubscribed":
+            store.set_state(email, "unsubscribed", "by the operator", _now())
+    if state == "unsubscribed":
+        click.echo(f"{email}: was already unsubscribed ({reason})")
+    elif state == "suppressed":
+        click.echo(f"{email}: unsubscribed (it was suppressed after a bounce: {reason})")
+    else:
+        click.echo(f"{email}: unsubscribed; `newsletter subscribers resubscribe` undoes it")
+    if email.casefold() not in {s.email.casefold() for s in config.subscribers}:
+        click.echo(f"note: {email} is not in {config.path}", err=True)
 
 
 @subscribers.command("resubscribe")
