@@ -72,6 +72,8 @@ class ComposeSpec:
     key: bytes
     base_url: str
     now: dt.datetime
+    #: A test send: both unsubscribe targets carry a test token, which unsubscribes no one.
+    test_links: bool = False
 
 
 class Composer:
@@ -82,11 +84,17 @@ class Composer:
         self.env = render.make_env(spec.templates_dir)
 
     def unsubscribe_url(self, email: str) -> str:
-        return f"{self.spec.base_url}/unsubscribe/{unsubscribe.make_token(self.spec.key, email)}"
+        return f"{self.spec.base_url}/unsubscribe/{self._token(email)}"
+
+    def _token(self, email: str) -> str:
+        return unsubscribe.make_token(self.spec.key, email, test=self.spec.test_links)
 
     def compose(self, digest: Digest) -> message.Outgoing:
         sub = digest.subscriber
         url = self.unsubscribe_url(sub.email)
+        mailto_subject = (
+            f"test unsubscribe {self._token(sub.email)}" if self.spec.test_links else "unsubscribe"
+        )
         email, parts = render.render_parts(
             digest, self.env, self.spec.identity, recipient_name=sub.name, unsubscribe_url=url
         )
@@ -98,6 +106,7 @@ class Composer:
             now=self.spec.now,
             html_parts=parts.html,
             text_parts=parts.text,
+            mailto_subject=mailto_subject,
         )
 
 

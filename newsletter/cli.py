@@ -8,8 +8,10 @@ module configures logging handlers.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, message, render, schedule, sources, unsubscribe
+from newsletter import __version__, message, preflight, render, schedule, sources, unsubscribe
 from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.models import Subscriber
@@ -133,27 +135,87 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @config_option
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also log in to the SMTP server as a send would (then QUIT, sending nothing) "
+    "and fetch one source URL.",
+)
 @handles_errors
-def check(config_path: Path) -> None:
-    """Validate the config file and render a sample digest through the templates.
+def check(config_path: Path, connect: bool) -> None:
+    """Preflight: validate the config file and what a run will need.
 
-    Prints one FILE:LINE: key.path: message line per problem and exits 2, or a one-line
-    summary and exits 0.
+    Besides the file: the signing key ($NEWSLETTER_SECRET or newsletter.secret_env, set and
+    at least 32 bytes), the SMTP password's variable when smtp.username is set, that the
+    state file (or its folder) is writable, and sample digests rendered through the
+    templates. Prints one line per problem and exits 2, or a one-line summary and exits 0;
+    a template file with a name that is never used is a warning. --connect adds one line
+    for the SMTP server and one for a source: exit 1 when one cannot be reached, 2 when it
+    refuses the configuration (login, certificate); the higher code wins.
+
+    Example: NEWSLETTER_SECRET=... newsletter check -c newsletter.yaml --connect
     """
     config = _load_config(config_path)
-    render.check_templates(config.templates_path)
-    message.load_sender(config)  # a DKIM key that cannot sign is a configuration error
-    subs = config.subscribers
-    click.echo(
-        f"{config_path}: ok: {len(config.topics)} topic{'s' if len(config.topics) != 1 else ''}, "
-        f"{len(subs)} subscriber{'s' if len(subs) != 1 else ''}"
-    )
+    problems = preflight.problems(config)
+    for line in preflight.warnings(config):
+        click.echo(f"warning: {line}", err=True)
+    for line in problems:
+        click.echo(line, err=True)
+    code = EXIT_USAGE if problems else EXIT_OK
+    if connect:
+        for line, line_code in _connect_checks(config):
+            click.echo(line, err=line_code != EXIT_OK)
+            code = max(code, line_code)
+    if not problems:
+        subs = config.subscribers
+        click.echo(
+            f"{config_path}: ok: {len(config.topics)} topic{'s' if len(config.topics) != 1 else ''}, "
+            f"{len(subs)} subscriber{'s' if len(subs) != 1 else ''}"
+        )
+    sys.exit(code)
 
+
+def _connect_checks(config: config_mod.Config) -> Iterator[tuple[str, int]]:
+    """One line and exit code for the SMTP server, then one for the first source."""
+    try:
+        settings = _smtp_settings(config)
+    except ConfigError:  # reported with the other problems
+        yield (
+            f"smtp: skipped: {config.smtp.host}:{config.smtp.port}: no password to log in with",
+            EXIT_USAGE,
+        )
+    else:
+        yield preflight.smtp_line(settings)
+    with sources.open_sources(config.sources) as found:
+        if not found:
+            yield "sources: skipped: huggingface and arxiv are both disabled", EXIT_OK
+            return
+        report = sources.fetch_period(found[:1], sources.Period.day(_now().date()))
+    for status in report.statuses:
+        yield status.line(), EXIT_OK if status.ok else EXIT_FAILED
+
+
+class _Date(click.DateTime):
+    """YYYY-MM-DD; a date that does not exist (2026-02-30) is named as such."""
+
+    def __init__(self) -> None:
+        super().__init__(formats=["%Y-%m-%d"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                dt.date.fromisoformat(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a valid date (YYYY-MM-DD)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+DATE = _Date()
 
 date_option = click.option(
     "--date",
     "date_",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DATE,
     help="The daily list's date (YYYY-MM-DD, UTC). Default: the most recent day with papers.",
 )
 from_option = click.option(
@@ -188,20 +250,25 @@ def preview(
 ) -> None:
     """Build every digest and write it to a folder instead of sending (a dry run).
 
-    Records nothing as sent: the same digests can be previewed again and again.
+    Records nothing: the state file is read (what each subscriber already got) but never
+    written or created, so the same digests can be previewed again and again. index.html
+    lists every subscriber, and why those without an email got none.
     """
     config = _load_config(config_path)
     _check_subscriber(config, subscriber)
-    key = unsubscribe.key_from_env(config.newsletter.secret_env, preview=True)
-    assert key is not None  # a preview always gets one, throwaway if need be
+    key = _signing_key(config, preview=True)
     sender = PreviewSender(out)
-    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
+    now = _now()
+    with (
+        SqliteStore.scratch(config.state_path) as store,
+        _sources(config, from_file, store) as found,
+    ):
         report = run_once(
             config,
             source=found,
             store=store,
             sender=sender,
-            now=_now(),
+            now=now,
             key=key,
             day=_day(date_),
             only=subscriber,
@@ -211,8 +278,16 @@ def preview(
     if report.fetch_failed:
         abort("no source could be fetched: nothing to preview")
     if report.day is None:
-        click.echo("No papers found in the last week: nothing to preview.")
+        if from_file is not None:
+            click.echo(f"{from_file} lists no papers: nothing to preview.")
+        else:
+            first = now.date() - dt.timedelta(days=sources.HuggingFace.LOOKBACK_DAYS)
+            click.echo(
+                f"No papers on any day from {first} to {now.date()} (UTC): nothing to preview. "
+                "Pick an earlier day with --date YYYY-MM-DD."
+            )
         return
+    sender.write_index(_not_written(report))
     click.echo(
         f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered), "
         f"{len(report.delivered)} digest{'s' if len(report.delivered) != 1 else ''} written, "
@@ -259,7 +334,7 @@ def _period(
 @click.option(
     "--date",
     "date_",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DATE,
     help="The day to send for (YYYY-MM-DD, UTC). Default: today.",
 )
 @click.option("--subscriber", metavar="EMAIL", help="Send only this subscriber's digest.")
@@ -279,7 +354,9 @@ def _period(
     "--test",
     "test_to",
     metavar="ADDRESS",
-    help="Send the --subscriber's digest to ADDRESS instead; records nothing as sent.",
+    help="Send the --subscriber's digest for the day to ADDRESS instead (the one the day's "
+    "run froze for them, if any); its unsubscribe links are test links that change nothing, "
+    "and nothing is recorded.",
 )
 @click.option(
     "--retry-unknown",
@@ -316,7 +393,8 @@ def send(
     _check_subscriber(config, subscriber)
     if test_to is not None and subscriber is None:
         raise click.UsageError("--test needs --subscriber: whose digest to send")
-    key = _signing_key(config, preview=dry_run or test_to is not None)
+    # A test copy's links lead to the real page (which says it was a test): the real key.
+    key = _signing_key(config, preview=dry_run)
     day = _day(date_) or _now().date()
     sender: Sender
     if dry_run:
@@ -326,7 +404,13 @@ def send(
             _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
         )
     progress = _Progress()
-    with SqliteStore(config.state_path) as store, _sources(config, from_file, store) as found:
+    # A dry run or a test send reads the state but records nothing: a copy in memory.
+    state = (
+        SqliteStore(config.state_path)
+        if sender.records_deliveries
+        else SqliteStore.scratch(config.state_path)
+    )
+    with state as store, _sources(config, from_file, store) as found:
 
         def send_once() -> RunReport:
             return run_once(
@@ -339,6 +423,7 @@ def send(
                 day=day,
                 only=subscriber,
                 due_only=test_to is None,
+                test=test_to is not None,
                 retry_unknown=retry_unknown,
                 clock=_now,
                 progress=progress,
@@ -351,7 +436,11 @@ def send(
             )
         warning = silence_warning(store, config, _now()) if sender.records_deliveries else None
     progress.done()
-    _report(report, dry_run=dry_run)
+    if isinstance(sender, PreviewSender):
+        sender.write_index(_not_written(report))
+    if test_to is not None:
+        _test_lines(report, test_to)
+    _report(report, dry_run=dry_run, ledger=sender.records_deliveries)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     if dry_run and isinstance(sender, PreviewSender):
@@ -361,24 +450,67 @@ def send(
 
 
 def _signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
-    key = unsubscribe.key_from_env(config.newsletter.secret_env, preview=preview)
+    """The key that signs unsubscribe links; a preview's is throwaway when it lacks one.
+
+    A key that is missing or too short is refused (exit 2) by every command that signs
+    links someone will use.
+    """
+    env = config.newsletter.secret_env
+    key = unsubscribe.key_from_env(env, preview=preview)
     if key is None:
-        raise ConfigError(
-            str(config.path),
-            [
-                f"{config.path}: newsletter.secret_env: ${config.newsletter.secret_env} is not set; "
-                "it holds the key that signs unsubscribe links"
-            ],
-        )
+        problem = unsubscribe.key_problem(env) or f"${env} is not usable"
+        raise ConfigError(str(config.path), [f"{config.path}: newsletter.secret_env: {problem}"])
     return key
 
 
-def _report(report: RunReport, *, dry_run: bool) -> None:
+def _report(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
     for line in report.source_errors:
         click.echo(line, err=True)
     if report.fetch_failed:
         abort("no source could be fetched: nothing was sent")
-    _summary(report, dry_run=dry_run)
+    _summary(report, dry_run=dry_run, ledger=ledger)
+
+
+def _not_written(report: RunReport) -> list[tuple[str, str]]:
+    """Who got no email in a preview or dry run, and why (for the gallery)."""
+    return [
+        *((e, "nothing new") for e in report.nothing_new),
+        *((e, "unsubscribed") for e in report.unsubscribed),
+        *((e, "bounced (suppressed until resubscribed)") for e in report.bounced),
+        *((e, f"failed: {detail}") for e, detail in report.failed.items()),
+    ]
+
+
+# How the subscriber stands with the digest that the day's run froze for them.
+_FROZEN = {
+    "sent": "got",
+    "unknown": "was sent (delivery unknown)",
+    "failed": "was to get (delivery failed)",
+    "pending": "will get (not sent yet)",
+    "sending": "is being sent",
+}
+
+
+def _test_lines(report: RunReport, to: str) -> None:
+    """Which digest a test send sent: the day's frozen one, or one selected now."""
+    day = report.day
+    for email in report.delivered:
+        status = report.frozen.get(email)
+        if status is None:
+            click.echo(
+                f"test: sent {to} the digest {email} would get for {day}, selected now "
+                "(the day's run has not frozen one for them)"
+            )
+        else:
+            click.echo(
+                f"test: sent {to} the digest {email} {_FROZEN.get(status, status)} for {day}, "
+                f"as the day's run froze it (status {status})"
+            )
+    for email in report.nothing_new:
+        why = "the day's run found" if email in report.frozen else "there is"
+        click.echo(f"test: nothing sent: {why} nothing new for {email} on {day}")
+    for email in [*report.unsubscribed, *report.bounced]:
+        click.echo(f"test: nothing sent: {email} is unsubscribed or bounced (see subscribers list)")
 
 
 @contextmanager
@@ -403,16 +535,10 @@ def _graceful_stop(sender: Sender) -> Iterator[None]:
 
 def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
     smtp = config.smtp
-    password = None
-    if smtp.username:
-        password = os.environ.get(smtp.password_env)
-        if not password:
-            raise ConfigError(
-                str(config.path),
-                [
-                    f"{config.path}: smtp.password_env: ${smtp.password_env} is not set (smtp.username is {smtp.username!r})"
-                ],
-            )
+    problem = preflight.password_problem(config)
+    if problem is not None:
+        raise ConfigError(str(config.path), [problem])
+    password = os.environ.get(smtp.password_env) if smtp.username else None
     ca_file = str(config.base_dir / smtp.ca_file) if smtp.ca_file else None
     return SmtpSettings(
         host=smtp.host,
@@ -452,22 +578,33 @@ class _Progress:
             click.echo("", err=True)
 
 
-def _summary(report: RunReport, *, dry_run: bool) -> None:
+def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
+    """The day's totals; with a ledger (a real send), what this process did first.
+
+    Several processes may work on one day's run (a cron ``run``, a ``send`` to resume):
+    each says what it did itself, then where the day's run stands as a whole.
+    """
     if report.day is None:
         click.echo("No papers found in the last week: nothing to send.")
         return
     verb = "written" if dry_run else "sent"
+    click.echo(
+        f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
+    )
+    if ledger:
+        did = [(report.this_run[s], s) for s in ("sent", "failed", "unknown") if report.this_run[s]]
+        this = ", ".join(f"{n} {s}" for n, s in did) or "nothing sent"
+        click.echo(f"this process: {this}")
+        click.echo(f"the day's run ({report.day}, every process so far):")
     rows = [
         (verb, len(report.delivered)),
         ("failed", len(report.failed)),
         ("unknown", len(report.unknown)),
-        ("suppressed", len(report.suppressed)),
+        ("unsubscribed", len(report.unsubscribed)),
+        ("bounced", len(report.bounced)),
         ("nothing new", len(report.nothing_new)),
         ("pending", report.pending),
     ]
-    click.echo(
-        f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
-    )
     for label, n in rows:
         click.echo(f"  {label:<12} {n:>7}")
     for email, detail in list(report.failed.items())[:20]:
@@ -647,7 +784,18 @@ def serve(config_path: Path) -> None:
     _smtp_settings(config)  # a missing password is a config error now, not at 08:00
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
-    daemon = _Daemon(config_path, config, key)
+    try:
+        daemon = _Daemon(config_path, config, key)
+    except OSError as e:
+        where = f"{config.server.host}:{config.server.port}"
+        hint = (
+            "server.port: cannot listen on {}: {} (another `newsletter serve`? "
+            "set server.port to a free port)"
+            if e.errno == errno.EADDRINUSE
+            else "server.host: cannot listen on {}: {}"
+        )
+        line = f"{config.path}: {hint.format(where, e.strerror or e)}"
+        raise ConfigError(str(config.path), [line]) from e
     daemon.serve()
 
 
@@ -785,13 +933,14 @@ def status(config_path: Path, runs: int) -> None:
     click.echo("next send times:")
     groups = _groups(config)
     for group, when in schedule.next_fire_times(groups, config.schedule.weekly_on, now):
-        members = len(groups[group])
+        members = sum(1 for s in groups[group] if s.key not in states)  # who will be mailed
         click.echo(
             f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
         )
-    active = sum(1 for s in config.subscribers if s.email.casefold() not in states)
+    kinds = Counter(states.get(s.email.casefold(), ("active", ""))[0] for s in config.subscribers)
     click.echo(
-        f"subscribers: {active} active, {len(config.subscribers) - active} unsubscribed or suppressed"
+        f"subscribers: {kinds['active']} active, {kinds['unsubscribed']} unsubscribed, "
+        f"{kinds['suppressed']} bounced"
     )
     if warning:
         click.echo(f"warning: {warning}", err=True)
@@ -799,7 +948,8 @@ def status(config_path: Path, runs: int) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """List subscribers' state; resubscribe someone who unsubscribed or bounced."""
+    """List subscribers' state; unsubscribe someone, or resubscribe someone who
+    unsubscribed or bounced."""
 
 
 @subscribers.command("list")
@@ -826,6 +976,32 @@ def subscribers_list(config_path: Path) -> None:
     for key, (state, _) in sorted(states.items()):
         if key not in configured:
             click.echo(f"{key:<{width}}  {state:<12}  {'-':<11}  (not in {config.path})")
+
+
+@subscribers.command("unsubscribe")
+@config_option
+@click.argument("email")
+@handles_errors
+def subscribers_unsubscribe(config_path: Path, email: str) -> None:
+    """Send EMAIL no more digests (e.g. after an unsubscribe request by email).
+
+    The counterpart of resubscribe; the address may stay in the config file.
+
+    Example: newsletter subscribers unsubscribe -c newsletter.yaml ada@example.org
+    """
+    config = _load_config(config_path)
+    with SqliteStore(config.state_path) as store:
+        state, reason = store.states().get(email.casefold(), ("active", ""))
+        if state != "unsubscribed":
+            store.set_state(email, "unsubscribed", "by the operator", _now())
+    if state == "unsubscribed":
+        click.echo(f"{email}: was already unsubscribed ({reason})")
+    elif state == "suppressed":
+        click.echo(f"{email}: unsubscribed (it was suppressed after a bounce: {reason})")
+    else:
+        click.echo(f"{email}: unsubscribed; `newsletter subscribers resubscribe` undoes it")
+    if email.casefold() not in {s.email.casefold() for s in config.subscribers}:
+        click.echo(f"note: {email} is not in {config.path}", err=True)
 
 
 @subscribers.command("resubscribe")

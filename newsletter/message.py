@@ -149,6 +149,12 @@ def header_url(url: str) -> str:
     return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
 
 
+def _mailto(sender: Sender, subject: str) -> str:
+    """The List-Unsubscribe mailto: a message to the From address with ``subject``
+    (a test send's names its test token, so that a request made from it is known as one)."""
+    return f"mailto:{sender.address}?subject={quote(subject, safe='')}"
+
+
 def build(
     email: Email,
     sender: Sender,
@@ -158,6 +164,7 @@ def build(
     now: dt.datetime,
     html_parts: Sequence[str] | None = None,
     text_parts: Sequence[str] | None = None,
+    mailto_subject: str = "unsubscribe",
 ) -> Outgoing:
     """The message as bytes: the same headers and parts as ``build_with_email_package``.
 
@@ -167,7 +174,7 @@ def build(
     """
     mid = message_id(sender, email.to, digest_key, email.paper_ids)
     to = _to_header(one_line(email.to_name or ""), email.to)
-    mailto = f"mailto:{sender.address}?subject=unsubscribe"
+    mailto = _mailto(sender, mailto_subject)
     # The boundary cannot occur in a quoted-printable body: "=" is always encoded there.
     boundary = f"==============={mid[1:33]}=="
     head = b"".join(
@@ -436,6 +443,7 @@ def build_with_email_package(
     unsubscribe_url: str,
     digest_key: str,
     now: dt.datetime,
+    mailto_subject: str = "unsubscribe",
 ) -> Outgoing:
     """``build`` by way of ``email.message.EmailMessage``: slow, and the reference for tests."""
     msg = EmailMessage(policy=_POLICY)
@@ -446,7 +454,7 @@ def build_with_email_package(
     mid = message_id(sender, email.to, digest_key, email.paper_ids)
     msg["Message-ID"] = mid
     msg["List-Id"] = f"{_list_phrase(sender)} <{sender.list_id}>"
-    mailto = f"mailto:{sender.address}?subject=unsubscribe"
+    mailto = _mailto(sender, mailto_subject)
     # RFC 8058: the HTTPS URL takes a one-click POST; the mailto is for older clients.
     msg["List-Unsubscribe"] = f"<{header_url(unsubscribe_url)}>, <{mailto}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

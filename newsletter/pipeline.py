@@ -16,7 +16,8 @@
 
 A real send freezes its recipients and their digests in the ledger before the first
 message goes out, so running it again the same day resumes it instead of building another;
-a preview, a dry run and a test send never write the ledger or the sent-history. I/O lives
+a preview, a dry run and a test send run on a copy of the state in memory and record
+nothing (a test send reads back the digest the day's run froze, when there is one). I/O lives
 at the edges behind small protocols (``Source``, ``Store``, ``Sender``) so tests hand in
 fakes and production wires the real ones the same way.
 
@@ -31,6 +32,7 @@ store and hands the messages on, without their HTML and text unless the sender r
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -58,7 +60,8 @@ class RunReport:
     nothing_new: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
-    suppressed: list[str] = field(default_factory=list)  # unsubscribed or bouncing: not mailed
+    unsubscribed: list[str] = field(default_factory=list)  # not mailed
+    bounced: list[str] = field(default_factory=list)  # suppressed after a hard bounce: not mailed
     pending: int = 0  # left for a later run (daily cap, or the run was stopped)
     aborted: str | None = None
     # One line per source that failed; with no source answering the run failed.
@@ -66,6 +69,9 @@ class RunReport:
     fetch_failed: bool = False
     # What this invocation did (the lists above are the day's run as a whole).
     this_run: Counter[str] = field(default_factory=Counter)
+    # A test send: recipient -> the ledger status of the frozen digest it sent (the day's
+    # run had one); a recipient not here got the digest selected now.
+    frozen: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +90,7 @@ def run_once(
     only: str | None = None,
     keys: Collection[str] | None = None,
     due_only: bool = False,
+    test: bool = False,
     retry_unknown: bool = False,
     clock: Clock | None = None,
     progress: Progress | None = None,
@@ -94,7 +101,9 @@ def run_once(
     ``only`` restricts the run to one subscriber's address and ``keys`` to a set of them
     (casefolded; the scheduler's groups due now); ``due_only`` to the subscribers due on
     ``day`` (weekly ones on ``schedule.weekly_on``). With a sender that records deliveries
-    this is a real send: frozen in the ledger, resumable, never twice.
+    this is a real send: frozen in the ledger, resumable, never twice. ``test``: a test
+    send, which sends the digest the day's run froze for a subscriber when there is one
+    (what they got, whatever their sent-history says now), else the one selected now.
     """
     report = RunReport()
     group = list(source) if isinstance(source, Sequence) else [source]
@@ -117,17 +126,25 @@ def run_once(
         if due_only and not selection.is_due(sub, day, config.schedule.weekly_on):
             continue
         if sub.key in states:
-            report.suppressed.append(sub.email)
+            unsubscribed = states[sub.key][0] == "unsubscribed"
+            (report.unsubscribed if unsubscribed else report.bounced).append(sub.email)
             continue
         subscribers.append(sub)
-    composer = _Composer(config, key, now)
+    composer = _Composer(config, key, now, test_links=test)
     try:
         if not sender.records_deliveries:
-            selecting, requests = _match(config, group, store, now, day, subscribers, report)
-            built = composer.select_and_compose(
-                selecting, requests, len(subscribers), bodies=sender.needs_bodies
-            )
-            sender.send_all(_nothing_new_reported(built, report), _Tally(report, progress))
+            frozen = _frozen_for_test(config, store, day, subscribers, report) if test else []
+            subscribers = [s for s in subscribers if s.email not in report.frozen]
+            messages: Iterator[message.Outgoing] = iter(())
+            if frozen:
+                messages = composer.compose_all(frozen, len(frozen), bodies=sender.needs_bodies)
+            if subscribers:
+                selecting, requests = _match(config, group, store, now, day, subscribers, report)
+                built = composer.select_and_compose(
+                    selecting, requests, len(subscribers), bodies=sender.needs_bodies
+                )
+                messages = itertools.chain(messages, _nothing_new_reported(built, report))
+            sender.send_all(messages, _Tally(report, progress))
             sender.close()
             return report
         return _send(
@@ -149,6 +166,23 @@ def run_once(
         log.error("run.fetch_failed errors=%s", report.source_errors)
         report.fetch_failed = True
         return report
+
+
+def _frozen_for_test(
+    config: Config, store: Store, day: dt.date, subscribers: list[Subscriber], report: RunReport
+) -> list[Digest]:
+    """The digests the run of ``day`` froze for these subscribers (a cancelled one aside)."""
+    found = []
+    for sub in subscribers:
+        row = store.frozen_row(day, sub.key)
+        if row is None or row.status == "cancelled":
+            continue
+        report.frozen[sub.email] = row.status
+        if row.status == "empty" and not config.selection.send_empty:
+            report.nothing_new.append(sub.email)
+            continue
+        found.append(store.frozen_digest(row, sub))
+    return found
 
 
 class _FetchFailed(Exception):
@@ -224,7 +258,9 @@ def _requests(
 class _Composer:
     """Digest -> Outgoing: the render and message stages with this installation's identity."""
 
-    def __init__(self, config: Config, key: bytes, now: dt.datetime) -> None:
+    def __init__(
+        self, config: Config, key: bytes, now: dt.datetime, *, test_links: bool = False
+    ) -> None:
         self.config = config
         nl = config.newsletter
         self.spec = build.ComposeSpec(
@@ -239,6 +275,7 @@ class _Composer:
             key=key,
             base_url=nl.base_url,
             now=now,
+            test_links=test_links,
         )
         self.composer = build.Composer(self.spec)  # reads the templates: fails early
 

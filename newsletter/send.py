@@ -121,7 +121,17 @@ class PreviewSender:
         )
 
     def close(self) -> None:
-        self.index_path.write_text(_index(self.entries), encoding="utf-8")
+        self.write_index()
+
+    def write_index(self, not_written: Iterable[tuple[str, str]] = ()) -> None:
+        """The gallery: every email, then each subscriber who got none and why (``not_written``:
+        (address, reason) pairs, e.g. "nothing new", "unsubscribed")."""
+        try:
+            self.index_path.write_text(_index(self.entries, list(not_written)), encoding="utf-8")
+        except OSError as e:
+            raise SendError(
+                str(self.index_path), f"cannot write the gallery: {e.strerror or e}"
+            ) from e
 
     @property
     def index_path(self) -> Path:
@@ -132,8 +142,29 @@ def _slug(address: str) -> str:
     return re.sub(r"[^a-z0-9@._-]+", "_", address.casefold())[:80]
 
 
-def _index(entries: list[_Entry]) -> str:
-    """The gallery: one row per email; the subject opens the email, .eml the whole message."""
+# On a narrow screen (a phone) each row becomes a small card: no sideways scrolling.
+_GALLERY_CSS = """\
+body{font-family:system-ui,sans-serif;margin:2rem;color:#111}
+table{border-collapse:collapse;width:100%}
+td,th{padding:.4rem .8rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+.n{text-align:right;white-space:nowrap}
+.why{color:#555}
+@media (max-width:40rem){
+body{margin:1rem}
+thead{display:none}
+table,tbody,tr,td{display:block}
+tr{border-bottom:1px solid #ddd;padding:.5rem 0}
+td{border:0;padding:.1rem 0}
+.n{text-align:left}
+td[data-label]::before{content:attr(data-label) ": ";color:#555}
+td:first-child{font-weight:600}
+}"""
+
+
+def _index(entries: list[_Entry], not_written: list[tuple[str, str]]) -> str:
+    """One row per email (the subject opens it, .eml the whole message), then one per
+    subscriber without an email, saying why."""
 
     def row(e: _Entry) -> str:
         papers = f"{e.papers}" + (f" ({e.left_out} left out)" if e.left_out else "")
@@ -141,23 +172,32 @@ def _index(entries: list[_Entry]) -> str:
             f"<tr><td>{html.escape(e.recipient)}</td>"
             f'<td><a href="{html.escape(quote(e.html_name))}" target="_blank">'
             f"{html.escape(e.subject)}</a></td>"
-            f'<td class="n">{html.escape(papers)}</td>'
-            f'<td class="n">{e.html_bytes / 1000:.1f} KB</td>'
+            f'<td class="n" data-label="Papers">{html.escape(papers)}</td>'
+            f'<td class="n" data-label="HTML size">{e.html_bytes / 1000:.1f} KB</td>'
             f'<td><a href="{html.escape(quote(e.eml_name))}">.eml</a></td></tr>'
         )
 
-    rows = "\n".join(row(e) for e in entries)
-    empty = "" if entries else '<tr><td colspan="5">No digests: nobody has new papers.</td></tr>'
+    def skipped(address: str, why: str) -> str:
+        return (
+            f'<tr class="none"><td>{html.escape(address)}</td>'
+            f'<td colspan="4" class="why">no email: {html.escape(why)}</td></tr>'
+        )
+
+    rows = "\n".join([*(row(e) for e in entries), *(skipped(a, w) for a, w in not_written)])
+    empty = "" if entries else "<p>No digests: no subscriber gets an email this time.</p>"
+    n, others = len(entries), len(not_written)
+    counts = f"{n} email{'' if n == 1 else 's'}" + (
+        f"; {others} subscriber{'' if others == 1 else 's'} without one" if others else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Newsletter preview</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#111}}table{{border-collapse:collapse}}
-td,th{{padding:.4rem .8rem;border-bottom:1px solid #ddd;text-align:left}}.n{{text-align:right}}</style></head>
-<body><h1>Newsletter preview</h1><p>{len(entries)} email{"" if len(entries) == 1 else "s"}; nothing was sent.
-Click a subject to open the email.</p>
+<style>{_GALLERY_CSS}</style></head>
+<body><h1>Newsletter preview</h1><p>{counts}; nothing was sent.
+Click a subject to open the email.</p>{empty}
 <table><thead><tr><th>Recipient</th><th>Subject</th><th>Papers</th><th>HTML size</th><th>Message</th></tr></thead>
 <tbody>
-{rows}{empty}
+{rows}
 </tbody></table></body></html>
 """
 
@@ -260,6 +300,23 @@ class SmtpSender:
 
     def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
         asyncio.run(self._send_all(iter(messages), events))
+
+    def probe(self) -> None:
+        """Open one connection as a send would (greeting, STARTTLS or TLS, AUTH), then QUIT
+        without sending (``check --connect``). Raises SendAborted when the server refuses us
+        (login, TLS, a certificate: configuration), SendError when it cannot be reached
+        (refused, timeout, a 4xx greeting)."""
+
+        async def probe() -> None:
+            await self._quit(await self._connect())
+
+        try:
+            asyncio.run(probe())
+        except _Retry as e:
+            tls = _tls_failure(e)
+            if tls is not None:  # not an outage: the settings (or the CA) do not fit the server
+                raise SendAborted(self.settings.where, f"{tls}: {e.detail}") from e
+            raise SendError(self.settings.where, e.detail) from e
 
     async def _send_all(self, messages: Iterator[Outgoing], events: Events) -> None:
         n = max(1, self.settings.connections)
@@ -438,6 +495,18 @@ class SmtpSender:
             await conn.rset()
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             conn.close()
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """What went wrong with TLS, when a failure comes from it (anywhere in its causes)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted (smtp.ca_file?)"
+        if isinstance(seen, ssl.SSLError):
+            return "TLS handshake failed (smtp.security and smtp.port must match the server)"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _dot_stuff(data: bytes) -> bytes:

@@ -3,8 +3,9 @@
 What it keeps: every paper seen with the daily lists (days) it appeared on, an upvote
 snapshot per fetch (for trending), which days were fetched, and what was delivered to
 whom. The schema is an ordered list of migrations; ``PRAGMA user_version`` counts how many
-have run. Fetching (a preview too) writes papers and snapshots; only a real send writes
-deliveries.
+have run. Fetching writes papers and snapshots; only a real send writes deliveries. A
+preview, a dry run and a test send work on a copy in memory (``SqliteStore.scratch``) and
+leave the file as they found it.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class Store(FetchLog, Protocol):
     def open_run(self, day: dt.date, now: dt.datetime) -> int: ...
     def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]: ...
     def recover_in_flight(self, run_id: int, now: dt.datetime) -> list[str]: ...
+    def frozen_row(self, day: dt.date, subscriber: str) -> LedgerRow | None: ...
     def run_recipients(self, run_id: int) -> set[str]: ...
     def freeze(
         self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
@@ -220,6 +222,29 @@ class SqliteStore:
             raise StoreError(self.path, f"cannot open the state database: {e}") from e
         except OSError as e:
             raise StoreError(self.path, f"cannot create the state database: {e}") from e
+
+    @classmethod
+    def scratch(cls, path: Path | str) -> SqliteStore:
+        """The state at ``path`` copied into memory, for a preview, a dry run or a test send.
+
+        It reads what the file holds (sent-history, ledger, stored papers) and writes
+        nothing back: the file is opened read-only, never created, never changed. With no
+        file, an empty state.
+        """
+        store = cls(":memory:")
+        source = Path(path)
+        if not source.exists():
+            return store
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            ) as db:
+                db.backup(store.db)
+            store._migrate()  # an older file is brought up to date in the copy only
+        except sqlite3.DatabaseError as e:
+            store.close()
+            raise StoreError(str(path), f"cannot read the state database: {e}") from e
+        return store
 
     def close(self) -> None:
         self.db.close()
@@ -484,6 +509,15 @@ class SqliteStore:
         )
         row = self.db.execute("SELECT id FROM runs WHERE day = ?", (day.isoformat(),)).fetchone()
         return int(row[0])
+
+    def frozen_row(self, day: dt.date, subscriber: str) -> LedgerRow | None:
+        """The subscriber's row in the run of ``day``, if that run froze one (read only)."""
+        row = self.db.execute(
+            "SELECT l.run_id, l.subscriber, l.email, l.digest, l.status FROM ledger l "
+            "JOIN runs r ON r.id = l.run_id WHERE r.day = ? AND l.subscriber = ?",
+            (day.isoformat(), subscriber.casefold()),
+        ).fetchone()
+        return None if row is None else LedgerRow(*row)
 
     def run_recipients(self, run_id: int) -> set[str]:
         rows = self.db.execute("SELECT subscriber FROM ledger WHERE run_id = ?", (run_id,))

@@ -3,7 +3,9 @@
 ``POST /unsubscribe/<token>`` unsubscribes at once: no cookie, no login, idempotent, which
 is what mail clients' one-click buttons send. ``GET`` shows a small page with a confirm
 button (link scanners follow GETs, so a GET alone never unsubscribes). A forged or malformed
-token gets a 400 page. Put TLS in front with a reverse proxy (see the README).
+token gets a 400 page. A test copy's token (``send --test``) gets a page saying so, on GET and
+POST alike, and changes nothing. Tokens never reach the log: request lines are logged with
+the token cut off. Put TLS in front with a reverse proxy (see the README).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
+import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,7 +65,7 @@ class UnsubscribeServer:
                 server._post(self)
 
             def log_message(self, format: str, *args: object) -> None:
-                log.debug("http %s", format % args)
+                log.debug("http %s", _redact(format % args))
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
@@ -97,6 +100,24 @@ class UnsubscribeServer:
             return None
         return unsubscribe.verify_token(self.key, path[len(PREFIX) :])
 
+    def _test_address(self, handler: BaseHTTPRequestHandler) -> str | None:
+        """The address a test copy's token names, or None when it is not a valid test token."""
+        path = handler.path.split("?", 1)[0]
+        if not path.startswith(PREFIX):
+            return None
+        return unsubscribe.verify_token(self.key, path[len(PREFIX) :], test=True)
+
+    def _test_page(self, handler: BaseHTTPRequestHandler, address: str) -> None:
+        title = self.title()
+        body = (
+            f"<p>This link comes from a <strong>test copy</strong> of {html.escape(title)} "
+            f"(<code>newsletter send --test</code>) of the digest for "
+            f"<strong>{html.escape(address)}</strong>.</p>"
+            f"<p>Nothing was changed: {html.escape(address)} stays subscribed. In the real "
+            "email this link unsubscribes its recipient.</p>"
+        )
+        self._reply(handler, 200, _page("Test copy: nothing changed", body))
+
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.path == "/healthz":
             self._reply(handler, 200, b"ok\n")
@@ -106,6 +127,10 @@ class UnsubscribeServer:
             return
         address = self._address(handler)
         if address is None:
+            test = self._test_address(handler)
+            if test is not None:
+                self._test_page(handler, test)
+                return
             self._reply(handler, 400, _invalid())
             return
         title = self.title()
@@ -123,6 +148,10 @@ class UnsubscribeServer:
             handler.rfile.read(min(length, MAX_BODY))  # the body says "One-Click"; nothing to keep
         address = self._address(handler) if handler.path.startswith(PREFIX) else None
         if address is None:
+            test = self._test_address(handler)
+            if test is not None:
+                self._test_page(handler, test)  # a test copy never unsubscribes anyone
+                return
             self._reply(handler, 400, _invalid())
             return
         # A connection per request: the server's threads never share one.
@@ -134,6 +163,11 @@ class UnsubscribeServer:
         title = self.title()
         body = f"<p><strong>{html.escape(address)}</strong> will get no more emails from {html.escape(title)}.</p>"
         self._reply(handler, 200, _page("You are unsubscribed", body))
+
+
+def _redact(line: str) -> str:
+    """A request line without its token: tokens never reach the log."""
+    return re.sub(r"(/unsubscribe/)[^\s\"?]+", r"\1<token>", line)
 
 
 def _invalid() -> bytes:

@@ -210,3 +210,36 @@ def test_dark_mode_changes_the_colours(browser: Any, emails: dict[str, str]) -> 
         )
         page.close()
     assert colours == {"light": "rgb(255, 255, 255)", "dark": "rgb(31, 41, 55)"}
+
+
+def test_the_preview_gallery_fits_a_phone(browser: Any, tmp_path: Path) -> None:
+    """index.html at 375 px: every subscriber's row readable, nothing off the screen."""
+    config = tmp_path / "subscribers.yaml"
+    long_address = "a.very.long.address.for.a.phone.screen@subscribers.example.org"
+    text = (ROOT / "subscribers.example.yaml").read_text(encoding="utf-8")
+    config.write_text(text + f"  - email: {long_address}\n    topics: [diffusion]\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli_mod.cli,
+        [
+            "preview",
+            "-c",
+            str(config),
+            "--from",
+            str(ROOT / "examples" / "daily-papers-sample.json"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    index = out / "index.html"
+    for width in (375, 1000):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(index.as_uri())
+        result_ = page.evaluate(MEASURE)
+        rows = page.evaluate("() => document.querySelectorAll('tbody tr').length")
+        page.screenshot(path=str(tmp_path / f"gallery-{width}.png"), full_page=True)
+        page.close()
+        assert result_["scrollWidth"] <= width, result_
+        assert result_["bad"] == [], f"past the {width}px viewport: {result_['bad']}"
+        assert rows == 4  # three emails and Alan, who has nothing new

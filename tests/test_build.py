@@ -287,7 +287,7 @@ def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.Mo
     from tests.smtpserver import SmtpServer
     from tests.test_send import addresses, ledger, make_config, send
 
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key-of-at-least-32-bytes")
     monkeypatch.setattr(build, "workers_for", lambda count: 2)  # a pool, even for 6
     used: list[int] = []
     real = build.compose_all

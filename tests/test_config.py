@@ -165,7 +165,8 @@ def test_check_command_prints_problems_and_exits_2(tmp_path: Path) -> None:
     assert result.output == f"{path}:7: subscribers[0].timezone: unknown timezone 'Nowhere/Town'\n"
 
 
-def test_check_command_summary_on_a_valid_file() -> None:
+def test_check_command_summary_on_a_valid_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET", "k" * 32)
     path = ROOT / "subscribers.example.yaml"
     result = CliRunner().invoke(cli, ["check", "-c", str(path)])
     assert result.exit_code == 0, result.output
@@ -176,6 +177,7 @@ def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Mo
     path = tmp_path / "env.yaml"
     path.write_text(VALID, encoding="utf-8")
     monkeypatch.setenv("NEWSLETTER_CONFIG", str(path))
+    monkeypatch.setenv("NEWSLETTER_SECRET", "k" * 32)
     result = CliRunner().invoke(cli, ["check"])
     assert result.exit_code == 0, result.output
     assert str(path) in result.output

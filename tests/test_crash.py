@@ -22,7 +22,7 @@ KILLS = 20
 
 
 def start(cfg: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "NEWSLETTER_SECRET": "crash-test-key"}
+    env = {**os.environ, "NEWSLETTER_SECRET": "crash-test-key-of-at-least-32-bytes"}
     cmd = [
         sys.executable,
         "-m",

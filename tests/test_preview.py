@@ -6,7 +6,6 @@ import datetime as dt
 import email
 import email.policy
 import re
-import sqlite3
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from newsletter import build
 from newsletter.cli import cli
 from newsletter.sources import HuggingFaceApi
 from newsletter.sources.http import HttpClient
+from newsletter.store import SqliteStore
 from tests.conftest import fixture_path, ids_in, write_config
 from tests.httpserver import FixtureServer
 
@@ -85,11 +85,8 @@ def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) ->
         f"2026-05-{d:02d}" for d in range(2, 9)
     ]
 
-    # Papers and snapshots are stored; nothing is recorded as sent.
-    db = sqlite3.connect(tmp_path / "state.db")
-    assert db.execute("SELECT COUNT(*) FROM papers").fetchone() == (37,)
-    assert db.execute("SELECT COUNT(*) FROM snapshots").fetchone() == (37,)
-    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (0,)
+    # A preview records nothing: without a state file it works in memory, creating none.
+    assert not (tmp_path / "state.db").exists()
 
 
 def test_preview_on_a_pool_writes_the_html_bodies(
@@ -221,3 +218,73 @@ def test_latest_day_walks_back_over_empty_days(hf_server: FixtureServer) -> None
         "2026-05-09",
         "2026-05-08",
     ]
+
+
+# -- a preview records nothing ------------------------------------------------------------
+
+
+def test_preview_and_dry_run_read_the_state_and_leave_it_byte_identical(
+    tmp_path: Path, hf_server: FixtureServer
+) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
+    fetched = CliRunner().invoke(cli, ["fetch", "-c", str(cfg), "--date", "2026-05-08"])
+    assert fetched.exit_code == 0, fetched.output
+    now = dt.datetime.now(dt.UTC)
+    with SqliteStore(tmp_path / "state.db") as store:
+        store.set_state("bob@example.org", "unsubscribed", "one-click unsubscribe", now)
+        store.set_state("carl@example.org", "suppressed", "550 5.1.1 No such user", now)
+    state = tmp_path / "state.db"
+    before = state.read_bytes()
+
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+    assert code == 0, output
+    assert state.read_bytes() == before
+    assert sorted(p.name for p in out.glob("*.eml")) == ["001-ada@example.org.eml"]  # read it
+    dry = CliRunner().invoke(
+        cli, ["send", "-c", str(cfg), "--date", "2026-05-08", "--dry-run", "--out", str(out)]
+    )
+    assert dry.exit_code == 0, dry.output
+    assert state.read_bytes() == before
+
+
+def test_previews_of_two_files_do_not_mix(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")  # never contacted
+    saved = fixture_path("hf_api_daily_papers_date_2026-05-08_37papers.json")
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--from", str(saved))
+    assert code == 0, output
+    assert ids_in(body(read_eml(out / "001-ada@example.org.eml"), "html")) == [
+        "2605.05242",
+        "2605.04962",
+        "2605.06627",
+    ]
+    # The next day's file: only its own paper, none of the first file's (nothing was kept).
+    other = ROOT / "tests" / "data" / "hf_api_one_paper_2026-05-09.json"
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--from", str(other))
+    assert code == 0, output
+    assert output.startswith("2026-05-09: 1 papers fetched (1 considered), 1 digest written")
+    assert ids_in(body(read_eml(out / "001-ada@example.org.eml"), "html")) == ["2605.09999"]
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_preview_without_date_that_finds_nothing_says_where_it_looked(
+    tmp_path: Path, hf_server: FixtureServer
+) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)  # no papers these days
+    code, output, _ = run_preview(tmp_path, "-c", str(cfg))
+    assert code == 0, output
+    today = dt.datetime.now(dt.UTC).date()
+    assert output == (
+        f"No papers on any day from {today - dt.timedelta(days=7)} to {today} (UTC): "
+        "nothing to preview. Pick an earlier day with --date YYYY-MM-DD.\n"
+    )
+    assert len(hf_server.requests) == 8  # today and the seven days before
+
+
+@pytest.mark.parametrize("command", ["preview", "send", "fetch"])
+def test_an_impossible_date_is_named_as_such(tmp_path: Path, command: str) -> None:
+    cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")
+    result = CliRunner().invoke(cli, [command, "-c", str(cfg), "--date", "2026-02-30"])
+    assert result.exit_code == 2
+    assert "'2026-02-30' is not a valid date (YYYY-MM-DD)" in result.output
+    wrong = CliRunner().invoke(cli, [command, "-c", str(cfg), "--date", "30.02.2026"])
+    assert wrong.exit_code == 2 and "does not match the format" in wrong.output

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from newsletter import cli as cli_mod
 from newsletter import render
+from newsletter.store import SqliteStore
 from tests.conftest import ROOT
 
 SAMPLE = ROOT / "examples" / "daily-papers-sample.json"
@@ -50,6 +52,12 @@ def test_gallery_lists_and_opens_every_email(tmp_path: Path) -> None:
     assert len(emls) == 2  # Alan's topic matches nothing in the sample
     soup = BeautifulSoup((out / "index.html").read_text(encoding="utf-8"), "html.parser")
     rows = soup.find("tbody").find_all("tr")
+    # Every subscriber has a row: Alan's says why he gets no email.
+    assert [td.get_text() for td in rows[-1].find_all("td")] == [
+        "alan@example.org",
+        "no email: nothing new",
+    ]
+    rows = rows[:-1]
     assert len(rows) == len(emls)
     for row, eml in zip(rows, emls, strict=True):
         msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
@@ -110,3 +118,19 @@ def test_check_reports_an_unusable_dkim_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_mod.cli, ["check", "-c", str(config)])
     assert result.exit_code == 2, result.output
     assert "newsletter.dkim.key_file:" in result.output and "not a usable DKIM" in result.output
+
+
+def test_gallery_lists_every_subscriber_and_why_some_get_no_email(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with SqliteStore(tmp_path / "newsletter.db") as store:
+        store.set_state("grace@example.org", "unsubscribed", "one-click unsubscribe", now)
+        store.set_state("ada@example.org", "suppressed", "550 5.1.1 No such user", now)
+    out, _ = run_preview(tmp_path)
+    soup = BeautifulSoup((out / "index.html").read_text(encoding="utf-8"), "html.parser")
+    rows = [[td.get_text() for td in tr.find_all("td")] for tr in soup.find("tbody").find_all("tr")]
+    assert sorted(rows) == [
+        ["ada@example.org", "no email: bounced (suppressed until resubscribed)"],
+        ["alan@example.org", "no email: nothing new"],
+        ["grace@example.org", "no email: unsubscribed"],
+    ]
+    assert "0 emails; 3 subscribers without one; nothing was sent." in soup.get_text()

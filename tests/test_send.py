@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from newsletter import unsubscribe
 from newsletter.cli import cli
 from newsletter.store import SqliteStore
 from tests.conftest import fixture_path
@@ -23,7 +27,7 @@ SAVED = fixture_path("hf_api_daily_papers_date_2026-05-08_37papers.json")
 
 @pytest.fixture(autouse=True)
 def secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key-of-at-least-32-bytes")
 
 
 def addresses(n: int) -> list[str]:
@@ -142,7 +146,7 @@ def test_unknown_recipients_fail_and_are_suppressed(tmp_path: Path) -> None:
         later = CliRunner().invoke(
             cli, ["send", "-c", str(cfg), "--from", str(SAVED), "--date", "2026-05-09"]
         )
-        assert "  suppressed         2" in later.output, later.output
+        assert "  bounced            2" in later.output, later.output
     with SqliteStore(tmp_path / "state.db") as store:
         assert set(store.states()) == bad
 
@@ -286,7 +290,7 @@ def test_dry_run_writes_the_due_digests_and_records_nothing(tmp_path: Path) -> N
         assert result.exit_code == 0, result.output
         assert len(list(out.glob("*.eml"))) == 2
         assert server.received == []
-    assert ledger(tmp_path) == {}
+    assert not (tmp_path / "state.db").exists()  # records nothing, creates nothing
 
 
 def test_test_send_goes_elsewhere_and_records_nothing(tmp_path: Path) -> None:
@@ -297,7 +301,7 @@ def test_test_send_goes_elsewhere_and_records_nothing(tmp_path: Path) -> None:
         )
         assert result.exit_code == 0, result.output
         assert [m.rcpt_tos for m in server.received] == [["operator@example.org"]]
-        assert ledger(tmp_path) == {}
+        assert not (tmp_path / "state.db").exists()  # records nothing, creates nothing
         # The real send afterwards still sends reader001 their digest.
         assert send(cfg).exit_code == 0
         assert sorted(server.handler.count()) == sorted([*addresses(3), "operator@example.org"])
@@ -332,3 +336,111 @@ def test_421_reconnects_and_delivers(tmp_path: Path) -> None:
     counts = server.handler.count()
     assert sorted(counts) == addresses(4) and set(counts.values()) == {1}
     assert all(server.handler.attempts[a] == 2 for a in closing)
+
+
+def test_each_process_says_what_it_did_and_where_the_day_stands(tmp_path: Path) -> None:
+    with SmtpServer() as server:
+        cfg = make_config(tmp_path, server.port, n=5, smtp="  daily_cap: 3")
+        first = send(cfg)
+        assert first.exit_code == 0, first.output
+        assert "this process: 3 sent\n" in first.output
+        assert "  sent               3\n" in first.output
+        # Another process resumes the same day's run: it says what it did itself.
+        cfg.write_text(cfg.read_text().replace("  daily_cap: 3\n", ""))
+        second = send(cfg)
+        assert second.exit_code == 0, second.output
+        assert "this process: 2 sent\n" in second.output
+        assert "the day's run (2026-05-08, every process so far):\n  sent               5\n" in (
+            second.output
+        )
+        third = send(cfg)
+        assert "this process: nothing sent\n" in third.output and len(server.received) == 5
+
+
+def test_an_operator_unsubscribes_by_hand_and_status_counts_who_is_mailed(
+    tmp_path: Path,
+) -> None:
+    def cli_(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "-c", str(cfg)])
+
+    with SmtpServer(Faults(reject={"reader003@example.org"})) as server:
+        cfg = make_config(tmp_path, server.port, n=5)
+        done = cli_("subscribers", "unsubscribe", "Reader004@example.org")
+        assert done.exit_code == 0, done.output
+        assert done.output.startswith("Reader004@example.org: unsubscribed;")
+        assert send(cfg).exit_code == 1  # reader003 bounces (550)
+        later = CliRunner().invoke(
+            cli, ["send", "-c", str(cfg), "--from", str(SAVED), "--date", "2026-05-09"]
+        )
+        assert "  unsubscribed       1\n  bounced            1\n" in later.output, later.output
+        assert server.handler.count()["reader004@example.org"] == 0
+
+        status = cli_("status")
+        assert status.exit_code == 0, status.output
+        assert "(3 subscribers)" in status.output and "(5 subscribers)" not in status.output
+        assert "subscribers: 3 active, 1 unsubscribed, 1 bounced" in status.output
+
+        again = cli_("subscribers", "unsubscribe", "reader004@example.org")
+        assert again.output == "reader004@example.org: was already unsubscribed (by the operator)\n"
+        bounced = cli_("subscribers", "unsubscribe", "reader003@example.org")
+        assert bounced.output.startswith("reader003@example.org: unsubscribed (it was suppressed")
+        assert cli_("subscribers", "resubscribe", "reader004@example.org").exit_code == 0
+    with SqliteStore(tmp_path / "state.db") as store:
+        assert store.states() == {
+            "reader003@example.org": ("unsubscribed", "by the operator"),
+        }
+
+
+@pytest.mark.parametrize("command", ["send", "run", "serve"])
+def test_a_weak_signing_key_is_refused(tmp_path: Path, command: str) -> None:
+    offline = "sources:\n  huggingface:\n    base_url: http://127.0.0.1:9\n    retries: 0\n"
+    cfg = make_config(tmp_path, 25, n=1, extra=offline)
+    env = {**os.environ, "NEWSLETTER_SECRET": "a"}
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", command, "-c", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a serve that starts instead of refusing would hang here
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"{cfg}: newsletter.secret_env: $NEWSLETTER_SECRET is too short (1 byte; at least 32): "
+        "anyone could recover it from one unsubscribe link; make one with "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'\n"
+    )
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_tokens_never_reach_the_log_of_a_send_at_vv(tmp_path: Path) -> None:
+    faults = Faults(reject={"reader001@example.org"}, drop_data={"reader002@example.org"})
+    with SmtpServer(faults) as server:
+        cfg = make_config(tmp_path, server.port, n=4)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "newsletter",
+                "-vv",
+                "send",
+                "-c",
+                str(cfg),
+                "--from",
+                str(SAVED),
+                "--date",
+                DAY,
+            ],
+            env={**os.environ, "NEWSLETTER_SECRET": "k" * 32},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr  # reader001 failed
+    log = result.stdout + result.stderr
+    assert "DEBUG " in log and "digest.sent" in log and "digest.unknown" in log
+    tokens = [unsubscribe.make_token(b"k" * 32, a) for a in addresses(4)]
+    assert tokens[0] in server.received[0].data.decode()  # the links that went out
+    for token in tokens:
+        for part in (token, *token.split(".")):
+            assert part not in log
+    assert "/unsubscribe/" not in log

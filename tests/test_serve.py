@@ -8,6 +8,7 @@ import email.policy
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -89,15 +90,15 @@ subscribers:
     return path
 
 
-ENV = {**os.environ, "NEWSLETTER_SECRET": "serve-test-key"}
+ENV = {**os.environ, "NEWSLETTER_SECRET": "serve-test-key-of-at-least-32-bytes"}
 
 
 class Daemon:
     """`newsletter serve` in a subprocess, its stderr collected line by line."""
 
-    def __init__(self, cfg: Path) -> None:
+    def __init__(self, cfg: Path, *options: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "serve", "-c", str(cfg)],
+            [sys.executable, "-m", "newsletter", *options, "serve", "-c", str(cfg)],
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -202,7 +203,7 @@ def test_scheduled_send_and_the_one_click_unsubscribe_round_trip(
         tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
         nxt = cli(cfg, "send", "--date", tomorrow)
         assert nxt.returncode == 0, nxt.stdout + nxt.stderr
-        assert re.search(r"suppressed\s+1", nxt.stdout), nxt.stdout
+        assert re.search(r"unsubscribed\s+1", nxt.stdout), nxt.stdout
         assert Counter(r for m in smtp.received for r in m.rcpt_tos) == {
             "ada@example.org": 1,
             "bob@example.org": 2,
@@ -294,3 +295,48 @@ def test_serve_and_run_at_once_never_send_twice(tmp_path: Path, hf: FixtureServe
         assert r.returncode == 0, r.stdout + r.stderr
     counts = Counter(rc for m in smtp.received for rc in m.rcpt_tos)
     assert len(counts) == 40 and set(counts.values()) == {1}, counts
+
+
+def test_tokens_never_reach_the_log_even_at_vv(tmp_path: Path, hf: FixtureServer) -> None:
+    web_port = free_port()
+    with SmtpServer() as smtp:
+        cfg = write_config(
+            tmp_path / "c.yaml", hf, smtp.port, web_port, [("ada@example.org", at(4))]
+        )
+        daemon = Daemon(cfg, "-vv")
+        try:
+            wait_for(lambda: len(smtp.received) == 1, 30, daemon.log)
+            msg = email.message_from_bytes(smtp.received[0].data, policy=email.policy.default)
+            url = re.search(r"<(http://[^>]+)>", str(msg["List-Unsubscribe"])).group(1)  # type: ignore[union-attr]
+            assert get(url)[0] == 200
+            assert post(url + "x")[0] == 400  # a forged one is logged too
+            assert post(url)[0] == 200
+            wait_for(lambda: "unsubscribe.done" in daemon.log(), 10, daemon.log)
+        finally:
+            assert daemon.stop() == 0, daemon.log()
+    log = daemon.log()
+    token = url.rsplit("/", 1)[1]
+    assert "DEBUG newsletter.web http " in log  # the requests are logged, without their token
+    for part in (token, *token.split(".")):
+        assert part not in log
+    assert not re.search(r"/unsubscribe/[A-Za-z0-9_.-]{8,}", log), log
+
+
+def test_a_port_in_use_names_host_port_and_the_key(tmp_path: Path, hf: FixtureServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_config(tmp_path / "c.yaml", hf, 25, port, [("ada@example.org", at(3600))])
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", "serve", "-c", str(cfg)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"{cfg}: server.port: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another `newsletter serve`? set server.port to a free port)\n"
+    )

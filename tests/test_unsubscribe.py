@@ -61,8 +61,8 @@ def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_key_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("NL_TEST_SECRET", "s3cret")
-    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) == b"s3cret"
+    monkeypatch.setenv("NL_TEST_SECRET", "s" * 32)
+    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) == b"s" * 32
     monkeypatch.delenv("NL_TEST_SECRET")
     assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) is None
     assert caplog.records == []
@@ -72,3 +72,39 @@ def test_key_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapture
     assert first and second and first != second and len(first) >= 32
     assert "unsubscribe.throwaway_key env=NL_TEST_SECRET" in caplog.text
     assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_a_test_token_is_never_a_real_one() -> None:
+    """A test send's links cannot unsubscribe anyone: each kind verifies only as itself."""
+    test = unsubscribe.make_token(KEY, "Ada@Example.org", test=True)
+    real = unsubscribe.make_token(KEY, "ada@example.org")
+    assert test.startswith("test.") and test.split(".", 1)[1] != real
+    assert unsubscribe.verify_token(KEY, test) is None
+    assert unsubscribe.verify_token(KEY, test, test=True) == "ada@example.org"
+    assert unsubscribe.verify_token(KEY, real, test=True) is None
+    assert unsubscribe.verify_token(KEY, "test." + real, test=True) is None  # relabelled
+    assert unsubscribe.verify_token(b"another key" * 3, test, test=True) is None
+
+
+@pytest.mark.parametrize("value", ["a", "s3cret", "x" * 31, "é" * 15])
+def test_a_short_key_is_refused_with_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NL_TEST_SECRET", value)
+    problem = unsubscribe.key_problem("NL_TEST_SECRET")
+    assert problem is not None and problem.startswith("$NL_TEST_SECRET is too short")
+    assert "python -c 'import secrets; print(secrets.token_urlsafe(32))'" in problem
+    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) is None
+    throwaway = unsubscribe.key_from_env("NL_TEST_SECRET", preview=True)
+    assert throwaway is not None and throwaway != value.encode()  # never signs with it
+    monkeypatch.setenv("NL_TEST_SECRET", "x" * 32)
+    assert unsubscribe.key_problem("NL_TEST_SECRET") is None
+
+
+def test_the_readme_says_how_to_make_a_key_right_after_its_first_commands() -> None:
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    after_first_block = readme.split("```", 2)[2].lstrip("\n").split("\n\n", 1)[0]
+    assert "NEWSLETTER_SECRET" in after_first_block
+    assert unsubscribe.MAKE_KEY in after_first_block.replace("\n", " ")

@@ -1,0 +1,131 @@
+"""``newsletter check``: what a run will need, checked before a cron job finds out.
+
+Each check gives one line for the operator: ``problems`` (exit 2: the configuration cannot
+work), ``warnings`` (exit 0) and, with ``--connect``, ``smtp_line`` (the server, as a send
+would see it). Nothing here writes the state or sends a message.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import jinja2
+import jinja2.meta
+
+from newsletter import message, render, unsubscribe
+from newsletter.config import Config
+from newsletter.errors import ConfigError, SendError, TemplateError
+from newsletter.send import SendAborted, SmtpSender, SmtpSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def problems(config: Config) -> list[str]:
+    """One ``FILE: key: message`` line per thing a run would fail on."""
+    found: list[str] = []
+    key = unsubscribe.key_problem(config.newsletter.secret_env)
+    if key is not None:
+        found.append(f"{config.path}: newsletter.secret_env: {key}")
+    password = password_problem(config)
+    if password is not None:
+        found.append(password)
+    state = state_problem(config.state_path)
+    if state is not None:
+        found.append(f"{config.path}: newsletter.state: {config.state_path}: {state}")
+    try:
+        render.check_templates(config.templates_path)
+    except TemplateError as e:
+        found.append(str(e))
+    try:
+        message.load_sender(config)  # a DKIM key that cannot sign
+    except ConfigError as e:
+        found.extend(e.problems)
+    return found
+
+
+def password_problem(config: Config) -> str | None:
+    smtp = config.smtp
+    if smtp.username and not os.environ.get(smtp.password_env):
+        return (
+            f"{config.path}: smtp.password_env: ${smtp.password_env} is not set "
+            f"(smtp.username is {smtp.username!r})"
+        )
+    return None
+
+
+def state_problem(path: Path) -> str | None:
+    """Why a send could not write the state file, or None.
+
+    Tried for real (as root, permission bits say little): the file opened for writing, a
+    scratch file made and removed in its folder, where SQLite keeps its journal.
+    """
+    if path.exists():
+        if not path.is_file():
+            return "not a file"
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as e:
+            return f"cannot be written: {e.strerror or e}"
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        return f"its folder {folder} is not a folder"
+    if not folder.is_dir():
+        return f"its folder {folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"its folder {folder} is not writable: {e.strerror or e}"
+    return None
+
+
+def warnings(config: Config) -> Iterator[str]:
+    """A file in ``templates_dir`` that no template uses: most likely a misspelt name."""
+    own = config.templates_path
+    if own is None or not own.is_dir():
+        return
+    builtin = sorted(
+        p.name for p in render.builtin_templates_dir().iterdir() if p.name.endswith(".j2")
+    )
+    files = sorted(p.name for p in own.iterdir() if p.is_file() and not p.name.startswith("."))
+    included = _included(render.make_env(own), [*builtin, *files])
+    for name in files:
+        if name not in builtin and name not in included:
+            yield (
+                f"{own / name}: not a template this program uses ({', '.join(builtin)}) "
+                "and not included by one: it is ignored"
+            )
+
+
+def _included(env: jinja2.Environment, names: list[str]) -> set[str]:
+    """Names that the templates ``names`` include, import or extend (as loaded by ``env``)."""
+    found: set[str] = set()
+    for name in names:
+        try:
+            source = env.loader.get_source(env, name)[0] if env.loader else ""
+            found.update(n for n in jinja2.meta.find_referenced_templates(env.parse(source)) if n)
+        except (jinja2.TemplateError, OSError, UnicodeDecodeError):
+            continue  # a broken template is reported by check_templates
+    return found
+
+
+def smtp_line(settings: SmtpSettings) -> tuple[str, int]:
+    """Connect, TLS and AUTH as a send would, then QUIT: one line and its exit code."""
+    steps = ["EHLO"]
+    if settings.security == "starttls":
+        steps.append("STARTTLS")
+    elif settings.security == "tls":
+        steps.insert(0, "TLS")
+    if settings.username:
+        steps.append(f"AUTH as {settings.username!r}")
+    try:
+        SmtpSender(settings).probe()
+    except SendAborted as e:  # the server refuses this configuration
+        return f"smtp: failed: {e}", EXIT_USAGE
+    except SendError as e:  # cannot be reached now
+        return f"smtp: failed: {e}", EXIT_FAILED
+    return f"smtp: ok: {settings.where}: {', '.join(steps)}, QUIT (nothing sent)", EXIT_OK
