@@ -10,6 +10,8 @@ import datetime as dt
 import json
 import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,55 @@ def test_a_day_that_fails_as_a_whole_does_not_stop_the_next_days(
             assert result.exit_code == 0, (day, result.output)
             assert "warning: huggingface: 2026-05-08 not fetched" in result.stderr
             assert len(smtp.received) - before == len(READERS), day
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process: its stderr is what an operator reads."""
+    # The timeout is a hang guard: without a deadline this run would take about ten minutes.
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_trickling_source_fails_at_the_fetch_deadline_and_is_asked_no_more(
+    tmp_path: Path, hf: tuple[FixtureServer, Lists]
+) -> None:
+    server, _ = hf
+    # 100 bytes a second, for every day: no single read ever times out.
+    server.routes["/api/daily_papers"] = lambda req: Reply(
+        200, chunks=(b"[        " for _ in range(6000)), chunk_delay=0.1
+    )
+    with SmtpServer() as smtp:
+        cfg = make_config(tmp_path, server.url, smtp.port, "  fetch_deadline_seconds: 2\n")
+        done = run_cli("send", "-c", str(cfg), "--date", BAD_DAY.isoformat())
+        assert smtp.received == []
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("huggingface: failed:")]
+    assert "the fetch deadline of 2 s (sources.fetch_deadline_seconds) passed" in line
+    assert "(6 more days not tried in this run)" in line
+    assert len(server.requests) == 1  # one day asked, no page fallback, no other day
+
+
+def test_an_answer_over_the_size_cap_fails_its_fetch_unread(
+    tmp_path: Path, hf: tuple[FixtureServer, Lists]
+) -> None:
+    server, lists = hf
+    lists.by_day[BAD_DAY] = capture(BAD_DAY)  # 213 KB
+    cap = "    max_response_bytes: 100000\n"
+    with SmtpServer() as smtp:
+        cfg = make_config(tmp_path, server.url, smtp.port)
+        cfg.write_text(cfg.read_text().replace("    retries: 0\n", "    retries: 0\n" + cap))
+        done = run_cli("send", "-c", str(cfg), "--date", BAD_DAY.isoformat())
+        assert smtp.received == []
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("huggingface")]
+    assert "larger than 100,000 bytes (sources.huggingface.max_response_bytes)" in line
+    db = sqlite3.connect(tmp_path / "state.db")
+    [(largest,)] = db.execute("SELECT MAX(LENGTH(body)) FROM responses").fetchall()
+    assert largest < 100_000  # the big answer was not kept either

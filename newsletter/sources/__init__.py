@@ -11,7 +11,7 @@ Several sources are fetched with ``fetch_all``: papers are merged by arXiv id (H
 fields win, arXiv adds categories and comments). Failures stay as small as they are: a
 malformed paper is skipped with a warning (the parsers leave it out), a day that fails is
 reported and fetched again by later runs while the source's other days go on, and a source
-that fails is reported and skipped. The run decides what is fatal.
+that fails or times out is reported and skipped. The run decides what is fatal.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Protocol
 from newsletter.errors import FetchError, NewsletterError
 from newsletter.models import PaperData, merge_papers
 from newsletter.sources import arxiv, huggingface
-from newsletter.sources.http import Fetcher, HttpClient, ReplayClient, Response, ResponseStore
+from newsletter.sources.http import (
+    Deadline,
+    Fetcher,
+    HttpClient,
+    ReplayClient,
+    Response,
+    ResponseStore,
+)
 from newsletter.sources.huggingface import Period
 from newsletter.sources.parsing import Skipped
 
@@ -119,6 +126,8 @@ class HuggingFace:
         try:
             return _by_upvotes(self._api(period))
         except NewsletterError as api_error:
+            if _timed_out(api_error):
+                raise  # the same host serves the page; the run's time is not spent twice
             log.warning("fetch.fallback source=%s error=%s", self.name, api_error)
             try:
                 return _by_upvotes(self._page(period))
@@ -126,6 +135,7 @@ class HuggingFace:
                 raise FetchError(
                     api_error.url if isinstance(api_error, FetchError) else self.url,
                     f"{_reason(api_error)}; the page fallback failed too: {page_error}",
+                    timed_out=_timed_out(page_error),
                 ) from page_error
 
     def latest_day(self, today: dt.date) -> dt.date | None:
@@ -404,7 +414,8 @@ def fetch_all(
 
     A day that fails (after its retries) is marked failed in ``log_to``, so later runs fetch
     it again, and reported in its source's ``day_errors``; the source's other days go on. A
-    source fails as a whole (its status's ``error``) when none of its days could be fetched.
+    source fails as a whole (its status's ``error``) when none of its days could be fetched,
+    or when it timed out: its remaining days are then not tried in this run (marked failed).
     """
     wanted = sorted(set(days))
     report = FetchReport()
@@ -427,6 +438,9 @@ def fetch_all(
                 failed.append(f"{day} not fetched (tried again by later runs): {e}")
                 if log_to is not None:
                     log_to.mark_fetched(source.name, day, 0, now, error=str(e))
+                if _timed_out(e):
+                    error = str(e) + _not_tried(source, ordered[i + 1 :], log_to, now)
+                    break
                 if not done and i == len(ordered) - 1:
                     error = str(e)  # not one day of it answered
                 continue
@@ -441,6 +455,19 @@ def fetch_all(
         report.days.update(done)
     report.papers = merge(collected)
     return report
+
+
+def _not_tried(
+    source: Source, days: Sequence[dt.date], log_to: FetchLog | None, now: dt.datetime
+) -> str:
+    """Mark the days a timed-out source skips as failed (later runs fetch them); say so."""
+    if not days:
+        return ""
+    log.info("fetch.not_tried source=%s days=%s", source.name, ",".join(map(str, days)))
+    for day in days:
+        if log_to is not None:
+            log_to.mark_fetched(source.name, day, 0, now, error="not tried: the source timed out")
+    return f" ({len(days)} more day{'s' if len(days) > 1 else ''} not tried in this run)"
 
 
 def fetch_period(sources: Sequence[Source], period: Period) -> FetchReport:
@@ -493,6 +520,10 @@ def _reason(error: NewsletterError) -> str:
     return error.message if isinstance(error, FetchError) else str(error)
 
 
+def _timed_out(error: NewsletterError) -> bool:
+    return isinstance(error, FetchError) and error.timed_out
+
+
 def _warn_skipped(
     source: str, day: dt.date | None, skipped: list[Skipped], warned: set[Skipped]
 ) -> None:
@@ -524,26 +555,37 @@ def open_sources(
     With ``store`` every response is kept raw; with ``replay`` nothing goes to the network
     and the stored responses are parsed again.
     """
+    # One deadline for the run's fetching, shared by every source's client.
+    deadline = Deadline(settings.fetch_deadline_seconds)
     with ExitStack() as stack:
 
-        def client(timeout: float, retries: int) -> Fetcher:
+        def client(name: str, timeout: float, retries: int, max_bytes: int) -> Fetcher:
             if replay:
                 if store is None:
                     raise ValueError("replay needs a store")
                 return ReplayClient(store)
             return stack.enter_context(
-                HttpClient(timeout=timeout, retries=retries, sleep=sleep, store=store)
+                HttpClient(
+                    timeout=timeout,
+                    retries=retries,
+                    sleep=sleep,
+                    store=store,
+                    max_response_bytes=max_bytes,
+                    cap_setting=f"sources.{name}.max_response_bytes",
+                    deadline=deadline,
+                )
             )
 
         found: list[Source] = []
         hf = settings.huggingface
         if hf.enabled:
-            found.append(HuggingFace(hf.base_url, client(hf.timeout, hf.retries), mode=hf.mode))
+            hf_client = client("huggingface", hf.timeout, hf.retries, hf.max_response_bytes)
+            found.append(HuggingFace(hf.base_url, hf_client, mode=hf.mode))
         ax = settings.arxiv
         if ax.enabled:
             found.append(
                 ArxivSource(
-                    client(ax.timeout, ax.retries),
+                    client("arxiv", ax.timeout, ax.retries, ax.max_response_bytes),
                     ax.categories,
                     announce_types=ax.announce_types,
                     api_url=ax.api_url,
