@@ -143,6 +143,8 @@ class HuggingFaceSource(_Model):
     mode: Literal["api", "page"] = "api"  # api falls back to the page when the API fails
     timeout: Annotated[float, Field(gt=0)] = 30.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    # A bigger answer is a failed fetch, not read further (a daily list is well under 1 MB).
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 10_000_000
 
     @field_validator("base_url")
     @classmethod
@@ -167,6 +169,7 @@ class ArxivSource(_Model):
     delay_seconds: Annotated[float, Field(ge=0)] = 3.0  # arXiv asks for 3 s between requests
     timeout: Annotated[float, Field(gt=0)] = 30.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 10_000_000
 
     @field_validator("categories")
     @classmethod
@@ -189,6 +192,9 @@ class ArxivSource(_Model):
 class Sources(_Model):
     huggingface: HuggingFaceSource = HuggingFaceSource()
     arxiv: ArxivSource = ArxivSource()
+    # All the fetching of one run, every source and retry included: a hung or trickling
+    # server must not hold the run (and the send lock) for longer.
+    fetch_deadline_seconds: Annotated[float, Field(gt=0)] = 300.0
 
 
 class Smtp(_Model):

@@ -28,10 +28,15 @@ class ConfigError(NewsletterError):
 class FetchError(NewsletterError):
     """A source could not be fetched (network, HTTP status, file)."""
 
-    def __init__(self, url: str, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, url: str, message: str, *, status: int | None = None, timed_out: bool = False
+    ) -> None:
         self.url = url
         self.message = message
         self.status = status  # the HTTP status, when the server answered
+        # The server did not answer in time, or the run's fetch deadline passed: the
+        # source's other days are not tried in this run.
+        self.timed_out = timed_out
         super().__init__(f"{url}: {message}")
 
 

@@ -2,8 +2,9 @@
 
     since   = {s: selection.window_start(s, day, store.last_digest_day(s), max_age)}  (pure)
     fetched = sources.fetch_all(sources, days of the windows the store lacks, log_to=store)
-              # merged by arXiv id; a failed source is skipped and its days retried next run;
-              # no source answering fails the run and nothing is sent       (I/O: HTTP)
+              # merged by arXiv id; a bad paper is skipped, a failed day or source is a
+              # warning and retried next run; the run's own day fetched by no source fails
+              # the run and nothing is sent                                 (I/O: HTTP)
     store.add_papers(fetched.papers, now)                          -> upvote snapshots (I/O: SQLite)
     matches = selection.match_topics(store.candidates(days), topics, trends)  (pure, once per run)
     for subscriber in due(config.subscribers, day):
@@ -64,7 +65,8 @@ class RunReport:
     bounced: list[str] = field(default_factory=list)  # suppressed after a hard bounce: not mailed
     pending: int = 0  # left for a later run (daily cap, or the run was stopped)
     aborted: str | None = None
-    # One line per source that failed; with no source answering the run failed.
+    # One line per source or day that failed; with the run's own day fetched by no source
+    # the run failed, else they are warnings.
     source_errors: list[str] = field(default_factory=list)
     fetch_failed: bool = False
     # What this invocation did (the lists above are the day's run as a whole).
@@ -186,7 +188,7 @@ def _frozen_for_test(
 
 
 class _FetchFailed(Exception):
-    """No source answered: the run stops and nothing is sent."""
+    """No source could fetch the run's own day: the run stops and nothing is sent."""
 
 
 def _match(
@@ -216,9 +218,11 @@ def _match(
         complete &= store.complete_days(source.name, days) if source.live else set()
     wanted = [d for d in days if d not in complete]
     fetched = sources.fetch_all(group, wanted, log_to=store, now=now)
-    report.source_errors = fetched.errors
-    if wanted and not fetched.any_ok:
+    if day in wanted and day not in fetched.days:
+        report.source_errors = fetched.errors + fetched.day_errors
         raise _FetchFailed
+    # Other days that failed are fetched again by later runs: the digests go out without them.
+    report.source_errors = fetched.errors + [f"warning: {e}" for e in fetched.day_errors]
     report.papers_fetched = len(fetched.papers)
     store.add_papers(fetched.papers, now)
     log.info(

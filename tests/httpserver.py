@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +25,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to stall before answering (timeouts)
     truncate: bool = False  # announce the full length, send half, close
+    # A body sent piece by piece, its end marked by closing the connection (no length):
+    # an endless or huge answer, or a trickle with ``chunk_delay`` seconds between pieces.
+    chunks: Iterable[bytes] | None = None
+    chunk_delay: float = 0.0
 
 
 Handler = Callable[[Request], Reply]
@@ -47,6 +52,7 @@ class FixtureServer:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
+        self.chunks_sent = 0  # pieces of ``Reply.chunks`` written before the client hung up
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -59,6 +65,9 @@ class FixtureServer:
                 reply = handler(req) if handler else Reply(404, b"not found")
                 if reply.delay:
                     threading.Event().wait(reply.delay)
+                if reply.chunks is not None:
+                    self._stream(reply)
+                    return
                 try:
                     self.send_response(reply.status)
                     body = reply.body
@@ -69,6 +78,22 @@ class FixtureServer:
                     self.wfile.write(body[: len(body) // 2] if reply.truncate else body)
                     if reply.truncate:
                         self.close_connection = True
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _stream(self, reply: Reply) -> None:
+                self.close_connection = True
+                try:
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    for chunk in reply.chunks or ():
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        server.chunks_sent += 1
+                        if reply.chunk_delay:
+                            time.sleep(reply.chunk_delay)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

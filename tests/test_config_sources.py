@@ -38,6 +38,9 @@ def test_defaults() -> None:
     assert settings.arxiv.announce_types == ["new", "cross"]
     assert settings.arxiv.api_url == "https://export.arxiv.org/api/query"
     assert settings.arxiv.rss_url == "https://rss.arxiv.org/rss"
+    # Fetching is bounded: per answer, and for the whole of a run's fetching.
+    assert settings.huggingface.max_response_bytes == settings.arxiv.max_response_bytes == 10**7
+    assert settings.fetch_deadline_seconds == 300
 
 
 def test_arxiv_enabled() -> None:
@@ -78,6 +81,14 @@ def test_arxiv_enabled() -> None:
             "c.yaml:3: sources.arxiv.rss_url: must be an http(s) URL",
         ),
         ("  arxiv:\n    delay: 3\n", "c.yaml:3: sources.arxiv.delay: unknown key"),
+        (
+            "  fetch_deadline_seconds: 0\n",
+            "c.yaml:2: sources.fetch_deadline_seconds: input should be greater than 0",
+        ),
+        (
+            "  huggingface:\n    max_response_bytes: 10\n",
+            "c.yaml:3: sources.huggingface.max_response_bytes: input should be greater than or equal to 1024",
+        ),
     ],
 )
 def test_errors_name_line_and_key(sources: str, expected: str) -> None:
@@ -88,12 +99,13 @@ def test_every_source_key_is_documented_in_the_example() -> None:
     example = (ROOT / "subscribers.example.yaml").read_text("utf-8")
     loaded = config.load(ROOT / "subscribers.example.yaml")
     assert loaded.sources.huggingface.mode == "api"
-    for model in (config.HuggingFaceSource, config.ArxivSource):
+    for model in (config.Sources, config.HuggingFaceSource, config.ArxivSource):
         for key in model.model_fields:
             line = next(
                 (ln for ln in example.splitlines() if ln.strip().startswith(f"{key}:")), None
             )
             assert line is not None, f"{model.__name__}.{key} is not in subscribers.example.yaml"
-    for key in ("mode:", "announce_types:", "delay_seconds:", "rss_url:", "api_url:"):
+    keys = ("mode:", "announce_types:", "delay_seconds:", "rss_url:", "api_url:")
+    for key in (*keys, "max_response_bytes:", "fetch_deadline_seconds:"):
         line = next(ln for ln in example.splitlines() if ln.strip().startswith(key))
         assert "#" in line, f"{key} has no comment"

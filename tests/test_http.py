@@ -7,13 +7,15 @@ delays asked for.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any
+import gzip
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 import pytest
 
 from newsletter.errors import FetchError
-from newsletter.sources.http import USER_AGENT, HttpClient, ReplayClient, Response
+from newsletter.sources.http import USER_AGENT, Deadline, HttpClient, ReplayClient, Response
 from newsletter.store import SqliteStore
 from tests.httpserver import FixtureServer, Reply, Request, in_turn
 
@@ -174,3 +176,102 @@ def test_fetch_error_carries_the_status(server: FixtureServer) -> None:
         with pytest.raises(FetchError) as down:
             c.get(f"{server.url}/x")
     assert (missing.value.status, down.value.status) == (404, 503)
+
+
+# --- bounds: the size cap and the run's fetch deadline ---------------------------------------
+
+T = TypeVar("T")
+
+
+def within(seconds: float, fn: Callable[[], T]) -> T:
+    """``fn()``, failing the test instead of hanging the suite if it runs past ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return cast(T, box["value"])
+
+
+def capped(**kwargs: Any) -> HttpClient:
+    return client(
+        [], max_response_bytes=1_000_000, cap_setting="sources.x.max_response_bytes", **kwargs
+    )
+
+
+def test_a_response_announced_over_the_cap_is_refused_and_not_retried(
+    server: FixtureServer,
+) -> None:
+    server.routes["/x"] = in_turn(Reply(200, b"x" * 1_000_001))
+    with capped(retries=2) as c, pytest.raises(FetchError) as info:
+        c.get(f"{server.url}/x")
+    assert "larger than 1,000,000 bytes (sources.x.max_response_bytes)" in str(info.value)
+    assert len(server.requests) == 1
+    assert not info.value.timed_out
+
+
+def test_a_body_without_a_length_stops_at_the_cap(server: FixtureServer) -> None:
+    # 50 MB, sent until the client hangs up; its length is not announced.
+    server.routes["/x"] = in_turn(Reply(200, chunks=(b"x" * 65536 for _ in range(800))))
+    with capped(retries=0) as c, pytest.raises(FetchError, match="larger than 1,000,000"):
+        within(60, lambda: c.get(f"{server.url}/x"))
+    assert server.chunks_sent < 100  # not read to the end: ~16 chunks and the socket buffers
+
+
+def test_a_compressed_body_stops_at_the_cap_decompressed(server: FixtureServer) -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000)  # 50 KB on the wire
+    server.routes["/x"] = in_turn(Reply(200, bomb, {"Content-Encoding": "gzip"}))
+    with capped(retries=0) as c, pytest.raises(FetchError, match="larger than 1,000,000"):
+        c.get(f"{server.url}/x")
+
+
+def test_a_compressed_body_is_decompressed(server: FixtureServer) -> None:
+    body = b"[" + b"1," * 50_000 + b"1]"
+    server.routes["/x"] = in_turn(Reply(200, gzip.compress(body), {"Content-Encoding": "gzip"}))
+    with capped(retries=0) as c:
+        assert c.get(f"{server.url}/x").body == body
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline(server: FixtureServer) -> None:
+    # 100 bytes a second: each read is quick (no read timeout), the whole would take 10 min.
+    trickle = Reply(200, chunks=(b"[1,1,1,1,]" for _ in range(6000)), chunk_delay=0.1)
+    server.routes["/x"] = in_turn(trickle)
+    deadline = Deadline(1.0)
+    with client([], retries=3, deadline=deadline) as c, pytest.raises(FetchError) as info:
+        within(60, lambda: c.get(f"{server.url}/x"))
+    assert info.value.timed_out
+    assert "fetch deadline of 1 s (sources.fetch_deadline_seconds) passed" in str(info.value)
+    assert len(server.requests) == 1  # and not retried
+
+
+def test_no_retry_waits_past_the_deadline(server: FixtureServer) -> None:
+    server.routes["/x"] = in_turn(Reply(503, b"", {"Retry-After": "30"}))
+    sleeps: list[float] = []
+    with client(sleeps, retries=3, deadline=Deadline(10)) as c, pytest.raises(FetchError) as info:
+        c.get(f"{server.url}/x")
+    assert sleeps == []
+    assert info.value.timed_out and "HTTP 503" in str(info.value)
+
+
+def test_a_passed_deadline_stops_every_client_before_it_asks(server: FixtureServer) -> None:
+    now = [0.0]
+    deadline = Deadline(10, clock=lambda: now[0])
+    server.routes["/x"] = in_turn(Reply(200, b"ok"))
+    with client([], deadline=deadline) as first, client([], deadline=deadline) as second:
+        assert first.get(f"{server.url}/x").body == b"ok"  # the deadline starts here
+        now[0] = 10.5
+        for c in (first, second):
+            with pytest.raises(FetchError, match="fetch deadline of 10 s") as info:
+                c.get(f"{server.url}/x")
+            assert info.value.timed_out
+    assert len(server.requests) == 1

@@ -87,7 +87,7 @@ def test_empty_list_is_no_papers() -> None:
         (b'[{"title": "x"}]', "item 0: no 'paper' object"),
         (b'[{"paper": {"id": 5, "title": "x"}}]', "item 0: 'id' should be a string, got int"),
         (
-            b'[{"paper": {"id": "1", "title": "x", "upvotes": "many"}}]',
+            b'[{"paper": {"id": "2406.00001", "title": "x", "upvotes": "many"}}]',
             "'upvotes' should be an integer",
         ),
         (b"", "not JSON"),
@@ -130,5 +130,7 @@ def test_a_blank_item_title_falls_back_to_the_papers_title() -> None:
     assert paper.title == "Balancing Pipelines"
     with pytest.raises(ParseError, match="has no title"):
         huggingface.parse(
-            b'[{"title": " ", "paper": {"id": "1", "title": "\\n"}}]', "x", day=dt.date(2024, 1, 1)
+            b'[{"title": " ", "paper": {"id": "2401.00001", "title": "\\n"}}]',
+            "x",
+            day=dt.date(2024, 1, 1),
         )

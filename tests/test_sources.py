@@ -128,6 +128,43 @@ def test_failed_days_are_fetched_again_by_the_next_run() -> None:
         assert hf.asked == [D2]  # nothing left to retry
 
 
+def test_a_failed_day_is_a_warning_and_the_sources_other_days_go_on() -> None:
+    with SqliteStore(":memory:") as store:
+        hf = FakeSource("huggingface", {D1: [HF], D2: [dataclasses.replace(HF, id="2604.22027")]})
+        hf.failing = {D1}
+        report = sources.fetch_all([hf], [D1, D2], log_to=store, now=NOW)
+        assert report.ok and report.days == {D2}
+        assert [p.id for p in report.papers] == ["2604.22027"]
+        assert report.errors == []
+        assert report.day_errors == [
+            "huggingface: 2026-04-27 not fetched (tried again by later runs): "
+            "https://huggingface.example/2026-04-27: HTTP 503 (after 4 attempts)"
+        ]
+        assert store.failed_days("huggingface", D1 - dt.timedelta(days=7)) == [D1]
+
+
+def test_a_source_that_times_out_is_not_asked_for_its_other_days() -> None:
+    class Hung(FakeSource):
+        def fetch_day(self, day: dt.date) -> list[PaperData]:
+            self.asked.append(day)
+            raise FetchError(f"https://hung.example/{day}", "timed out", timed_out=True)
+
+    days = [D1 + dt.timedelta(days=i) for i in range(7)]
+    with SqliteStore(":memory:") as store:
+        hung = Hung("huggingface", {})
+        ax = FakeSource("arxiv", {D1: [AX]})
+        report = sources.fetch_all([hung, ax], days, log_to=store, now=NOW)
+        assert hung.asked == [D1]
+        assert report.errors == [
+            "huggingface: failed: https://hung.example/2026-04-27: timed out "
+            "(6 more days not tried in this run)"
+        ]
+        assert report.day_errors == []
+        assert report.days == set(days)  # arXiv answered for every day
+        # Every day of it is fetched again by the next run.
+        assert store.failed_days("huggingface", D1) == days
+
+
 def test_latest_day_skips_a_source_that_is_down() -> None:
     class Down(FakeSource):
         def latest_day(self, today: dt.date) -> dt.date | None:

@@ -8,8 +8,10 @@ arXiv source reads the RSS feed of the current listing and the Atom API for earl
 Parsers are pure and live beside their URL constants; HTTP lives in ``http.py``.
 
 Several sources are fetched with ``fetch_all``: papers are merged by arXiv id (Hugging Face
-fields win, arXiv adds categories and comments), a source that fails is reported and
-skipped, and the run fails only when no source answered.
+fields win, arXiv adds categories and comments). Failures stay as small as they are: a
+malformed paper is skipped with a warning (the parsers leave it out), a day that fails is
+reported and fetched again by later runs while the source's other days go on, and a source
+that fails or times out is reported and skipped. The run decides what is fatal.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ from typing import TYPE_CHECKING, Protocol
 from newsletter.errors import FetchError, NewsletterError
 from newsletter.models import PaperData, merge_papers
 from newsletter.sources import arxiv, huggingface
-from newsletter.sources.http import Fetcher, HttpClient, ReplayClient, Response, ResponseStore
+from newsletter.sources.http import (
+    Deadline,
+    Fetcher,
+    HttpClient,
+    ReplayClient,
+    Response,
+    ResponseStore,
+)
 from newsletter.sources.huggingface import Period
+from newsletter.sources.parsing import Skipped
 
 if TYPE_CHECKING:
     from newsletter.config import Sources as SourcesSettings
@@ -103,6 +113,7 @@ class HuggingFace:
         self.client = client
         self.mode = mode
         self.page_size = page_size
+        self._warned: set[Skipped] = set()  # latest_day and the fetch may read a day twice
 
     def fetch_day(self, day: dt.date) -> list[PaperData]:
         papers = self.fetch_period(Period.day(day))
@@ -115,6 +126,8 @@ class HuggingFace:
         try:
             return _by_upvotes(self._api(period))
         except NewsletterError as api_error:
+            if _timed_out(api_error):
+                raise  # the same host serves the page; the run's time is not spent twice
             log.warning("fetch.fallback source=%s error=%s", self.name, api_error)
             try:
                 return _by_upvotes(self._page(period))
@@ -122,6 +135,7 @@ class HuggingFace:
                 raise FetchError(
                     api_error.url if isinstance(api_error, FetchError) else self.url,
                     f"{_reason(api_error)}; the page fallback failed too: {page_error}",
+                    timed_out=_timed_out(page_error),
                 ) from page_error
 
     def latest_day(self, today: dt.date) -> dt.date | None:
@@ -137,10 +151,12 @@ class HuggingFace:
         for page in range(self.MAX_PAGES):
             params = {**huggingface.api_params(period), "limit": self.page_size, "p": page}
             response = self.client.get(self.url, params=params)
-            batch = huggingface.parse(response.body, response.url, day=day)
+            skipped: list[Skipped] = []
+            batch = huggingface.parse(response.body, response.url, day=day, skipped=skipped)
+            _warn_skipped(self.name, day, skipped, self._warned)
             new = [p for p in batch if p.id not in papers]
             papers.update((p.id, p) for p in new)
-            if len(batch) < self.page_size or not new:
+            if len(batch) + len(skipped) < self.page_size or not new:
                 break
         return list(papers.values())
 
@@ -153,7 +169,10 @@ class HuggingFace:
                 raise
             # Older deployments only know /papers?date=D.
             response = self.client.get(huggingface.old_daily_page_url(self.base_url, day))
-        return huggingface.parse_page(response.body, response.url, day=day)
+        skipped: list[Skipped] = []
+        papers = huggingface.parse_page(response.body, response.url, day=day, skipped=skipped)
+        _warn_skipped(self.name, day, skipped, self._warned)
+        return papers
 
 
 HuggingFaceApi = HuggingFace  # the name the first version had
@@ -192,6 +211,7 @@ class ArxivSource:
         self._sleep = sleep
         self._requests = 0
         self._feeds: dict[str, tuple[dt.date | None, list[PaperData]]] = {}
+        self._warned: set[Skipped] = set()
 
     def fetch_day(self, day: dt.date) -> list[PaperData]:
         try:
@@ -232,9 +252,11 @@ class ArxivSource:
     def _feed(self, category: str) -> tuple[dt.date | None, list[PaperData]]:
         if category not in self._feeds:
             response = self._get(f"{self.rss_url}/{category}")
+            skipped: list[Skipped] = []
             self._feeds[category] = arxiv.parse_feed(
-                response.body, response.url, announce_types=self.announce_types
+                response.body, response.url, announce_types=self.announce_types, skipped=skipped
             )
+            _warn_skipped(self.name, self._feeds[category][0], skipped, self._warned)
         return self._feeds[category]
 
     def _api_day(self, day: dt.date) -> list[PaperData]:
@@ -253,10 +275,12 @@ class ArxivSource:
                 "max_results": self.PAGE_SIZE,
             }
             response = self._get(self.api_url, params)
-            batch = arxiv.parse(response.body, response.url)
+            skipped: list[Skipped] = []
+            batch = arxiv.parse(response.body, response.url, skipped=skipped)
+            _warn_skipped(self.name, day, skipped, self._warned)
             papers.extend(p for p in batch if self._keep(p))
-            offset += len(batch)
-            if len(batch) < self.PAGE_SIZE:
+            offset += len(batch) + len(skipped)
+            if len(batch) + len(skipped) < self.PAGE_SIZE:
                 return papers
 
     def _keep(self, paper: PaperData) -> bool:
@@ -277,7 +301,9 @@ class FileSource:
             body = path.read_bytes()
         except OSError as e:
             raise FetchError(str(path), f"cannot read: {e.strerror or e}") from e
-        self.papers = huggingface.parse_any(body, str(path))
+        skipped: list[Skipped] = []
+        self.papers = huggingface.parse_any(body, str(path), skipped=skipped)
+        _warn_skipped(self.name, None, skipped, set())
 
     def fetch_day(self, day: dt.date) -> list[PaperData]:
         return [p for p in self.papers if p.day == day]
@@ -319,6 +345,8 @@ class SourceStatus:
     what: str = ""  # the days or the period fetched
     error: str | None = None
     skipped: str | None = None
+    # Days that failed while others were fetched: one line each, without the source's name.
+    day_errors: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -336,6 +364,7 @@ class SourceStatus:
 class FetchReport:
     papers: list[PaperData] = field(default_factory=list)
     statuses: list[SourceStatus] = field(default_factory=list)
+    days: set[dt.date] = field(default_factory=set)  # fetched from at least one source
 
     @property
     def ok(self) -> bool:
@@ -349,7 +378,13 @@ class FetchReport:
 
     @property
     def errors(self) -> list[str]:
+        """One line per source that failed."""
         return [s.line() for s in self.statuses if not s.ok]
+
+    @property
+    def day_errors(self) -> list[str]:
+        """One line per day a source could not fetch while its other days were fetched."""
+        return [f"{s.name}: {line}" for s in self.statuses for line in s.day_errors]
 
 
 class FetchLog(Protocol):
@@ -377,8 +412,10 @@ def fetch_all(
 ) -> FetchReport:
     """``days`` from every source, plus each source's recently failed days, merged.
 
-    A source that fails (after its retries) is reported in its status and its days are
-    marked failed in ``log_to``, so the next run fetches them again; the others go on.
+    A day that fails (after its retries) is marked failed in ``log_to``, so later runs fetch
+    it again, and reported in its source's ``day_errors``; the source's other days go on. A
+    source fails as a whole (its status's ``error``) when none of its days could be fetched,
+    or when it timed out: its remaining days are then not tried in this run (marked failed).
     """
     wanted = sorted(set(days))
     report = FetchReport()
@@ -388,16 +425,24 @@ def fetch_all(
         if log_to is not None and wanted:
             since = wanted[0] - dt.timedelta(days=RETRY_FAILED_DAYS)
             todo.update(log_to.failed_days(source.name, since))
-        count, done = 0, []
+        count = 0
         error: str | None = None
-        for day in sorted(todo):
+        done: list[dt.date] = []
+        failed: list[str] = []  # one line per day that failed
+        ordered = sorted(todo)
+        for i, day in enumerate(ordered):
             try:
                 papers = source.fetch_day(day)
             except NewsletterError as e:
-                error = str(e)
-                log.error("fetch.failed source=%s day=%s error=%s", source.name, day, e)
+                log.warning("fetch.failed source=%s day=%s error=%s", source.name, day, e)
+                failed.append(f"{day} not fetched (tried again by later runs): {e}")
                 if log_to is not None:
-                    log_to.mark_fetched(source.name, day, 0, now, error=error)
+                    log_to.mark_fetched(source.name, day, 0, now, error=str(e))
+                if _timed_out(e):
+                    error = str(e) + _not_tried(source, ordered[i + 1 :], log_to, now)
+                    break
+                if not done and i == len(ordered) - 1:
+                    error = str(e)  # not one day of it answered
                 continue
             if log_to is not None:
                 log_to.mark_fetched(source.name, day, len(papers), now)
@@ -405,9 +450,24 @@ def fetch_all(
             count += len(papers)
             done.append(day)
         what = ", ".join(d.isoformat() for d in done)
-        report.statuses.append(SourceStatus(source.name, count, what, error))
+        day_errors = tuple(failed) if error is None else ()
+        report.statuses.append(SourceStatus(source.name, count, what, error, None, day_errors))
+        report.days.update(done)
     report.papers = merge(collected)
     return report
+
+
+def _not_tried(
+    source: Source, days: Sequence[dt.date], log_to: FetchLog | None, now: dt.datetime
+) -> str:
+    """Mark the days a timed-out source skips as failed (later runs fetch them); say so."""
+    if not days:
+        return ""
+    log.info("fetch.not_tried source=%s days=%s", source.name, ",".join(map(str, days)))
+    for day in days:
+        if log_to is not None:
+            log_to.mark_fetched(source.name, day, 0, now, error="not tried: the source timed out")
+    return f" ({len(days)} more day{'s' if len(days) > 1 else ''} not tried in this run)"
 
 
 def fetch_period(sources: Sequence[Source], period: Period) -> FetchReport:
@@ -460,6 +520,28 @@ def _reason(error: NewsletterError) -> str:
     return error.message if isinstance(error, FetchError) else str(error)
 
 
+def _timed_out(error: NewsletterError) -> bool:
+    return isinstance(error, FetchError) and error.timed_out
+
+
+def _warn_skipped(
+    source: str, day: dt.date | None, skipped: list[Skipped], warned: set[Skipped]
+) -> None:
+    """One warning per item a parser left out, naming the day, the paper and the field."""
+    for item in skipped:
+        if item in warned:
+            continue
+        warned.add(item)
+        log.warning(
+            "fetch.item_skipped source=%s day=%s paper=%s field=%s problem=%s",
+            source,
+            item.day or day or "?",
+            item.paper or f"(item {item.index}, no id)",
+            item.field or "-",
+            item.problem,
+        )
+
+
 @contextmanager
 def open_sources(
     settings: SourcesSettings,
@@ -473,26 +555,37 @@ def open_sources(
     With ``store`` every response is kept raw; with ``replay`` nothing goes to the network
     and the stored responses are parsed again.
     """
+    # One deadline for the run's fetching, shared by every source's client.
+    deadline = Deadline(settings.fetch_deadline_seconds)
     with ExitStack() as stack:
 
-        def client(timeout: float, retries: int) -> Fetcher:
+        def client(name: str, timeout: float, retries: int, max_bytes: int) -> Fetcher:
             if replay:
                 if store is None:
                     raise ValueError("replay needs a store")
                 return ReplayClient(store)
             return stack.enter_context(
-                HttpClient(timeout=timeout, retries=retries, sleep=sleep, store=store)
+                HttpClient(
+                    timeout=timeout,
+                    retries=retries,
+                    sleep=sleep,
+                    store=store,
+                    max_response_bytes=max_bytes,
+                    cap_setting=f"sources.{name}.max_response_bytes",
+                    deadline=deadline,
+                )
             )
 
         found: list[Source] = []
         hf = settings.huggingface
         if hf.enabled:
-            found.append(HuggingFace(hf.base_url, client(hf.timeout, hf.retries), mode=hf.mode))
+            hf_client = client("huggingface", hf.timeout, hf.retries, hf.max_response_bytes)
+            found.append(HuggingFace(hf.base_url, hf_client, mode=hf.mode))
         ax = settings.arxiv
         if ax.enabled:
             found.append(
                 ArxivSource(
-                    client(ax.timeout, ax.retries),
+                    client("arxiv", ax.timeout, ax.retries, ax.max_response_bytes),
                     ax.categories,
                     announce_types=ax.announce_types,
                     api_url=ax.api_url,

@@ -24,7 +24,8 @@ from collections.abc import Callable, Collection
 
 from newsletter.errors import ParseError
 from newsletter.models import PaperData
-from newsletter.sources.parsing import Invalid, guarded
+from newsletter.sources.parsing import Invalid, Skipped, guarded, is_arxiv_id, items
+from newsletter.sources.parsing import unwrap as _unwrap
 
 API_URL = "https://export.arxiv.org/api/query"
 RSS_URL = "https://rss.arxiv.org/rss"
@@ -52,17 +53,28 @@ CUTOFF_HOUR = 14
 
 
 def parse(
-    body: bytes | str, url: str, *, announce_types: Collection[str] | None = None
+    body: bytes | str,
+    url: str,
+    *,
+    announce_types: Collection[str] | None = None,
+    skipped: list[Skipped] | None = None,
 ) -> list[PaperData]:
-    """Papers in an Atom API response or an RSS feed; ``announce_types`` filters RSS entries."""
-    return guarded(url, lambda: _parse(body, announce_types))
+    """Papers in an Atom API response or an RSS feed; ``announce_types`` filters RSS entries.
+
+    A malformed entry is left out and added to ``skipped``; a feed of nothing else is an error.
+    """
+    return guarded(url, lambda: _parse(body, announce_types, skipped))
 
 
 def parse_feed(
-    body: bytes | str, url: str, *, announce_types: Collection[str] | None = None
+    body: bytes | str,
+    url: str,
+    *,
+    announce_types: Collection[str] | None = None,
+    skipped: list[Skipped] | None = None,
 ) -> tuple[dt.date | None, list[PaperData]]:
     """An RSS feed's listing date (None if it names none) and its papers."""
-    papers = parse(body, url, announce_types=announce_types)
+    papers = parse(body, url, announce_types=announce_types, skipped=skipped)
     return _guarded_day(url, lambda: _feed_day(body)), papers
 
 
@@ -118,37 +130,42 @@ def _guarded_day(url: str, fn: Callable[[], dt.date | None]) -> dt.date | None:
 
 def _feed_day(body: bytes | str) -> dt.date | None:
     channel = ET.fromstring(body).find("channel")
-    when = _rfc822(_text(channel, "pubDate")) if channel is not None else None
+    when = _rfc822(_text(channel, "pubDate"), "pubDate") if channel is not None else None
     return when.date() if when else None
 
 
-def _parse(body: bytes | str, announce_types: Collection[str] | None) -> list[PaperData]:
+def _parse(
+    body: bytes | str, announce_types: Collection[str] | None, skipped: list[Skipped] | None
+) -> list[PaperData]:
     # xml.etree never fetches external entities, and expat refuses entity-expansion bombs.
     try:
         root = ET.fromstring(body)
     except ET.ParseError as e:
         raise Invalid(f"not XML ({e})") from e
     if root.tag == f"{_ATOM}feed":
-        return _dedupe([_entry(e) for e in root.iter(f"{_ATOM}entry")])
+        entries = list(root.iter(f"{_ATOM}entry"))
+        for entry in entries:
+            raw_id = _text(entry, f"{_ATOM}id")
+            if "/api/errors" in raw_id:  # the whole answer is an error, not one bad entry
+                message = _text(entry, f"{_ATOM}summary") or raw_id.rpartition("#")[2]
+                raise Invalid(f"arXiv API error: {message}")
+        return _dedupe(items(entries, _entry, _entry_id, None, skipped))
     if root.tag == "rss":
-        return _parse_rss(root, announce_types)
+        return _parse_rss(root, announce_types, skipped)
     raise Invalid(f"expected an Atom <feed> or an RSS <rss>, got <{root.tag}>")
 
 
 def _entry(entry: ET.Element) -> PaperData:
     raw_id = _text(entry, f"{_ATOM}id")
-    if "/api/errors" in raw_id:
-        message = _text(entry, f"{_ATOM}summary") or raw_id.rpartition("#")[2]
-        raise Invalid(f"arXiv API error: {message}")
     pid = _arxiv_id(raw_id)
     if pid is None:
-        raise Invalid(f"entry id {raw_id!r} is not an arXiv abstract URL")
+        raise Invalid(f"entry id {raw_id[:80]!r} is not an arXiv abstract URL", field="id")
     title = _unwrap(_text(entry, f"{_ATOM}title"))
     if not title:
-        raise Invalid(f"entry {pid} has no title")
-    published = _iso(_text(entry, f"{_ATOM}published"))
+        raise Invalid(f"entry {pid} has no title", field="title")
+    published = _iso(_text(entry, f"{_ATOM}published"), "published")
     if published is None:
-        raise Invalid(f"entry {pid} has no <published> date")
+        raise Invalid(f"entry {pid} has no <published> date", field="published")
     primary = entry.find(f"{_ARXIV}primary_category")
     categories = [primary.get("term", "")] if primary is not None else []
     categories += [c.get("term", "") for c in entry.iter(f"{_ATOM}category")]
@@ -170,15 +187,21 @@ def _entry(entry: ET.Element) -> PaperData:
     )
 
 
-def _parse_rss(root: ET.Element, announce_types: Collection[str] | None) -> list[PaperData]:
+def _entry_id(entry: ET.Element) -> str:
+    return _raw_id(_text(entry, f"{_ATOM}id"))
+
+
+def _parse_rss(
+    root: ET.Element, announce_types: Collection[str] | None, skipped: list[Skipped] | None
+) -> list[PaperData]:
     channel = root.find("channel")
     if channel is None:
         raise Invalid("RSS feed has no <channel>")
-    channel_day = _rfc822(_text(channel, "pubDate"))
+    channel_day = _rfc822(_text(channel, "pubDate"), "pubDate")
     keep: frozenset[str] | None = None
     if announce_types is not None:
         keep = frozenset().union(*(_ANNOUNCE_MATCHES.get(t, {t}) for t in announce_types))
-    papers = []
+    kept = []
     for item in channel.iter("item"):
         description = _text(item, "description")
         kind = _text(item, f"{_ARXIV}announce_type")
@@ -187,7 +210,15 @@ def _parse_rss(root: ET.Element, announce_types: Collection[str] | None) -> list
             kind = m.group(1) if m else "new"
         if keep is not None and kind.strip() not in keep:
             continue
-        papers.append(_item(item, description, channel_day))
+        kept.append((item, description))
+    day = channel_day.date() if channel_day else None
+    papers = items(
+        kept,
+        lambda pair: _item(*pair, channel_day),
+        lambda pair: _raw_id(_text(pair[0], "guid") or _text(pair[0], "link")),
+        day,
+        skipped,
+    )
     return _dedupe(papers)
 
 
@@ -195,13 +226,13 @@ def _item(item: ET.Element, description: str, channel_day: dt.datetime | None) -
     raw_id = _text(item, "guid") or _text(item, "link")
     pid = _arxiv_id(raw_id) or _arxiv_id(description)
     if pid is None:
-        raise Invalid(f"item {raw_id!r} names no arXiv id")
+        raise Invalid(f"item {raw_id[:80]!r} names no arXiv id", field="guid")
     title = _unwrap(_text(item, "title"))
     if not title:
-        raise Invalid(f"item {pid} has no title")
-    announced = _rfc822(_text(item, "pubDate")) or channel_day
+        raise Invalid(f"item {pid} has no title", field="title")
+    announced = _rfc822(_text(item, "pubDate"), "pubDate") or channel_day
     if announced is None:
-        raise Invalid(f"item {pid} has no pubDate, nor has the channel")
+        raise Invalid(f"item {pid} has no pubDate, nor has the channel", field="pubDate")
     _, sep, abstract = description.partition("Abstract:")
     creators = _text(item, f"{_DC}creator")
     return PaperData(
@@ -217,8 +248,15 @@ def _item(item: ET.Element, description: str, channel_day: dt.datetime | None) -
 
 
 def _arxiv_id(text: str) -> str | None:
+    """The well-formed arXiv id ``text`` names (version stripped), or None."""
     m = _ID_RE.search(text)
-    return _VERSION_RE.sub("", m.group(1)) if m else None
+    return _VERSION_RE.sub("", m.group(1)) if m and is_arxiv_id(m.group(1)) else None
+
+
+def _raw_id(text: str) -> str:
+    """What an entry gives as its id, well-formed or not (for the line saying it was skipped)."""
+    m = _ID_RE.search(text)
+    return m.group(1) if m else text
 
 
 def _dedupe(papers: list[PaperData]) -> list[PaperData]:
@@ -237,28 +275,23 @@ def _text(node: ET.Element, tag: str) -> str:
     return "".join(child.itertext()) if child is not None else ""
 
 
-def _unwrap(text: str) -> str:
-    """arXiv hard-wraps titles and abstracts: join the lines."""
-    return " ".join(text.split())
-
-
-def _iso(value: str) -> dt.datetime | None:
+def _iso(value: str, field: str) -> dt.datetime | None:
     value = value.strip()
     if not value:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as e:
-        raise Invalid(f"bad timestamp {value!r}") from e
+        raise Invalid(f"bad timestamp {value[:40]!r}", field=field) from e
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _rfc822(value: str) -> dt.datetime | None:
+def _rfc822(value: str, field: str) -> dt.datetime | None:
     value = value.strip()
     if not value:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError) as e:
-        raise Invalid(f"bad date {value!r}") from e
+        raise Invalid(f"bad date {value[:40]!r}", field=field) from e
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

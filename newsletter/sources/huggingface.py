@@ -22,7 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
 
 from newsletter.models import PaperData
-from newsletter.sources.parsing import Invalid, guarded
+from newsletter.sources.parsing import Invalid, Skipped, check_id, guarded, items
+from newsletter.sources.parsing import unwrap as _unwrap
 
 API_PATH = "/api/daily_papers"
 DAILY_PAGE_PATH = "/papers/date/{value}"
@@ -40,6 +41,11 @@ _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _URL_DAY_RE = re.compile(r"/papers/date/(\d{4}-\d{2}-\d{2})")
 _PAPER_HREF_RE = re.compile(r"^/papers/([^/?#]+)$")
 _COUNT_RE = re.compile(r"(\d[\d,]*)")
+# Whitespace, controls, a backslash (a browser reads it as "/"): no URL of ours has them.
+_UNSAFE_URL_RE = re.compile(r"[\x00-\x20\x7f\\\u202a-\u202e\u2066-\u2069]")
+# Thumbnails are shown in emails: only over https from huggingface.co or a subdomain (no
+# user, no other port; _url has refused whitespace, controls and backslashes already).
+_THUMBNAIL_RE = re.compile(r"https://(?:[a-z0-9-]+\.)*huggingface\.co(?::443)?(?:/.*)?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,22 +118,39 @@ def old_daily_page_url(base_url: str, day: dt.date) -> str:
     return f"{base_url.rstrip('/')}{OLD_DAILY_PAGE_PATH}?date={day.isoformat()}"
 
 
-def parse(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
-    """Parse a ``/api/daily_papers`` response. ``day`` is the list's date when the URL named one."""
-    return guarded(url, lambda: _parse_api(body, day))
+def parse(
+    body: bytes | str,
+    url: str,
+    *,
+    day: dt.date | None = None,
+    skipped: list[Skipped] | None = None,
+) -> list[PaperData]:
+    """Parse a ``/api/daily_papers`` response. ``day`` is the list's date when the URL named one.
+
+    A malformed item is left out and added to ``skipped``; a list of nothing else is an error.
+    """
+    return guarded(url, lambda: _parse_api(body, day, skipped))
 
 
-def parse_page(body: bytes | str, url: str, *, day: dt.date | None = None) -> list[PaperData]:
+def parse_page(
+    body: bytes | str,
+    url: str,
+    *,
+    day: dt.date | None = None,
+    skipped: list[Skipped] | None = None,
+) -> list[PaperData]:
     """Parse a Hugging Face papers page. ``day``: the daily list's date, if known."""
-    return guarded(url, lambda: _parse_page(body, day or _url_day(url)))
+    return guarded(url, lambda: _parse_page(body, day or _url_day(url), skipped))
 
 
-def parse_any(body: bytes | str, url: str) -> list[PaperData]:
+def parse_any(
+    body: bytes | str, url: str, *, skipped: list[Skipped] | None = None
+) -> list[PaperData]:
     """A saved capture of either kind, told apart by its first character."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     if text.lstrip()[:1] in ("[", "{"):
-        return parse(text, url)
-    return parse_page(text, url)
+        return parse(text, url, skipped=skipped)
+    return parse_page(text, url, skipped=skipped)
 
 
 def _url_day(url: str) -> dt.date | None:
@@ -139,17 +162,21 @@ def _url_day(url: str) -> dt.date | None:
         return None
 
 
-def _parse_api(body: bytes | str, day: dt.date | None) -> list[PaperData]:
+def _parse_api(
+    body: bytes | str, day: dt.date | None, skipped: list[Skipped] | None
+) -> list[PaperData]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise Invalid(f"not JSON ({e})") from e
     if not isinstance(data, list):
         raise Invalid(f"expected a JSON list of papers, got {type(data).__name__}")
-    return _items(data, day)
+    return _items(data, day, skipped)
 
 
-def _parse_page(body: bytes | str, day: dt.date | None) -> list[PaperData]:
+def _parse_page(
+    body: bytes | str, day: dt.date | None, skipped: list[Skipped] | None
+) -> list[PaperData]:
     with warnings.catch_warnings():
         # Whatever the body looks like (XML, a bare URL), it is judged below, not warned about.
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
@@ -164,7 +191,7 @@ def _parse_page(body: bytes | str, day: dt.date | None) -> list[PaperData]:
         if not isinstance(papers, list):
             raise Invalid("the DailyPapers data-props has no dailyPapers list")
         # The page's own date is a last resort: a weekly page's items carry their own days.
-        return _items(papers, day, fallback_day=_date(props.get("date")))
+        return _items(papers, day, skipped, fallback_day=_date(props.get("date"), "date"))
     try:
         single = _props(soup, "PaperContent")
     except Invalid:
@@ -172,7 +199,7 @@ def _parse_page(body: bytes | str, day: dt.date | None) -> list[PaperData]:
     else:
         return [_paper_page(single, day)]
     cards = [a for a in soup.find_all("article") if isinstance(a, Tag)]
-    papers_from_cards = [p for p in (_card(a, day) for a in cards) if p is not None]
+    papers_from_cards = items(cards, lambda a: _card(a, day), _card_id, day, skipped)
     if not papers_from_cards:
         raise Invalid(f"{missing}, and no paper cards (article elements linking to /papers/<id>)")
     return _dedupe(papers_from_cards)
@@ -218,7 +245,7 @@ def _card(article: Tag, day: dt.date | None) -> PaperData | None:
     if day is None:
         raise Invalid(f"paper card {pid}: the cards carry no date and the URL names none")
     return PaperData(
-        id=_VERSION_RE.sub("", pid),
+        id=_VERSION_RE.sub("", check_id(pid)),
         title=title,
         day=day,
         upvotes=_card_upvotes(article),
@@ -226,6 +253,12 @@ def _card(article: Tag, day: dt.date | None) -> PaperData | None:
         thumbnail=_card_thumbnail(article),
         source="huggingface",
     )
+
+
+def _card_id(article: Tag) -> str | None:
+    link = article.find("a", href=_PAPER_HREF_RE)
+    m = _PAPER_HREF_RE.match(str(link.get("href", ""))) if isinstance(link, Tag) else None
+    return m.group(1) if m else None
 
 
 def _card_upvotes(article: Tag) -> int:
@@ -247,19 +280,23 @@ def _card_thumbnail(article: Tag) -> str | None:
     # The card opens with its picture link; some cards show a video there instead.
     first = article.find("a")
     img = first.find("img", recursive=False) if isinstance(first, Tag) else None
-    return _url(img.get("src")) if isinstance(img, Tag) else None
+    return _thumbnail(img.get("src")) if isinstance(img, Tag) else None
 
 
 def _items(
-    items: list[Any], day: dt.date | None, fallback_day: dt.datetime | None = None
+    raw: list[Any],
+    day: dt.date | None,
+    skipped: list[Skipped] | None,
+    fallback_day: dt.datetime | None = None,
 ) -> list[PaperData]:
-    papers: list[PaperData] = []
-    for i, item in enumerate(items):
-        try:
-            papers.append(_item(item, day, fallback_day))
-        except Invalid as e:
-            raise Invalid(f"item {i}: {e}") from e
+    list_day = day or (fallback_day.date() if fallback_day else None)
+    papers = items(raw, lambda item: _item(item, day, fallback_day), _item_id, list_day, skipped)
     return _dedupe(papers)
+
+
+def _item_id(item: Any) -> object:
+    paper = item.get("paper") if isinstance(item, dict) else None
+    return paper.get("id") if isinstance(paper, dict) else None
 
 
 def _dedupe(papers: list[PaperData]) -> list[PaperData]:
@@ -274,33 +311,34 @@ def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> P
         raise Invalid(f"expected an object, got {type(item).__name__}")
     paper = item.get("paper")
     if not isinstance(paper, dict):
-        raise Invalid("no 'paper' object")
+        raise Invalid("no 'paper' object", field="paper")
     pid = _str(paper, "id")
     if not pid or not pid.strip():
-        raise Invalid("paper has no id")
+        raise Invalid("paper has no id", field="id")
+    pid = check_id(pid.strip())
     # A blank item title (seen: " ") falls back to the paper's own.
     title = _unwrap(_str(item, "title") or "") or _unwrap(_str(paper, "title") or "")
     if not title:
-        raise Invalid(f"paper {pid} has no title")
+        raise Invalid(f"paper {pid} has no title", field="title")
 
-    submitted = _date(paper.get("submittedOnDailyAt"))
+    submitted = _date(paper.get("submittedOnDailyAt"), "submittedOnDailyAt")
     if submitted is None and "submittedOnDailyAt" not in paper:
         # Before submittedOnDailyAt existed (2024), the item's publishedAt was the submission.
-        submitted = _date(item.get("publishedAt"))
+        submitted = _date(item.get("publishedAt"), "publishedAt")
     when = submitted or fallback_day
     paper_day = day or (when.date() if when else None)
     if paper_day is None:
-        raise Invalid(f"paper {pid} has no date")
+        raise Invalid(f"paper {pid} has no date", field="submittedOnDailyAt")
 
     org = paper.get("organization") or item.get("organization")
     authors = paper.get("authors") or []
     if not isinstance(authors, list):
-        raise Invalid(f"paper {pid}: authors is not a list")
+        raise Invalid(f"paper {pid}: authors is not a list", field="authors")
     keywords = paper.get("ai_keywords") or []
     if not isinstance(keywords, list):
-        raise Invalid(f"paper {pid}: ai_keywords is not a list")
+        raise Invalid(f"paper {pid}: ai_keywords is not a list", field="ai_keywords")
     return PaperData(
-        id=_VERSION_RE.sub("", pid.strip()),
+        id=_VERSION_RE.sub("", pid),
         title=title,
         day=paper_day,
         abstract=_unwrap(_str(paper, "summary") or _str(item, "summary") or ""),
@@ -311,9 +349,9 @@ def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> P
         ),
         upvotes=_int(paper, "upvotes"),
         comments=_int(item, "numComments"),
-        published_at=_date(paper.get("publishedAt")),
+        published_at=_date(paper.get("publishedAt"), "publishedAt"),
         submitted_at=submitted,
-        thumbnail=_url(item.get("thumbnail")),
+        thumbnail=_thumbnail(item.get("thumbnail")),
         github_repo=_url(paper.get("githubRepo")),
         github_stars=_int(paper, "githubStars") if paper.get("githubStars") is not None else None,
         project_page=_url(paper.get("projectPage")),
@@ -324,17 +362,12 @@ def _item(item: Any, day: dt.date | None, fallback_day: dt.datetime | None) -> P
     )
 
 
-def _unwrap(text: str) -> str:
-    """arXiv hard-wraps titles and abstracts ("Multimodal\\n  Models"): join the lines."""
-    return " ".join(text.split())
-
-
 def _str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise Invalid(f"{key!r} should be a string, got {type(value).__name__}")
+        raise Invalid(f"{key!r} should be a string, got {type(value).__name__}", field=key)
     return value
 
 
@@ -343,28 +376,36 @@ def _int(obj: dict[str, Any], key: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"{key!r} should be an integer, got {type(value).__name__}")
+        raise Invalid(f"{key!r} should be an integer, got {type(value).__name__}", field=key)
     return value
 
 
 def _url(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.startswith(("https://", "http://")) else None
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        return None
+    return None if _UNSAFE_URL_RE.search(value) else value
+
+
+def _thumbnail(value: Any) -> str | None:
+    """An https URL on huggingface.co or one of its subdomains; anything else is dropped."""
+    url = _url(value)
+    return url if url is not None and _THUMBNAIL_RE.fullmatch(url) else None
 
 
 def _org(value: Any) -> str | None:
     if isinstance(value, dict):
         name = value.get("fullname") or value.get("name")
-        return name if isinstance(name, str) and name else None
+        return (_unwrap(name) or None) if isinstance(name, str) else None
     return None
 
 
-def _date(value: Any) -> dt.datetime | None:
+def _date(value: Any, field: str) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as e:
-        raise Invalid(f"bad timestamp {value!r}") from e
+        raise Invalid(f"bad timestamp {value[:40]!r}", field=field) from e
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
