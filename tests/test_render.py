@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import re
@@ -11,7 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 from markupsafe import Markup
 
-from newsletter import render
+from newsletter import message, qp, render
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, Pick
 from tests.conftest import DATA
@@ -27,6 +28,8 @@ from tests.digests import (
 from tests.httpserver import FixtureServer, Reply
 
 GOLDEN = DATA / "golden"
+NOW = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.UTC)
+SENDER = message.Sender("Trending Papers <papers@example.org>", "trending-papers.example.org")
 
 
 def do_render(
@@ -366,9 +369,9 @@ def big_digest(n: int) -> Digest:
 def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> None:
     digest = big_digest(37)
     full = do_render(digest)
-    limit = len(full.html.encode()) - 2000  # a few summaries too many
+    limit = qp.size(full.html) - 2000  # a few summaries too many
     email = do_render(digest, limit=limit)
-    assert len(email.html.encode()) <= limit
+    assert qp.size(email.html) <= limit
     assert email.paper_ids == digest.paper_ids and email.dropped_ids == ()
     soup = BeautifulSoup(email.html, "html.parser")
     cards = soup.find_all("td", class_="paper")
@@ -381,8 +384,7 @@ def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> N
 def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture) -> None:
     digest = big_digest(100)
     email = do_render(digest)
-    size = len(email.html.encode())
-    assert size <= render.HTML_LIMIT
+    assert qp.size(email.html) <= render.HTML_LIMIT
     kept = len(email.paper_ids)
     assert 0 < kept < 100
     assert email.paper_ids == digest.paper_ids[:kept]
@@ -398,6 +400,44 @@ def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture)
 
 def test_default_limit_is_gmail_safe() -> None:
     assert render.HTML_LIMIT <= 100_000
+
+
+def html_on_the_wire(data: bytes) -> bytes:
+    """The HTML part of a built message as it is sent: its quoted-printable lines."""
+    head, _, rest = data.partition(b"Content-Type: text/html")
+    body = rest.split(b"\r\n\r\n", 1)[1]
+    boundary = re.search(rb'boundary="([^"]+)"', head).group(1)  # type: ignore[union-attr]
+    return body[: body.index(b"\r\n--" + boundary)]
+
+
+def test_size_guard_measures_the_html_as_it_goes_on_the_wire() -> None:
+    """Gmail clips by what arrives: quoted-printable, where every "=" of an inline style and
+    every byte of a non-ASCII character takes three bytes, and long lines a soft break."""
+    digest = big_digest(37)
+    full = do_render(digest)
+    decoded, wire = len(full.html.encode()), qp.size(full.html)
+    assert wire > decoded * 1.05
+    limit = (decoded + wire) // 2  # the decoded HTML fits; on the wire it does not
+    email, parts = render.render_parts(
+        digest,
+        render.make_env(),
+        IDENTITY,
+        recipient_name="Ada",
+        unsubscribe_url=UNSUBSCRIBE_URL,
+        limit=limit,
+    )
+    sent = message.build(
+        email,
+        SENDER,
+        unsubscribe_url=UNSUBSCRIBE_URL,
+        digest_key="k",
+        now=NOW,
+        html_parts=parts.html,
+        text_parts=parts.text,
+    )
+    assert len(html_on_the_wire(sent.data)) == qp.size(email.html) == parts.html_size
+    assert parts.html_size <= limit
+    assert len(email.paper_ids) == 37  # summaries went first
 
 
 # --- overrides and `newsletter check` -------------------------------------------------------
