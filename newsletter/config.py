@@ -79,7 +79,7 @@ class NewsletterSettings(_Model):
     secret_env: str = "NEWSLETTER_SECRET"
     state: str = "newsletter.db"
     templates_dir: str | None = None
-    subject: str = "{title}: {count} new papers for {date}"
+    subject: str = "{title}: {papers} for {date}"
     dkim: DkimSettings | None = None
     alert_after_days: Annotated[int, Field(ge=1)] = 3
 
@@ -111,10 +111,11 @@ class NewsletterSettings(_Model):
     @classmethod
     def _subject(cls, value: str) -> str:
         try:
-            value.format(title="t", count=1, date="2024-01-01")
+            value.format(title="t", count=1, papers="1 new paper", date="2024-01-01")
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(
-                f"bad subject template {value!r} ({e}); use {{title}}, {{count}} and {{date}}"
+                f"bad subject template {value!r} ({e}); "
+                "use {title}, {papers}, {count} and {date}"
             ) from None
         return value
 

@@ -311,9 +311,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def new_papers(count: int) -> str:
+    """The subject's ``{papers}``: "1 new paper", "3 new papers"."""
+    return f"{count} new paper" if count == 1 else f"{count} new papers"
+
+
 def subject(identity: Identity, digest: Digest) -> str:
+    count = len(digest.picks)
     text = identity.subject_template.format(
-        title=identity.title, count=len(digest.picks), date=digest.day.isoformat()
+        title=identity.title, count=count, papers=new_papers(count), date=digest.day.isoformat()
     )
     # A header is one line: no CR/LF from a title or template can start another header.
     return one_line(text)

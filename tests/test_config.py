@@ -268,3 +268,12 @@ def test_a_term_without_a_letter_or_digit_is_refused(tmp_path: Path) -> None:
         "3: topics.diffusion.keywords[1]: '-' has no letter or digit to match",
         "9: subscribers[1].exclude[0]: '...' has no letter or digit to match",
     ]
+
+
+def test_subject_placeholders_include_papers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('newsletter:\n  subject: "{papers} ({count}) of {title}, {date}"\n' + VALID)
+    assert config.load(path).newsletter.subject == "{papers} ({count}) of {title}, {date}"
+    assert config.NewsletterSettings().subject == "{title}: {papers} for {date}"
+    (line,) = problems(tmp_path, "newsletter:\n  subject: '{paper}'\n" + VALID)
+    assert "use {title}, {papers}, {count} and {date}" in line
