@@ -35,7 +35,7 @@ import secrets
 import textwrap
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,13 @@ class Identity:
     base_url: str
     operator_address: str
     subject_template: str
+    #: What prose calls a topic (``topics.<slug>.name``), by slug; a topic not here: its slug.
+    topic_names: Mapping[str, str] = field(default_factory=dict)
+
+    def topic_labels(self, topics: tuple[str, ...]) -> tuple[str, ...]:
+        """The topics as the email names them (the template's ``topics``)."""
+        names = self.topic_names
+        return tuple([names.get(t, t) for t in topics]) if names else topics
 
 
 # --- filters -------------------------------------------------------------------------------
@@ -450,7 +457,7 @@ def base_context(
         "recipient_name": recipient_name,
         "recipient_email": digest.subscriber.email,
         "unsubscribe_url": unsubscribe_url,
-        "topics": digest.subscriber.topics,
+        "topics": identity.topic_labels(digest.subscriber.topics),
         "day": digest.day,
         "daily_url": f"https://huggingface.co/papers/date/{digest.day.isoformat()}",
     }

@@ -440,6 +440,26 @@ def test_size_guard_measures_the_html_as_it_goes_on_the_wire() -> None:
     assert len(email.paper_ids) == 37  # summaries went first
 
 
+def test_topics_are_named_by_their_display_names() -> None:
+    names = {"diffusion": "Diffusion models", "efficient-models": "Efficient <models> & co"}
+    identity = dataclasses.replace(IDENTITY, topic_names=names)
+    email = render.render(
+        load_digest(),
+        render.make_env(),
+        identity,
+        recipient_name="Ada",
+        unsubscribe_url=UNSUBSCRIBE_URL,
+    )
+    shown = "Diffusion models, Efficient <models> & co"
+    soup = BeautifulSoup(email.html, "html.parser")
+    assert soup.find(class_="preheader").get_text().startswith(f"3 new papers on {shown}:")
+    assert f"papers on {shown} from" in soup.find("td", class_="intro").get_text()
+    assert f"for the topics {shown}." in soup.find("td", class_="footer").get_text()
+    text = " ".join(email.text.split())
+    assert f"papers on {shown} from" in text and f"for the topics {shown}." in text
+    assert "efficient-models" not in email.html and "efficient-models" not in email.text
+
+
 # --- overrides and `newsletter check` -------------------------------------------------------
 
 
