@@ -5,6 +5,7 @@ import datetime as dt
 import logging
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import jinja2
@@ -13,6 +14,7 @@ from bs4 import BeautifulSoup
 from markupsafe import Markup
 
 from newsletter import message, qp, render
+from newsletter.config import NewsletterSettings
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, Pick
 from tests.conftest import DATA
@@ -98,8 +100,16 @@ def test_html_is_an_inbox_grade_email() -> None:
     tables = soup.find_all("table")
     assert tables and all(t.get("role") == "presentation" for t in tables)
     container = soup.find("table", class_="container")
-    assert container is not None and container["width"] == "600"
-    assert "width:600px" in container["style"].replace(" ", "")
+    # Fluid inline, so it fits a phone where <style> is stripped (Gmail's mobile webmail);
+    # Outlook, which ignores max-width, gets the fixed 600 px table around it.
+    assert container is not None and container["width"] == "100%"
+    style = container["style"].replace(" ", "")
+    assert "width:100%" in style and "max-width:600px" in style
+    assert re.search(
+        r'<!--\[if mso\]><table role="presentation" width="600"[^>]*><tr><td><!\[endif\]-->\s*'
+        r'<table role="presentation" class="container"',
+        html,
+    )
     metas = {m.get("name"): m.get("content") for m in soup.find_all("meta") if m.get("name")}
     assert metas["color-scheme"] == "light dark"
     assert metas["supported-color-schemes"] == "light dark"
@@ -111,7 +121,13 @@ def test_html_is_an_inbox_grade_email() -> None:
     assert preheader is not None and "display:none" in preheader["style"].replace(" ", "")
     assert preheader.get_text().startswith("3 new papers on diffusion, efficient-models")
     images = soup.find_all("img")
-    assert images and all(img.get("alt") for img in images)
+    assert images
+    for img in images:
+        # Decorative: the title follows it (with images off a title would show twice), and
+        # sized, so the layout does not jump when it loads and Outlook sizes it right.
+        assert img["alt"] == ""
+        assert (img["width"], img["height"]) == ("552", "298")  # the 1200 x 648 thumbnails
+        assert img.find_parent("a") is None  # not a link: the title is
 
 
 def test_each_paper_has_its_links_and_facts() -> None:
@@ -438,6 +454,71 @@ def test_size_guard_measures_the_html_as_it_goes_on_the_wire() -> None:
     assert len(html_on_the_wire(sent.data)) == qp.size(email.html) == parts.html_size
     assert parts.html_size <= limit
     assert len(email.paper_ids) == 37  # summaries went first
+
+
+# --- what spam filters and readers count ----------------------------------------------------
+
+_TEXT_URL = re.compile(r"https?://\S+")
+
+
+def links(email: Email) -> tuple[Counter[str], Counter[str]]:
+    """Every link of the HTML part (images aside) and every URL printed in the text part."""
+    soup = BeautifulSoup(email.html, "html.parser")
+    html = Counter(a["href"] for a in soup.find_all("a"))
+    text = Counter(u.rstrip(".,;:") for u in _TEXT_URL.findall(email.text))
+    return html, text
+
+
+@pytest.mark.parametrize(
+    ("make", "limit"),
+    [
+        (load_digest, render.HTML_LIMIT),
+        (hostile_digest, render.HTML_LIMIT),
+        (lambda: fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json"), 60_000),
+        (
+            lambda: fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json"),
+            render.HTML_LIMIT,
+        ),
+    ],
+    ids=["golden", "hostile", "2026-05-08-cut", "2024-11-11"],
+)
+def test_both_parts_carry_the_same_links_as_often(make: object, limit: int) -> None:
+    """rspamd adds URI_COUNT_ODD when a multipart/alternative message has an odd number of
+    links; the parts match link for link (a thumbnail is an image, not a link)."""
+    email = do_render(make(), limit=limit)  # type: ignore[operator]
+    html, text = links(email)
+    assert html == text
+    assert sum(html.values()) >= 4
+    assert UNSUBSCRIBE_URL in html
+    if limit < render.HTML_LIMIT:  # "see all papers of the day" in both
+        assert email.dropped_ids and any("/papers/date/" in url for url in html)
+
+
+def test_counts_are_singular_when_they_should_be() -> None:
+    base = load_digest()
+    one = dataclasses.replace(base.picks[0].paper, upvotes=1, comments=1, github_stars=1)
+    digest = dataclasses.replace(base, picks=(dataclasses.replace(base.picks[0], paper=one),))
+    email = do_render(digest)
+    text = " ".join(email.text.split())
+    assert "GitHub (1 star): https://github.com/" in text
+    assert "1 upvote · 1 comment" in text
+    assert "here is 1 trending paper on" in text
+    soup = BeautifulSoup(email.html, "html.parser")
+    assert soup.find(class_="preheader").get_text().startswith("1 new paper on diffusion")
+    assert "here is 1 trending paper on" in soup.find("td", class_="intro").get_text()
+    default = dataclasses.replace(IDENTITY, subject_template=NewsletterSettings().subject)
+    assert render.subject(default, digest) == "Trending Papers: 1 new paper for 2026-11-23"
+    assert render.subject(default, base) == "Trending Papers: 3 new papers for 2026-11-23"
+    # Existing configs keep {count}.
+    assert render.subject(IDENTITY, digest) == "Trending Papers: 1 new papers for 2026-11-23"
+
+
+def test_text_intro_carries_the_date_like_the_html() -> None:
+    email = do_render(load_digest())
+    intro = BeautifulSoup(email.html, "html.parser").find("td", class_="intro").get_text()
+    text_intro = " ".join(email.text.split("\n\n")[1].split())
+    assert intro.endswith("from the Hugging Face Daily Papers of Monday, 23 November 2026.")
+    assert text_intro.endswith("from the Hugging Face Daily Papers of Monday, 23 November 2026.")
 
 
 def test_topics_are_named_by_their_display_names() -> None:
