@@ -125,8 +125,18 @@ def quoted_printable_parts(parts: Sequence[str]) -> bytes:
     return b"".join(out)
 
 
+class Pieces(list[str]):
+    """The pieces of a body that keep their encoding once ``size`` has made it: the size
+    guard measures the HTML, then the message writer sends the same bytes without encoding
+    them again."""
+
+    wire: bytes | None = None
+
+
 def body(text: str, parts: Sequence[str] | None) -> bytes:
     """``text`` encoded; by piece when ``parts`` (whose join is ``text``) are given."""
+    if isinstance(parts, Pieces) and parts.wire is not None:
+        return parts.wire
     if parts is None or "\r" in text:  # CR is made a line end: leave that to the whole text
         return quoted_printable(text)
     return quoted_printable_parts(parts)
@@ -139,5 +149,11 @@ def _qp_line(text: str) -> bytes:
 
 
 def size(text: str, parts: Sequence[str] | None = None) -> int:
-    """Bytes of ``body(text, parts)``: the body as it goes on the wire, CRLFs included."""
-    return len(body(text, parts))
+    """Bytes of ``body(text, parts)``: the body as it goes on the wire, CRLFs included.
+
+    ``Pieces`` keep the bytes, for ``body`` to return when the message is written.
+    """
+    encoded = body(text, parts)
+    if isinstance(parts, Pieces):
+        parts.wire = encoded
+    return len(encoded)

@@ -487,8 +487,8 @@ def _compose(
         if parts is None:
             with_summary = {id(p) for p in digest.picks[:summaries]}
             parts = _render_html(env, context, with_summary=with_summary)
-        html = "".join(parts)
-        return context, html, min(summaries, kept), kept, parts, qp.size(html, parts)
+        html, pieces = "".join(parts), qp.Pieces(parts)  # measured once, sent as measured
+        return context, html, min(summaries, kept), kept, pieces, qp.size(html, pieces)
 
     # Never cut bytes (the HTML must stay valid): leave out whole parts, least important
     # first. The size falls with every step, so a binary search finds the first that fits.
