@@ -79,7 +79,7 @@ class NewsletterSettings(_Model):
     secret_env: str = "NEWSLETTER_SECRET"
     state: str = "newsletter.db"
     templates_dir: str | None = None
-    subject: str = "{title}: {count} new papers for {date}"
+    subject: str = "{title}: {papers} for {date}"
     dkim: DkimSettings | None = None
     alert_after_days: Annotated[int, Field(ge=1)] = 3
 
@@ -111,10 +111,11 @@ class NewsletterSettings(_Model):
     @classmethod
     def _subject(cls, value: str) -> str:
         try:
-            value.format(title="t", count=1, date="2024-01-01")
+            value.format(title="t", count=1, papers="1 new paper", date="2024-01-01")
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(
-                f"bad subject template {value!r} ({e}); use {{title}}, {{count}} and {{date}}"
+                f"bad subject template {value!r} ({e}); "
+                "use {title}, {papers}, {count} and {date}"
             ) from None
         return value
 
@@ -284,11 +285,21 @@ Term = Annotated[str, Field(min_length=1), AfterValidator(_check_term)]
 
 
 class TopicSettings(_Model):
+    name: str | None = None  # what the email calls the topic; None: its key (the slug)
     keywords: list[Term] = []
     exclude: list[Term] = []
     authors: list[Term] = []
     organizations: list[Term] = []
     categories: list[Term] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty (leave it out to show the topic's key)")
+        if value is not None and not value.isprintable():
+            raise ValueError(f"must be one line of printable text, got {value!r}")
+        return None if value is None else value.strip()
 
     @model_validator(mode="after")
     def _something_to_match(self) -> TopicSettings:
@@ -384,6 +395,7 @@ class Config(_Model):
         return {
             name: models.Topic(
                 name=name,
+                display_name=t.name,
                 keywords=tuple(t.keywords),
                 exclude=tuple(t.exclude),
                 authors=tuple(t.authors),
@@ -392,6 +404,10 @@ class Config(_Model):
             )
             for name, t in self.topics.items()
         }
+
+    def topic_names(self) -> dict[str, str]:
+        """The display name of each topic that has one, by slug (``topics.<slug>.name``)."""
+        return {slug: t.name for slug, t in self.topics.items() if t.name}
 
     def subscriber_models(self) -> list[models.Subscriber]:
         return [
@@ -484,6 +500,7 @@ def _semantic_problems(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, 
     """
     topics = data.get("topics")
     known = set(topics) if isinstance(topics, dict) else set()
+    yield from _topic_name_problems(topics)
     subscribers = data.get("subscribers")
     if not isinstance(subscribers, list):
         return
@@ -510,6 +527,26 @@ def _semantic_problems(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, 
                 )
             else:
                 seen[key] = i
+
+
+def _topic_name_problems(topics: object) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """Two topics shown under one name would share a section heading: refuse it."""
+    if not isinstance(topics, dict):
+        return
+    reserved = (selection.TRENDING_SECTION, selection.RISING_SECTION, selection.PERSONAL_SECTION)
+    named: dict[str, str] = {}  # slug -> its name, for the topics that have one
+    slugs: dict[str, list[str]] = {}  # what prose calls a topic -> the topics called so
+    for slug, topic in topics.items():
+        name = topic.get("name") if isinstance(topic, dict) else None
+        if isinstance(name, str) and name.strip():
+            named[str(slug)] = name.strip()
+        slugs.setdefault(named.get(str(slug), str(slug)), []).append(str(slug))
+    for slug, name in named.items():
+        others = [s for s in slugs[name] if s != slug]
+        if name in reserved:
+            yield ("topics", slug, "name"), f"{name!r} is a heading of its own in the digest"
+        elif others:
+            yield ("topics", slug, "name"), f"{name!r} is also what topic {others[0]!r} is called"
 
 
 def format_path(loc: Sequence[str | int]) -> str:

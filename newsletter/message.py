@@ -9,8 +9,8 @@ quoted-printable encoder cost milliseconds per digest, more than rendering it. A
 whose value is short printable ASCII is written as is; any other value (non-ASCII, long,
 a quote or an encoded-word look-alike) goes through the email package's own header classes,
 so folding, RFC 2047 encoding and the CR/LF refusal are the library's. Bodies are encoded
-with ``binascii.b2a_qp`` line by line, with a cache: most lines of a digest (the layout, the
-paper cards) are the same in every subscriber's email. ``build_with_email_package`` is the
+by ``qp`` (``binascii.b2a_qp`` line by line, with a cache: most lines of a digest, the layout
+and the paper cards, are the same in every subscriber's email). ``build_with_email_package`` is the
 reference the fast writer is tested against (and the benchmark's baseline).
 
 ``load_sender(config)`` is the edge of this stage: it reads the DKIM key file once per run,
@@ -20,7 +20,6 @@ with the current time itself; that is the one clock read below, and it is the li
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import functools
 import hashlib
@@ -37,6 +36,7 @@ from urllib.parse import quote
 
 from newsletter.errors import ConfigError
 from newsletter.models import Email
+from newsletter.qp import body as _body
 from newsletter.render import one_line
 
 if TYPE_CHECKING:
@@ -296,131 +296,6 @@ def _verbatim(name: str, value: str) -> bytes:
         # its header parser, which cost ~40 us per message for List-Unsubscribe.
         return f"{name}: {value}\r\n".encode("ascii")
     return _POLICY.fold_binary(*_POLICY.header_store_parse(name, value))
-
-
-class _LineCache:
-    """Encoded lines (with their CRLF) by line, in two generations: lines that keep coming
-    back (the layout, the paper cards) stay; a recipient's own lines (greeting, footer) age out."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.young: dict[bytes, bytes] = {}
-        self.old: dict[bytes, bytes] = {}
-
-    def encode(self, line: bytes) -> bytes:
-        encoded = self.old.get(line)
-        if encoded is None:
-            encoded = binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n") + b"\r\n"
-        if len(self.young) >= self.size:
-            self.old, self.young = self.young, {}
-        self.young[line] = encoded
-        return encoded
-
-
-_QP_LINES = _LineCache(12_000)
-
-
-def quoted_printable(text: str) -> bytes:
-    """The body as the email package encodes it: CRLF line ends, ending with one, <= 76 columns.
-
-    Quoted-printable encodes each line on its own (soft breaks never cross a line end), so
-    a line encoded once serves every message that has it.
-    """
-    if "\r" in text:  # one scan in the usual case, not two replaces
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    data = text.encode("utf-8")
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    if not lines:
-        return b"\r\n"  # as the email package writes an empty body
-    cached = _QP_LINES.young.get
-    return b"".join([cached(line) or _QP_LINES.encode(line) for line in lines])
-
-
-#: A piece's text before its first line end, that text encoded as a line of its own, the
-#: piece's whole lines encoded, and its text after the last line end.
-_Entry = tuple[str, bytes, bytes, str]
-
-
-class _PartCache:
-    """Encoded whole lines of a piece, by piece, in two generations like ``_LineCache``.
-
-    Layout literals and cards are the same str objects in every email, so looking one up
-    does not even hash it again.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.young: dict[str, _Entry] = {}
-        self.old: dict[str, _Entry] = {}
-
-    def entry(self, part: str, first: int) -> _Entry:
-        found = self.old.get(part)
-        if found is None:
-            last = part.rfind("\n")
-            middle = part[first + 1 : last + 1]
-            head = part[:first]
-            found = (
-                head,
-                _qp_line(head),
-                quoted_printable(middle) if middle else b"",
-                part[last + 1 :],
-            )
-        if len(self.young) >= self.size:
-            self.old, self.young = self.young, {}
-        self.young[part] = found
-        return found
-
-
-_QP_PARTS = _PartCache(4_096)
-
-
-def quoted_printable_parts(parts: Sequence[str]) -> bytes:
-    """``quoted_printable("".join(parts))`` for text without CR, by piece.
-
-    Quoted-printable encodes each line on its own, so the lines wholly inside a piece are
-    encoded once per piece; only lines that straddle pieces are assembled and encoded.
-    """
-    out: list[bytes] = []
-    add = out.append
-    line: list[str] = []  # the pieces of the line being assembled
-    entries = _QP_PARTS.young.get
-    lines = _QP_LINES.young.get
-    for part in parts:
-        entry = entries(part)
-        if entry is None:
-            first = part.find("\n")
-            if first < 0:
-                line.append(part)
-                continue
-            entry = _QP_PARTS.entry(part, first)
-        head, head_line, middle, tail = entry
-        if line:
-            line.append(head)
-            raw = "".join(line).encode("utf-8")
-            add(lines(raw) or _QP_LINES.encode(raw))
-            line = [tail]
-        else:  # the line starts with this piece: its first line is encoded already
-            add(head_line)
-            line.append(tail)
-        add(middle)
-    rest = "".join(line)
-    if rest or not out:
-        add(_qp_line(rest))
-    return b"".join(out)
-
-
-def _body(text: str, parts: Sequence[str] | None) -> bytes:
-    if parts is None or "\r" in text:  # CR is made a line end: leave that to the whole text
-        return quoted_printable(text)
-    return quoted_printable_parts(parts)
-
-
-def _qp_line(text: str) -> bytes:
-    """One line (no line end in it) encoded, with its CRLF."""
-    line = text.encode("utf-8")
-    return _QP_LINES.young.get(line) or _QP_LINES.encode(line)
 
 
 def _outgoing(email: Email, sender: Sender, mid: str, data: bytes) -> Outgoing:

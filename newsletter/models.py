@@ -61,6 +61,7 @@ class Topic:
     authors: tuple[str, ...] = ()
     organizations: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    display_name: str | None = None  # what the email calls it (section headings); None: name
 
 
 @dataclass(frozen=True, slots=True)

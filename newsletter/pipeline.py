@@ -274,6 +274,7 @@ class _Composer:
                 base_url=nl.base_url,
                 operator_address=nl.from_address,
                 subject_template=nl.subject,
+                topic_names=config.topic_names(),
             ),
             sender=message.load_sender(config),  # reads the DKIM key, if any
             key=key,

@@ -35,7 +35,7 @@ import secrets
 import textwrap
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import jinja2.nodes
 import premailer
 from markupsafe import escape
 
-from newsletter import per_recipient
+from newsletter import per_recipient, qp
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, PaperData, Pick, Subscriber
 
@@ -58,7 +58,9 @@ TEXT_TEMPLATE = "digest.txt.j2"
 CARD_TEMPLATE = "_paper.html.j2"
 TEXT_CARD_TEMPLATE = "_paper.txt.j2"
 
-#: Gmail clips a message whose HTML exceeds about 102 KB; stay clearly below.
+#: Gmail clips a message whose HTML exceeds about 102 KB; stay clearly below. Measured as
+#: the HTML part goes on the wire (quoted-printable: "=" and non-ASCII take 3 bytes, long
+#: lines a soft break), which is what a receiving server counts.
 HTML_LIMIT = 100_000
 
 _CACHE_SIZE = 256
@@ -99,7 +101,6 @@ class Environment(jinja2.Environment):
         self.card_numbers: dict[str, int] = {}
         self.piece_layouts: OrderedDict[tuple[str, ...], _Layout] = OrderedDict()
         self.active_slots: _Slots | None = None  # set while a skeleton renders
-        self.piece_sizes: dict[str, int] = {}  # UTF-8 sizes of non-ASCII pieces
         # Digests rendered once for every recipient who gets the same papers.
         self.splits: dict[str, _Once | None] = {}
         self.once: OrderedDict[tuple[object, ...], _Rendered] = OrderedDict()
@@ -218,6 +219,13 @@ class Identity:
     base_url: str
     operator_address: str
     subject_template: str
+    #: What prose calls a topic (``topics.<slug>.name``), by slug; a topic not here: its slug.
+    topic_names: Mapping[str, str] = field(default_factory=dict)
+
+    def topic_labels(self, topics: tuple[str, ...]) -> tuple[str, ...]:
+        """The topics as the email names them (the template's ``topics``)."""
+        names = self.topic_names
+        return tuple([names.get(t, t) for t in topics]) if names else topics
 
 
 # --- filters -------------------------------------------------------------------------------
@@ -310,9 +318,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def new_papers(count: int) -> str:
+    """The subject's ``{papers}``: "1 new paper", "3 new papers"."""
+    return f"{count} new paper" if count == 1 else f"{count} new papers"
+
+
 def subject(identity: Identity, digest: Digest) -> str:
+    count = len(digest.picks)
     text = identity.subject_template.format(
-        title=identity.title, count=len(digest.picks), date=digest.day.isoformat()
+        title=identity.title, count=count, papers=new_papers(count), date=digest.day.isoformat()
     )
     # A header is one line: no CR/LF from a title or template can start another header.
     return one_line(text)
@@ -380,7 +394,8 @@ def render(
     unsubscribe_url: str,
     limit: int = HTML_LIMIT,
 ) -> Email:
-    """The whole email for one recipient: HTML (inlined, <= ``limit`` bytes) and text.
+    """The whole email for one recipient: HTML (inlined, <= ``limit`` bytes as it goes on
+    the wire, quoted-printable) and text.
 
     The recipient's name and unsubscribe URL are arguments; they go into the inlined HTML
     escaped. When the HTML is too big, the summaries of the lowest-ranked papers go first,
@@ -442,7 +457,7 @@ def base_context(
         "recipient_name": recipient_name,
         "recipient_email": digest.subscriber.email,
         "unsubscribe_url": unsubscribe_url,
-        "topics": digest.subscriber.topics,
+        "topics": identity.topic_labels(digest.subscriber.topics),
         "day": digest.day,
         "daily_url": f"https://huggingface.co/papers/date/{digest.day.isoformat()}",
     }
@@ -472,8 +487,8 @@ def _compose(
         if parts is None:
             with_summary = {id(p) for p in digest.picks[:summaries]}
             parts = _render_html(env, context, with_summary=with_summary)
-        size = _parts_size(env, parts)
-        return context, "".join(parts), min(summaries, kept), kept, parts, size
+        html, pieces = "".join(parts), qp.Pieces(parts)  # measured once, sent as measured
+        return context, html, min(summaries, kept), kept, pieces, qp.size(html, pieces)
 
     # Never cut bytes (the HTML must stay valid): leave out whole parts, least important
     # first. The size falls with every step, so a binary search finds the first that fits.
@@ -521,25 +536,7 @@ class Parts:
 
     html: list[str]
     text: list[str]
-    html_size: int  # bytes of the HTML in UTF-8
-
-
-def _parts_size(env: Environment, parts: list[str]) -> int:
-    """UTF-8 bytes of the join: ``isascii`` is free on a str; a card is measured once."""
-    total = 0
-    sizes = env.piece_sizes
-    for part in parts:
-        if part.isascii():
-            total += len(part)
-            continue
-        size = sizes.get(part)
-        if size is None:
-            size = len(part.encode("utf-8"))
-            if len(sizes) >= _PARTIAL_CACHE_SIZE:
-                sizes.clear()  # a recipient's own non-ASCII values would pile up
-            sizes[part] = size
-        total += size
-    return total
+    html_size: int  # bytes of the HTML part on the wire (as message.build encodes it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,8 @@ class Matches:
     papers: Mapping[str, PaperData]
     by_topic: Mapping[str, Mapping[str, Match]]  # topic -> paper id -> match
     trends: Mapping[str, Trend] = field(default_factory=dict)
+    #: What a section heading calls a topic (``Topic.display_name``), for those that have one.
+    names: Mapping[str, str] = field(default_factory=dict)
     #: Ranked hit lists, built on first use by ``select`` and shared by every subscriber.
     cache: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -394,7 +396,8 @@ def _match_topics(
     }
     by_keyword = {key: _match_keyword(terms, texts, postings) for key, terms in keywords.items()}
     by_topic = _TopicMatches(fixed, personal, by_keyword)
-    return Matches(papers=by_id, by_topic=by_topic, trends=dict(trends or {}))
+    names = {name: t.display_name for name, t in topics.items() if t.display_name}
+    return Matches(papers=by_id, by_topic=by_topic, trends=dict(trends or {}), names=names)
 
 
 def _match_keyword(
@@ -567,7 +570,11 @@ def select(
             elif rank < trending_count:
                 section = TRENDING_SECTION
             else:
-                section = PERSONAL_SECTION if match.topic == personal else match.topic
+                section = (
+                    PERSONAL_SECTION
+                    if match.topic == personal
+                    else matches.names.get(match.topic, match.topic)
+                )
         picks.append(
             Pick(
                 paper=paper,
@@ -581,7 +588,7 @@ def select(
             )
         )
     if subscriber.sections:
-        picks = _in_section_order(picks, subscriber.topics)
+        picks = _in_section_order(picks, [matches.names.get(t, t) for t in subscriber.topics])
     return Digest(
         subscriber=subscriber, day=day, picks=tuple(picks), skipped_ids=tuple(sorted(low))
     )
@@ -804,8 +811,9 @@ def _ranked_keyword(
     return ranked
 
 
-def _in_section_order(picks: list[Pick], topics: Sequence[str]) -> list[Pick]:
-    order = {TRENDING_SECTION: -2, RISING_SECTION: -1, **{t: i for i, t in enumerate(topics)}}
+def _in_section_order(picks: list[Pick], headings: Sequence[str]) -> list[Pick]:
+    """Trending, Rising, then the subscriber's topics (``headings``: theirs, in order)."""
+    order = {TRENDING_SECTION: -2, RISING_SECTION: -1, **{t: i for i, t in enumerate(headings)}}
     return sorted(picks, key=lambda p: order.get(p.section, len(order)))  # stable: rank within
 
 

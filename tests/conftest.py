@@ -106,7 +106,7 @@ def load_json(name: str) -> object:
 
 
 def ids_in(text: str) -> list[str]:
-    """Paper ids linked from an email, in order, each once (a card links its paper twice)."""
+    """Paper ids linked from an email, in order, each once."""
     return list(dict.fromkeys(re.findall(r"huggingface\.co/papers/(\d{4}\.\d{4,5})", text)))
 
 

@@ -1,13 +1,18 @@
 """The emails in a real browser: Debian's chromium, driven by Playwright, offline.
 
-At 375 px (a phone) and 600 px the document must not scroll sideways and no visible element's
-box may extend past the viewport; an element clipped by ``overflow: hidden`` still counts as
-not fitting, because each element's own box is measured. Screenshots stay in the test's
-tmp dir for a human to look at.
+At 375 px (a phone), 600 px and 800 px the document must not scroll sideways and no visible
+element's box may extend past the viewport; an element clipped by ``overflow: hidden`` still
+counts as not fitting, because each element's own box is measured. Each email is tried as
+sent and with its ``<style>`` removed, as Gmail's mobile webmail and the Gmail apps with a
+non-Google account show it (only the inline styles are left). Text must keep 4.5:1 contrast
+against its background, in light and dark mode. Screenshots stay in the test's tmp dir for
+a human to look at.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 import struct
 import zlib
@@ -40,7 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-WIDTHS = (375, 600)
+WIDTHS = (375, 600, 800)
 
 # Every visible element's boxes, measured against the layout viewport (without scrollbar).
 MEASURE = """() => {
@@ -130,7 +135,44 @@ def emails(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     found["real-2024-11-11"] = _render(
         fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json"), None
     )
+    found["long-words"] = render.render(
+        long_words_digest(),
+        render.make_env(),
+        dataclasses.replace(IDENTITY, topic_names={"ml": LONG_WORD}),
+        recipient_name=LONG_WORD,
+        unsubscribe_url=UNSUBSCRIBE_URL,
+    ).html
     return found
+
+
+LONG_WORD = "Supercalifragilistic" * 6  # 120 characters, nowhere to break
+
+
+def long_words_digest() -> Any:
+    """A 120-character word wherever a value is printed: title, authors, summary, reason..."""
+    base = fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json", limit=2)
+    first = dataclasses.replace(
+        base.picks[0].paper,
+        title=f"On {LONG_WORD} models",
+        authors=(LONG_WORD, "Ada Lovelace"),
+        organization=LONG_WORD,
+        ai_summary=f"We study {LONG_WORD}. It works.",
+    )
+    pick = dataclasses.replace(
+        base.picks[0], paper=first, reason=f'matched "{LONG_WORD}" in title', section=LONG_WORD
+    )
+    subscriber = dataclasses.replace(base.subscriber, email=f"{LONG_WORD}@example.org")
+    return dataclasses.replace(base, subscriber=subscriber, picks=(pick, base.picks[1]))
+
+
+_STYLE = re.compile(r"<style\b.*?</style>", re.IGNORECASE | re.DOTALL)
+
+
+def without_style(html: str) -> str:
+    """The email as a client that strips <style> shows it: the inline styles only."""
+    stripped = _STYLE.sub("", html)
+    assert "<style" not in stripped and "style=" in stripped
+    return stripped
 
 
 NAMES = [
@@ -140,13 +182,15 @@ NAMES = [
     "hostile",
     "real-2026-05-08",
     "real-2024-11-11",
+    "long-words",
 ]
 
 
+@pytest.mark.parametrize("style", ["style", "no-style"])
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("name", NAMES)
 def test_email_fits_the_screen(
-    browser: Any, emails: dict[str, str], name: str, width: int, tmp_path: Path
+    browser: Any, emails: dict[str, str], name: str, width: int, style: str, tmp_path: Path
 ) -> None:
     requests: list[str] = []
 
@@ -161,7 +205,8 @@ def test_email_fits_the_screen(
     for scheme in ("light", "dark"):
         page = browser.new_page(viewport={"width": width, "height": 900}, color_scheme=scheme)
         page.route("**/*", offline)
-        page.set_content(emails[name], wait_until="load")
+        html = emails[name] if style == "style" else without_style(emails[name])
+        page.set_content(html, wait_until="load")
         result = page.evaluate(MEASURE)
         page.screenshot(path=str(tmp_path / f"{name}-{width}-{scheme}.png"), full_page=True)
         page.close()
@@ -243,3 +288,44 @@ def test_the_preview_gallery_fits_a_phone(browser: Any, tmp_path: Path) -> None:
         assert result_["scrollWidth"] <= width, result_
         assert result_["bad"] == [], f"past the {width}px viewport: {result_['bad']}"
         assert rows == 4  # three emails and Alan, who has nothing new
+
+
+# Each element with text of its own: its colour and the first opaque background behind it.
+CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const out = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || style.display === 'none') continue;
+    let bg = null;
+    for (let at = el; at && !bg; at = at.parentElement) {
+      const c = rgb(getComputedStyle(at).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) bg = c.slice(0, 3);
+    }
+    const [a, b] = [lum(rgb(style.color)), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
+    out.push({what: el.tagName.toLowerCase() + '.' + el.className + ': ' +
+              el.textContent.trim().slice(0, 40), ratio: (a + 0.05) / (b + 0.05)});
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("name", ["example-002-grace@example.org", "golden", "long-words"])
+def test_text_keeps_its_contrast(
+    browser: Any, emails: dict[str, str], name: str, scheme: str
+) -> None:
+    """WCAG AA (4.5:1) for every piece of text, section headings included, in both modes."""
+    page = browser.new_page(viewport={"width": 600, "height": 900}, color_scheme=scheme)
+    page.set_content(emails[name])
+    found = page.evaluate(CONTRAST)
+    page.close()
+    assert any(f["what"].startswith("h2.") for f in found) or name == "golden"
+    low = [f"{f['what']} ({f['ratio']:.2f}:1)" for f in found if f["ratio"] < 4.5]
+    assert low == []

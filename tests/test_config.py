@@ -268,3 +268,72 @@ def test_a_term_without_a_letter_or_digit_is_refused(tmp_path: Path) -> None:
         "3: topics.diffusion.keywords[1]: '-' has no letter or digit to match",
         "9: subscribers[1].exclude[0]: '...' has no letter or digit to match",
     ]
+
+
+NAMED = """\
+topics:
+  diffusion:
+    name: Diffusion models
+    keywords: [diffusion]
+  llm:
+    keywords: [reasoning]
+subscribers:
+  - email: ada@example.org
+    topics: [diffusion, llm]
+"""
+
+
+def test_a_topic_can_have_a_display_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(NAMED, encoding="utf-8")
+    cfg = config.load(path)
+    assert cfg.topic_names() == {"diffusion": "Diffusion models"}
+    topics = cfg.topic_models()
+    assert topics["diffusion"].display_name == "Diffusion models"
+    assert topics["llm"].display_name is None
+    assert cfg.subscriber_models()[0].topics == ("diffusion", "llm")  # still by slug
+
+
+@pytest.mark.parametrize(
+    ("diffusion", "llm", "problem"),
+    [
+        ("", "'  '", "must not be empty (leave it out to show the topic's key)"),
+        ("", '"A\\nB"', "must be one line of printable text, got 'A\\nB'"),
+        ("Diffusion", "Diffusion", "'Diffusion' is also what topic 'diffusion' is called"),
+        ("", "diffusion", "'diffusion' is also what topic 'diffusion' is called"),
+        ("", "Rising", "'Rising' is a heading of its own in the digest"),
+    ],
+)
+def test_a_bad_display_name_is_named(
+    tmp_path: Path, diffusion: str, llm: str, problem: str
+) -> None:
+    text = f"""\
+topics:
+  diffusion:
+    name: {diffusion or "Diffusion models"}
+    keywords: [diffusion]
+  llm:
+    name: {llm}
+    keywords: [reasoning]
+subscribers:
+  - email: ada@example.org
+    topics: [diffusion, llm]
+"""
+    if not diffusion:  # a comment keeps the lines where they are
+        text = text.replace("    name: Diffusion models\n", "    # no name\n")
+    found = problems(tmp_path, text)
+    if diffusion:  # both are named alike: both are named
+        assert (
+            found[0] == "3: topics.diffusion.name: 'Diffusion' is also what topic 'llm' is called"
+        )
+        found = found[1:]
+    assert found == [f"6: topics.llm.name: {problem}"]
+
+
+def test_subject_placeholders_include_papers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('newsletter:\n  subject: "{papers} ({count}) of {title}, {date}"\n' + VALID)
+    assert config.load(path).newsletter.subject == "{papers} ({count}) of {title}, {date}"
+    assert config.NewsletterSettings().subject == "{title}: {papers} for {date}"
+    (line,) = problems(tmp_path, "newsletter:\n  subject: '{paper}'\n" + VALID)
+    assert "use {title}, {papers}, {count} and {date}" in line

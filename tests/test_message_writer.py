@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from newsletter import message, render
+from newsletter import message, qp, render
 from newsletter.models import Digest, Email
 from tests.digests import (
     HOSTILE_NAME,
@@ -278,7 +278,7 @@ piece = st.sampled_from(["", "a", "\n", "ab\ncd", "x\n", "\ny", "  \n", "é—\n
 @example(parts=[])
 @example(parts=["a\nb", "a\nb"])  # the same piece again: its cached entry
 def test_pieces_encode_like_the_whole_body(parts: list[str]) -> None:
-    assert message.quoted_printable_parts(parts) == message.quoted_printable("".join(parts))
+    assert qp.quoted_printable_parts(parts) == qp.quoted_printable("".join(parts))
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))

@@ -184,3 +184,19 @@ def test_a_card_that_prints_the_recipient_is_never_shared(tmp_path: Path) -> Non
     # In every card, the footer and the unsubscribe link.
     assert emails[1].html.count("reader1@example.org") == len(BASE.picks) + 2
     assert "reader0@example.org" not in emails[1].html
+
+
+def test_topic_names_keep_the_rendered_once_path() -> None:
+    """Display names are the recipient's ``topics``: evaluated per recipient, the rest shared."""
+    identity = dataclasses.replace(IDENTITY, topic_names={"ml": "Machine <learning>", "rl": "RL"})
+    shared, alone = render.make_env(), whole()
+    for i, topics in enumerate([("ml",), ("ml", "rl"), ("rl",), ("ml",)]):
+        digest = recipient(BASE, i, "A", topics)
+        url = f"https://papers.example.org/unsubscribe/{i}"
+        got, expected = (
+            render.render(digest, env, identity, recipient_name="A", unsubscribe_url=url)
+            for env in (shared, alone)
+        )
+        assert got == expected
+        assert "Machine &lt;learning&gt;" in got.html or topics == ("rl",)
+    assert shared.once_renders == 2  # the HTML and the text, once for all four

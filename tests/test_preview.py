@@ -89,6 +89,23 @@ def test_preview_for_a_fixture_date(tmp_path: Path, hf_server: FixtureServer) ->
     assert not (tmp_path / "state.db").exists()
 
 
+def test_topic_names_reach_the_emails(tmp_path: Path, hf_server: FixtureServer) -> None:
+    """``topics.<slug>.name`` from the file to the greeting, the footer and the headings."""
+    subscribers = "  - email: bob@example.org\n    topics: [video]\n    sections: true\n"
+    cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url, subscribers=subscribers)
+    named = cfg.read_text().replace("  video:\n", "  video:\n    name: Video & film\n")
+    cfg.write_text(named + "selection:\n  trending_count: 0\n")  # every paper under its topic
+    code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
+    assert code == 0, output
+    bob = read_eml(out / "001-bob@example.org.eml")
+    html, text = body(bob, "html"), " ".join(body(bob, "plain").split())
+    assert "papers on Video &amp; film from the Hugging Face" in html
+    assert "<h2" in html and ">Video &amp; film</h2>" in html
+    assert "papers on Video & film from the Hugging Face" in text
+    assert "== Video & film ==" in text and "for the topics Video & film." in text
+    assert "== video ==" not in text and "on video from" not in text
+
+
 def test_preview_on_a_pool_writes_the_html_bodies(
     tmp_path: Path, hf_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import jinja2
@@ -11,7 +13,8 @@ import pytest
 from bs4 import BeautifulSoup
 from markupsafe import Markup
 
-from newsletter import render
+from newsletter import message, qp, render
+from newsletter.config import NewsletterSettings
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, Pick
 from tests.conftest import DATA
@@ -27,6 +30,8 @@ from tests.digests import (
 from tests.httpserver import FixtureServer, Reply
 
 GOLDEN = DATA / "golden"
+NOW = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.UTC)
+SENDER = message.Sender("Trending Papers <papers@example.org>", "trending-papers.example.org")
 
 
 def do_render(
@@ -95,8 +100,16 @@ def test_html_is_an_inbox_grade_email() -> None:
     tables = soup.find_all("table")
     assert tables and all(t.get("role") == "presentation" for t in tables)
     container = soup.find("table", class_="container")
-    assert container is not None and container["width"] == "600"
-    assert "width:600px" in container["style"].replace(" ", "")
+    # Fluid inline, so it fits a phone where <style> is stripped (Gmail's mobile webmail);
+    # Outlook, which ignores max-width, gets the fixed 600 px table around it.
+    assert container is not None and container["width"] == "100%"
+    style = container["style"].replace(" ", "")
+    assert "width:100%" in style and "max-width:600px" in style
+    assert re.search(
+        r'<!--\[if mso\]><table role="presentation" width="600"[^>]*><tr><td><!\[endif\]-->\s*'
+        r'<table role="presentation" class="container"',
+        html,
+    )
     metas = {m.get("name"): m.get("content") for m in soup.find_all("meta") if m.get("name")}
     assert metas["color-scheme"] == "light dark"
     assert metas["supported-color-schemes"] == "light dark"
@@ -108,7 +121,13 @@ def test_html_is_an_inbox_grade_email() -> None:
     assert preheader is not None and "display:none" in preheader["style"].replace(" ", "")
     assert preheader.get_text().startswith("3 new papers on diffusion, efficient-models")
     images = soup.find_all("img")
-    assert images and all(img.get("alt") for img in images)
+    assert images
+    for img in images:
+        # Decorative: the title follows it (with images off a title would show twice), and
+        # sized, so the layout does not jump when it loads and Outlook sizes it right.
+        assert img["alt"] == ""
+        assert (img["width"], img["height"]) == ("552", "298")  # the 1200 x 648 thumbnails
+        assert img.find_parent("a") is None  # not a link: the title is
 
 
 def test_each_paper_has_its_links_and_facts() -> None:
@@ -366,9 +385,9 @@ def big_digest(n: int) -> Digest:
 def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> None:
     digest = big_digest(37)
     full = do_render(digest)
-    limit = len(full.html.encode()) - 2000  # a few summaries too many
+    limit = qp.size(full.html) - 2000  # a few summaries too many
     email = do_render(digest, limit=limit)
-    assert len(email.html.encode()) <= limit
+    assert qp.size(email.html) <= limit
     assert email.paper_ids == digest.paper_ids and email.dropped_ids == ()
     soup = BeautifulSoup(email.html, "html.parser")
     cards = soup.find_all("td", class_="paper")
@@ -381,8 +400,7 @@ def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> N
 def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture) -> None:
     digest = big_digest(100)
     email = do_render(digest)
-    size = len(email.html.encode())
-    assert size <= render.HTML_LIMIT
+    assert qp.size(email.html) <= render.HTML_LIMIT
     kept = len(email.paper_ids)
     assert 0 < kept < 100
     assert email.paper_ids == digest.paper_ids[:kept]
@@ -398,6 +416,130 @@ def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture)
 
 def test_default_limit_is_gmail_safe() -> None:
     assert render.HTML_LIMIT <= 100_000
+
+
+def html_on_the_wire(data: bytes) -> bytes:
+    """The HTML part of a built message as it is sent: its quoted-printable lines."""
+    head, _, rest = data.partition(b"Content-Type: text/html")
+    body = rest.split(b"\r\n\r\n", 1)[1]
+    boundary = re.search(rb'boundary="([^"]+)"', head).group(1)  # type: ignore[union-attr]
+    return body[: body.index(b"\r\n--" + boundary)]
+
+
+def test_size_guard_measures_the_html_as_it_goes_on_the_wire() -> None:
+    """Gmail clips by what arrives: quoted-printable, where every "=" of an inline style and
+    every byte of a non-ASCII character takes three bytes, and long lines a soft break."""
+    digest = big_digest(37)
+    full = do_render(digest)
+    decoded, wire = len(full.html.encode()), qp.size(full.html)
+    assert wire > decoded * 1.05
+    limit = (decoded + wire) // 2  # the decoded HTML fits; on the wire it does not
+    email, parts = render.render_parts(
+        digest,
+        render.make_env(),
+        IDENTITY,
+        recipient_name="Ada",
+        unsubscribe_url=UNSUBSCRIBE_URL,
+        limit=limit,
+    )
+    sent = message.build(
+        email,
+        SENDER,
+        unsubscribe_url=UNSUBSCRIBE_URL,
+        digest_key="k",
+        now=NOW,
+        html_parts=parts.html,
+        text_parts=parts.text,
+    )
+    assert len(html_on_the_wire(sent.data)) == qp.size(email.html) == parts.html_size
+    assert parts.html_size <= limit
+    assert len(email.paper_ids) == 37  # summaries went first
+
+
+# --- what spam filters and readers count ----------------------------------------------------
+
+_TEXT_URL = re.compile(r"https?://\S+")
+
+
+def urls(email: Email) -> tuple[Counter[str], Counter[str]]:
+    """The URLs of the HTML part (links and images) and those printed in the text part."""
+    soup = BeautifulSoup(email.html, "html.parser")
+    html = Counter([a["href"] for a in soup.find_all("a")] + [i["src"] for i in soup("img")])
+    return html, Counter(_TEXT_URL.findall(email.text))
+
+
+@pytest.mark.parametrize(
+    ("make", "limit"),
+    [
+        (load_digest, render.HTML_LIMIT),
+        (hostile_digest, render.HTML_LIMIT),
+        (lambda: fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json"), 60_000),
+        (
+            lambda: fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json"),
+            render.HTML_LIMIT,
+        ),
+    ],
+    ids=["golden", "hostile", "2026-05-08-cut", "2024-11-11"],
+)
+def test_both_parts_carry_the_same_urls_as_often(make: object, limit: int) -> None:
+    """rspamd adds URI_COUNT_ODD when a multipart/alternative message has an odd number of
+    URLs, images included: the parts match URL for URL. The HTML links a paper's Hugging
+    Face page once (its title; the thumbnail is not a link); the text prints the thumbnail's
+    URL as the HTML shows the image. No URL in the text ends with a sentence's full stop."""
+    email = do_render(make(), limit=limit)  # type: ignore[operator]
+    html, text = urls(email)
+    assert html == text
+    assert sum(html.values()) >= 4
+    assert UNSUBSCRIBE_URL in html
+    if limit < render.HTML_LIMIT:  # "see all papers of the day" in both
+        assert email.dropped_ids and any("/papers/date/" in url for url in html)
+
+
+def test_counts_are_singular_when_they_should_be() -> None:
+    base = load_digest()
+    one = dataclasses.replace(base.picks[0].paper, upvotes=1, comments=1, github_stars=1)
+    digest = dataclasses.replace(base, picks=(dataclasses.replace(base.picks[0], paper=one),))
+    email = do_render(digest)
+    text = " ".join(email.text.split())
+    assert "GitHub (1 star): https://github.com/" in text
+    assert "1 upvote · 1 comment" in text
+    assert "here is 1 trending paper on" in text
+    soup = BeautifulSoup(email.html, "html.parser")
+    assert soup.find(class_="preheader").get_text().startswith("1 new paper on diffusion")
+    assert "here is 1 trending paper on" in soup.find("td", class_="intro").get_text()
+    default = dataclasses.replace(IDENTITY, subject_template=NewsletterSettings().subject)
+    assert render.subject(default, digest) == "Trending Papers: 1 new paper for 2026-11-23"
+    assert render.subject(default, base) == "Trending Papers: 3 new papers for 2026-11-23"
+    # Existing configs keep {count}.
+    assert render.subject(IDENTITY, digest) == "Trending Papers: 1 new papers for 2026-11-23"
+
+
+def test_text_intro_carries_the_date_like_the_html() -> None:
+    email = do_render(load_digest())
+    intro = BeautifulSoup(email.html, "html.parser").find("td", class_="intro").get_text()
+    text_intro = " ".join(email.text.split("\n\n")[1].split())
+    assert intro.endswith("from the Hugging Face Daily Papers of Monday, 23 November 2026.")
+    assert text_intro.endswith("from the Hugging Face Daily Papers of Monday, 23 November 2026.")
+
+
+def test_topics_are_named_by_their_display_names() -> None:
+    names = {"diffusion": "Diffusion models", "efficient-models": "Efficient <models> & co"}
+    identity = dataclasses.replace(IDENTITY, topic_names=names)
+    email = render.render(
+        load_digest(),
+        render.make_env(),
+        identity,
+        recipient_name="Ada",
+        unsubscribe_url=UNSUBSCRIBE_URL,
+    )
+    shown = "Diffusion models, Efficient <models> & co"
+    soup = BeautifulSoup(email.html, "html.parser")
+    assert soup.find(class_="preheader").get_text().startswith(f"3 new papers on {shown}:")
+    assert f"papers on {shown} from" in soup.find("td", class_="intro").get_text()
+    assert f"for the topics {shown}." in soup.find("td", class_="footer").get_text()
+    text = " ".join(email.text.split())
+    assert f"papers on {shown} from" in text and f"for the topics {shown}." in text
+    assert "efficient-models" not in email.html and "efficient-models" not in email.text
 
 
 # --- overrides and `newsletter check` -------------------------------------------------------

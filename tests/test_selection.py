@@ -333,3 +333,21 @@ def test_sections_trending_first_then_by_topic() -> None:
         ("v", ["2", "4", "6"]),
         ("d", ["3", "5", "7"]),
     ]
+
+
+def test_sections_are_headed_by_the_topics_display_names() -> None:
+    papers = [paper(str(i), "diffusion" if i % 2 else "video", 100 - i) for i in range(8)]
+    topics = {
+        "d": Topic("d", ("diffusion",), display_name="Diffusion models"),
+        "v": Topic("v", ("video",), display_name="Video generation"),
+    }
+    m = selection.match_topics(papers, topics)
+    s = Subscriber(email="a@x.org", topics=("v", "d"), sections=True)
+    digest = selection.select(m, s, frozenset(), NOW, trending_count=2)
+    # The subscriber's order of topics, under their names; the pick still knows its topic.
+    assert [(name, [p.paper.id for p in picks]) for name, picks in digest.sections] == [
+        ("Trending across your topics", ["0", "1"]),
+        ("Video generation", ["2", "4", "6"]),
+        ("Diffusion models", ["3", "5", "7"]),
+    ]
+    assert {p.topic for p in digest.picks} == {"d", "v"}
