@@ -48,6 +48,38 @@ def _check_email(value: str) -> str:
     return value
 
 
+_LINE_BREAKS = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\0": "a NUL character"}
+
+
+def _header_text(value: str) -> str:
+    """A value that goes into an email header: no CR, LF or NUL, also in its encoded words.
+
+    The email package decodes RFC 2047 encoded words (``=?utf-8?q?=0D=0A...?=``) in a header
+    value and, before Python 3.11.10, writes what it decodes as is: a new header line
+    (CVE-2024-6923). The decoded text is checked too, however deep the words are nested.
+    """
+    from email.policy import default
+
+    text, decoded = value, False
+    while True:
+        found = next((name for char, name in _LINE_BREAKS.items() if char in text), None)
+        if found is not None:
+            where = " once its RFC 2047 encoded words (=?...?=) are decoded" if decoded else ""
+            raise ValueError(
+                f"contains {found}{where}; a value that goes into an email header must be one line"
+            )
+        if "=?" not in text:
+            return value
+        inner = str(default.header_factory("subject", text))
+        if len(inner) >= len(text):  # nothing decoded
+            return value
+        text, decoded = inner, True
+
+
+#: A str that reaches an email header (Subject, From, To, List-Id, List-Unsubscribe).
+HeaderText = Annotated[str, AfterValidator(_header_text)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -73,13 +105,13 @@ class DkimSettings(_Model):
 
 
 class NewsletterSettings(_Model):
-    title: str = "Trending Papers"
-    from_: Annotated[str, Field(alias="from")] = "Trending Papers <papers@example.org>"
-    base_url: str = "https://papers.example.org"
+    title: HeaderText = "Trending Papers"
+    from_: Annotated[HeaderText, Field(alias="from")] = "Trending Papers <papers@example.org>"
+    base_url: HeaderText = "https://papers.example.org"
     secret_env: str = "NEWSLETTER_SECRET"
     state: str = "newsletter.db"
     templates_dir: str | None = None
-    subject: str = "{title}: {papers} for {date}"
+    subject: HeaderText = "{title}: {papers} for {date}"
     dkim: DkimSettings | None = None
     alert_after_days: Annotated[int, Field(ge=1)] = 3
 
@@ -109,14 +141,19 @@ class NewsletterSettings(_Model):
 
     @field_validator("subject")
     @classmethod
-    def _subject(cls, value: str) -> str:
+    def _subject(cls, value: str, info: ValidationInfo) -> str:
         try:
-            value.format(title="t", count=1, papers="1 new paper", date="2024-01-01")
+            title = info.data.get("title", "")
+            subject = value.format(title=title, count=1, papers="1 new paper", date="2024-01-01")
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(
                 f"bad subject template {value!r} ({e}); "
                 "use {title}, {papers}, {count} and {date}"
             ) from None
+        try:  # the title in the template: an encoded word may span both
+            _header_text(subject)
+        except ValueError as e:
+            raise ValueError(f"with the title, the subject {e}") from None
         return value
 
     @property
@@ -206,7 +243,7 @@ class Smtp(_Model):
     ca_file: str | None = None
     username: str | None = None
     password_env: str = "NEWSLETTER_SMTP_PASSWORD"
-    bounce_address: str | None = None  # envelope sender (MAIL FROM); default: the From address
+    bounce_address: HeaderText | None = None  # envelope sender (MAIL FROM); default: From
     connections: Annotated[int, Field(ge=1, le=64)] = 4
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
     daily_cap: Annotated[int, Field(ge=1)] | None = None
@@ -330,8 +367,8 @@ class SelectionSettings(_Model):
 
 
 class SubscriberSettings(_Model):
-    email: str
-    name: str | None = None
+    email: HeaderText
+    name: HeaderText | None = None
     topics: Annotated[list[str], Field(min_length=1)]
     cadence: Literal["daily", "weekly"] = "daily"
     max_papers: Annotated[int, Field(ge=1, le=100)] = 10

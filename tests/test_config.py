@@ -337,3 +337,54 @@ def test_subject_placeholders_include_papers(tmp_path: Path) -> None:
     assert config.NewsletterSettings().subject == "{title}: {papers} for {date}"
     (line,) = problems(tmp_path, "newsletter:\n  subject: '{paper}'\n" + VALID)
     assert "use {title}, {papers}, {count} and {date}" in line
+
+
+# What an RFC 2047 encoded word may hide: a line break that would start a Bcc: header
+# (CVE-2024-6923), refused in every value that reaches a header, decoded or not.
+EW = "=?utf-8?q?=0D=0ABcc:_evil@attacker.test?="
+ONE_LINE = "a value that goes into an email header must be one line"
+DECODED = "once its RFC 2047 encoded words (=?...?=) are decoded"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        (f"newsletter:\n  title: '{EW}'\n", f"2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('newsletter:\n  title: "Papers\\r\\nBcc: x@y.org"\n', f"2: newsletter.title: contains a line break (CR); {ONE_LINE}"),
+        ('newsletter:\n  title: "Papers\\0"\n', f"2: newsletter.title: contains a NUL character; {ONE_LINE}"),
+        ("newsletter:\n  title: |\n    Two\n    lines\n", f"2: newsletter.title: contains a line break (LF); {ONE_LINE}"),
+        ("newsletter:\n  title: '=?utf-8?b?UGFwZXJzDQpCY2M6IHhAeS5vcmc=?='\n", f"2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ("newsletter:\n  title: '=?utf-8?q?=3D=3Futf-8=3Fq=3F=3D0A=3F=3D?='\n", f"2: newsletter.title: contains a line break (LF) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  from: '{EW} <papers@example.org>'\n", f"2: newsletter.from: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  from: '\"{EW}\" <papers@example.org>'\n", f"2: newsletter.from: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ("newsletter:\n  from: '=?utf-8?q?=0A?=@example.org'\n", f"2: newsletter.from: contains a line break (LF) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  subject: '{EW} {{count}}'\n", f"2: newsletter.subject: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('newsletter:\n  subject: "{title}\\n{count}"\n', f"2: newsletter.subject: contains a line break (LF); {ONE_LINE}"),
+        ("newsletter:\n  title: '=?utf-8?q?'\n  subject: '{title}=0D?= {count}'\n", f"3: newsletter.subject: with the title, the subject contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  base_url: 'https://papers.example.org/{EW}'\n", f"2: newsletter.base_url: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"smtp:\n  bounce_address: '{EW}@example.org'\n", f"2: smtp.bounce_address: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"subscribers:\n  - email: ada@example.org\n    name: '{EW}'\n    topics: [diffusion]\n", f"3: subscribers[0].name: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('subscribers:\n  - email: ada@example.org\n    name: "Ada\\r\\nBcc: x@y.org"\n    topics: [diffusion]\n', f"3: subscribers[0].name: contains a line break (CR); {ONE_LINE}"),
+        (f"subscribers:\n  - email: '{EW}@example.org'\n    topics: [diffusion]\n", f"2: subscribers[0].email: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('subscribers:\n  - email: "ada\\0@example.org"\n    topics: [diffusion]\n', f"2: subscribers[0].email: contains a NUL character; {ONE_LINE}"),
+    ],
+)  # fmt: skip
+def test_no_header_value_holds_a_line_break(tmp_path: Path, yaml_text: str, problem: str) -> None:
+    topics = "topics:\n  diffusion:\n    keywords: [diffusion]\n"
+    if "subscribers:" not in yaml_text:
+        yaml_text += "subscribers:\n  - email: ada@example.org\n    topics: [diffusion]\n"
+    assert problems(tmp_path, yaml_text + topics) == [problem]
+
+
+@pytest.mark.parametrize("command", [["check"], ["status"], ["send", "--dry-run"], ["run"]])
+def test_every_command_refuses_a_hidden_line_break(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "c.yaml"
+    offline = "sources:\n  huggingface:\n    base_url: http://127.0.0.1:9\n    retries: 0\n"
+    path.write_text(f"newsletter:\n  title: '{EW}'\n" + offline + VALID, encoding="utf-8")
+    result = CliRunner().invoke(cli, [*command, "-c", str(path)], env={"NEWSLETTER_SECRET": "k"})
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"{path}:2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}\n"
+    )
+    assert not (tmp_path / "newsletter.db").exists()
