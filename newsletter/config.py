@@ -484,6 +484,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 
 def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
+    root: yaml.Node | None = None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -493,6 +494,14 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         raise ConfigError(shown, [f"{shown}:{line}: yaml: {e.problem or e}"]) from e
     except yaml.YAMLError as e:
         raise ConfigError(shown, [f"{shown}:1: yaml: {e}"]) from e
+    except RecursionError:  # the YAML reader recurses once per level
+        line = _too_deep(text)
+        raise ConfigError(
+            shown, [f"{shown}:{line}: yaml: nested more than {_MAX_DEPTH} levels deep"]
+        ) from None
+    except ValueError as e:  # a scalar YAML cannot make a value of: 5,001 digits, 2024-02-30
+        problems = [_problem(shown, root, loc, msg) for loc, msg in _unreadable_scalars(root)]
+        raise ConfigError(shown, [line for _, line in problems] or [f"{shown}:1: yaml: {e}"]) from e
     if not isinstance(data, dict):
         raise ConfigError(shown, [f"{shown}:1: (top level): expected a mapping of settings"])
 
@@ -500,7 +509,7 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        problems += [_problem(shown, root, tuple(err["loc"]), _message(err)) for err in e.errors()]
+        problems += [_problem(shown, root, *_located(err)) for err in e.errors()]
     else:
         config._path = path or Path(shown)
         templates = config.templates_path
@@ -514,6 +523,55 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         problems.sort(key=lambda p: p[0])
         raise ConfigError(shown, [line for _, line in problems])
     return config
+
+
+_MAX_DEPTH = 64  # a config is a few levels deep; the YAML reader's recursion gives out deeper
+
+
+def _too_deep(text: str) -> int:
+    """The line where ``text`` is nested more than ``_MAX_DEPTH`` deep (events do not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return event.start_mark.line + 1 if event.start_mark else 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return 1
+
+
+def _unreadable_scalars(root: yaml.Node | None) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """The scalars that YAML recognises but cannot construct, with their key paths."""
+    constructor = yaml.SafeLoader("")
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root else []
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack += [(value, (*loc, str(key.value))) for key, value in node.value]
+            stack += [(key, (*loc, str(key.value))) for key, _ in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, (*loc, i)) for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node)
+            except ValueError as e:
+                if node.tag == "tag:yaml.org,2002:int":
+                    yield loc, f"a number of {len(node.value)} digits is too long"
+                else:
+                    yield loc, f"YAML cannot read {node.value!r} ({e}); put it in quotes"
+
+
+def _located(err: Any) -> tuple[tuple[Any, ...], str]:
+    """Where an error is and what it says; a key YAML read as a number is named as written."""
+    loc = tuple(err["loc"])
+    if loc[-1:] == ("[key]",):
+        key = err["input"]
+        return (
+            (*loc[:-2], str(key), "[key]"),
+            f"YAML reads this name as {type(key).__name__} {key!r}, not text; put it in quotes",
+        )
+    return loc, _message(err)
 
 
 def _message(err: Any) -> str:
@@ -536,7 +594,7 @@ def _semantic_problems(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, 
     entries of the wrong shape are left to pydantic's messages.
     """
     topics = data.get("topics")
-    known = set(topics) if isinstance(topics, dict) else set()
+    known = {str(name) for name in topics} if isinstance(topics, dict) else set()
     yield from _topic_name_problems(topics)
     subscribers = data.get("subscribers")
     if not isinstance(subscribers, list):
@@ -589,6 +647,8 @@ def _topic_name_problems(topics: object) -> Iterable[tuple[tuple[str | int, ...]
 def format_path(loc: Sequence[str | int]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # the key itself, not its value
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -608,12 +668,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     if node is None:
         return 1
     line = node.start_mark.line + 1
-    for part in loc:
+    for i, part in enumerate(loc):
         if part == "from_":
             part = "from"
         nxt: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
+                if key.value == str(part) and loc[i + 1 : i + 2] == ("[key]",):
+                    return int(key.start_mark.line) + 1
                 if key.value == str(part):
                     # An unknown key is best shown on its own line, a value on the value's.
                     nxt = value if not isinstance(value, yaml.ScalarNode) or value.value else key

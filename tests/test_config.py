@@ -388,3 +388,34 @@ def test_every_command_refuses_a_hidden_line_break(tmp_path: Path, command: list
         == f"{path}:2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}\n"
     )
     assert not (tmp_path / "newsletter.db").exists()
+
+
+TOPIC = "topics:\n  diffusion:\n    keywords: [diffusion]\n"
+SUBSCRIBER = "subscribers:\n  - email: ada@example.org\n    topics: [diffusion]\n"
+TO_1, TO_YES = SUBSCRIBER.replace("diffusion", "'1'"), SUBSCRIBER.replace("diffusion", "'yes'")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        (f"topics:\n  1:\n    keywords: [x]\n{SUBSCRIBER}", "2: topics.1: YAML reads this name as int 1, not text; put it in quotes\n6: subscribers[0].topics[0]: unknown topic 'diffusion' (known: 1)"),
+        (f"topics:\n  1:\n    keywords: [x]\n{TO_1}", "2: topics.1: YAML reads this name as int 1, not text; put it in quotes"),
+        (f"topics:\n  yes:\n    keywords: [x]\n{TO_YES}", "2: topics.True: YAML reads this name as bool True, not text; put it in quotes\n6: subscribers[0].topics[0]: unknown topic 'yes' (known: True)"),
+        (f"newsletter:\n  alert_after_days: {'9' * 5001}\n{TOPIC}{SUBSCRIBER}", "2: newsletter.alert_after_days: a number of 5001 digits is too long"),
+        (f"{TOPIC}{SUBSCRIBER}    max_papers: {'1' * 5001}\n", "7: subscribers[0].max_papers: a number of 5001 digits is too long"),
+        (f"schedule:\n  daily_at: 2024-02-30\n{TOPIC}{SUBSCRIBER}", "2: schedule.daily_at: YAML cannot read '2024-02-30' (day is out of range for month); put it in quotes"),
+        (f"{TOPIC}{SUBSCRIBER}x: {'[' * 5000}{']' * 5000}\n", "7: yaml: nested more than 64 levels deep"),
+        (f"{TOPIC}{SUBSCRIBER}x:\n" + "".join(f"{' ' * i}a:\n" for i in range(1, 5000)), "71: yaml: nested more than 64 levels deep"),
+    ],
+)  # fmt: skip
+def test_yaml_values_it_cannot_read_are_one_line(
+    tmp_path: Path, yaml_text: str, problem: str
+) -> None:
+    """Not an internal error: one FILE:LINE: key: message line and exit 2."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code == 2
+    assert [line.removeprefix(f"{path}:") for line in result.output.splitlines()] == problem.split(
+        "\n"
+    )
