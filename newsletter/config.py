@@ -516,6 +516,11 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         if templates is not None and not templates.is_dir():
             loc = ("newsletter", "templates_dir")
             problems.append(_problem(shown, root, loc, f"no such folder {str(templates)!r}"))
+        state, loc = config.state_path, ("newsletter", "state")
+        if state.is_dir():
+            problems.append(_problem(shown, root, loc, f"{str(state)!r} is a folder, not a file"))
+        elif not state.parent.is_dir():  # a mistyped path would start an empty state, unseen
+            problems.append(_problem(shown, root, loc, f"no such folder {str(state.parent)!r}"))
         if config.smtp.ca_file and not (config.base_dir / config.smtp.ca_file).is_file():
             missing = str(config.base_dir / config.smtp.ca_file)
             problems.append(_problem(shown, root, ("smtp", "ca_file"), f"no such file {missing!r}"))

@@ -381,7 +381,9 @@ def test_every_command_refuses_a_hidden_line_break(tmp_path: Path, command: list
     path = tmp_path / "c.yaml"
     offline = "sources:\n  huggingface:\n    base_url: http://127.0.0.1:9\n    retries: 0\n"
     path.write_text(f"newsletter:\n  title: '{EW}'\n" + offline + VALID, encoding="utf-8")
-    result = CliRunner().invoke(cli, [*command, "-c", str(path)], env={"NEWSLETTER_SECRET": "k"})
+    result = CliRunner().invoke(
+        cli, [*command, "-c", str(path)], env={"NEWSLETTER_SECRET": "k" * 32}
+    )
     assert result.exit_code == 2
     assert (
         result.output
