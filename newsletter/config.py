@@ -516,11 +516,10 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         if templates is not None and not templates.is_dir():
             loc = ("newsletter", "templates_dir")
             problems.append(_problem(shown, root, loc, f"no such folder {str(templates)!r}"))
-        state, loc = config.state_path, ("newsletter", "state")
-        if state.is_dir():
-            problems.append(_problem(shown, root, loc, f"{str(state)!r} is a folder, not a file"))
-        elif not state.parent.is_dir():  # a mistyped path would start an empty state, unseen
-            problems.append(_problem(shown, root, loc, f"no such folder {str(state.parent)!r}"))
+        state = state_path_problem(config.state_path)
+        if state is not None:
+            loc = ("newsletter", "state")
+            problems.append(_problem(shown, root, loc, f"{config.state_path}: {state}"))
         if config.smtp.ca_file and not (config.base_dir / config.smtp.ca_file).is_file():
             missing = str(config.base_dir / config.smtp.ca_file)
             problems.append(_problem(shown, root, ("smtp", "ca_file"), f"no such file {missing!r}"))
@@ -577,6 +576,19 @@ def _located(err: Any) -> tuple[tuple[Any, ...], str]:
             f"YAML reads this name as {type(key).__name__} {key!r}, not text; put it in quotes",
         )
     return loc, _message(err)
+
+
+def state_path_problem(path: Path) -> str | None:
+    """Why ``path`` can be no state file, whoever runs it, or None. Every command refuses it
+    rather than make a folder: a mistyped path would start an empty state, unseen."""
+    if path.exists() and not path.is_file():
+        return "not a file"
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        return f"its folder {folder} is not a folder"
+    if not folder.is_dir():
+        return f"its folder {folder} does not exist"
+    return None
 
 
 def _message(err: Any) -> str:
