@@ -789,8 +789,6 @@ def serve(config_path: Path) -> None:
     config = _load_config(config_path)
     key = _signing_key(config, preview=False)
     _smtp_settings(config)  # a missing password is a config error now, not at 08:00
-    with _state(config):  # a state file that cannot be opened: said now, not at 08:00
-        pass
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
     try:
@@ -805,6 +803,8 @@ def serve(config_path: Path) -> None:
         )
         line = f"{config.path}: {hint.format(where, e.strerror or e)}"
         raise ConfigError(str(config.path), [line]) from e
+    with _state(config):  # a state file that cannot be opened: said now, not at 08:00
+        pass
     daemon.serve()
 
 
