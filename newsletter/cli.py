@@ -89,6 +89,17 @@ def _load_config(path: Path) -> config_mod.Config:
     return config_mod.load(path)
 
 
+def _state(config: config_mod.Config) -> SqliteStore:
+    """The state file of a command that sends: one line when this creates it."""
+    store = SqliteStore(config.state_path)
+    if store.created:
+        click.echo(
+            f"newsletter: {config.state_path}: a new, empty state database (newsletter.state)",
+            err=True,
+        )
+    return store
+
+
 def _day(value: dt.datetime | None) -> dt.date | None:
     return value.date() if value else None
 
@@ -405,11 +416,7 @@ def send(
         )
     progress = _Progress()
     # A dry run or a test send reads the state but records nothing: a copy in memory.
-    state = (
-        SqliteStore(config.state_path)
-        if sender.records_deliveries
-        else SqliteStore.scratch(config.state_path)
-    )
+    state = _state(config) if sender.records_deliveries else SqliteStore.scratch(config.state_path)
     with state as store, _sources(config, from_file, store) as found:
 
         def send_once() -> RunReport:
@@ -758,7 +765,7 @@ def run(config_path: Path, wait: float) -> None:
         return
     sender = SmtpSender(_smtp_settings(config))
     with (
-        SqliteStore(config.state_path) as store,
+        _state(config) as store,
         _sources(config, None, store) as found,
         _graceful_stop(sender),
     ):
@@ -796,6 +803,8 @@ def serve(config_path: Path) -> None:
         )
         line = f"{config.path}: {hint.format(where, e.strerror or e)}"
         raise ConfigError(str(config.path), [line]) from e
+    with _state(config):  # a state file that cannot be opened: said now, not at 08:00
+        pass
     daemon.serve()
 
 
@@ -911,7 +920,7 @@ def status(config_path: Path, runs: int) -> None:
     """Show the last runs, the next send times and whether digests are going out."""
     config = _load_config(config_path)
     now = _now()
-    with SqliteStore(config.state_path) as store:
+    with SqliteStore(config.state_path, read_only=True) as store:
         history = store.last_runs(runs)
         warning = silence_warning(store, config, now)
         states = store.states()
@@ -958,7 +967,7 @@ def subscribers() -> None:
 def subscribers_list(config_path: Path) -> None:
     """Each subscriber's state (active, unsubscribed, suppressed), last digest and topics."""
     config = _load_config(config_path)
-    with SqliteStore(config.state_path) as store:
+    with SqliteStore(config.state_path, read_only=True) as store:
         states = store.states()
         last = store.last_digest_days()
     width = max((len(s.email) for s in config.subscribers), default=5)

@@ -48,6 +48,38 @@ def _check_email(value: str) -> str:
     return value
 
 
+_LINE_BREAKS = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\0": "a NUL character"}
+
+
+def _header_text(value: str) -> str:
+    """A value that goes into an email header: no CR, LF or NUL, also in its encoded words.
+
+    The email package decodes RFC 2047 encoded words (``=?utf-8?q?=0D=0A...?=``) in a header
+    value and, before Python 3.11.10, writes what it decodes as is: a new header line
+    (CVE-2024-6923). The decoded text is checked too, however deep the words are nested.
+    """
+    from email.policy import default
+
+    text, decoded = value, False
+    while True:
+        found = next((name for char, name in _LINE_BREAKS.items() if char in text), None)
+        if found is not None:
+            where = " once its RFC 2047 encoded words (=?...?=) are decoded" if decoded else ""
+            raise ValueError(
+                f"contains {found}{where}; a value that goes into an email header must be one line"
+            )
+        if "=?" not in text:
+            return value
+        inner = str(default.header_factory("subject", text))
+        if len(inner) >= len(text):  # nothing decoded
+            return value
+        text, decoded = inner, True
+
+
+#: A str that reaches an email header (Subject, From, To, List-Id, List-Unsubscribe).
+HeaderText = Annotated[str, AfterValidator(_header_text)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -73,13 +105,13 @@ class DkimSettings(_Model):
 
 
 class NewsletterSettings(_Model):
-    title: str = "Trending Papers"
-    from_: Annotated[str, Field(alias="from")] = "Trending Papers <papers@example.org>"
-    base_url: str = "https://papers.example.org"
+    title: HeaderText = "Trending Papers"
+    from_: Annotated[HeaderText, Field(alias="from")] = "Trending Papers <papers@example.org>"
+    base_url: HeaderText = "https://papers.example.org"
     secret_env: str = "NEWSLETTER_SECRET"
     state: str = "newsletter.db"
     templates_dir: str | None = None
-    subject: str = "{title}: {papers} for {date}"
+    subject: HeaderText = "{title}: {papers} for {date}"
     dkim: DkimSettings | None = None
     alert_after_days: Annotated[int, Field(ge=1)] = 3
 
@@ -109,14 +141,19 @@ class NewsletterSettings(_Model):
 
     @field_validator("subject")
     @classmethod
-    def _subject(cls, value: str) -> str:
+    def _subject(cls, value: str, info: ValidationInfo) -> str:
         try:
-            value.format(title="t", count=1, papers="1 new paper", date="2024-01-01")
+            title = info.data.get("title", "")
+            subject = value.format(title=title, count=1, papers="1 new paper", date="2024-01-01")
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(
                 f"bad subject template {value!r} ({e}); "
                 "use {title}, {papers}, {count} and {date}"
             ) from None
+        try:  # the title in the template: an encoded word may span both
+            _header_text(subject)
+        except ValueError as e:
+            raise ValueError(f"with the title, the subject {e}") from None
         return value
 
     @property
@@ -206,7 +243,7 @@ class Smtp(_Model):
     ca_file: str | None = None
     username: str | None = None
     password_env: str = "NEWSLETTER_SMTP_PASSWORD"
-    bounce_address: str | None = None  # envelope sender (MAIL FROM); default: the From address
+    bounce_address: HeaderText | None = None  # envelope sender (MAIL FROM); default: From
     connections: Annotated[int, Field(ge=1, le=64)] = 4
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
     daily_cap: Annotated[int, Field(ge=1)] | None = None
@@ -330,8 +367,8 @@ class SelectionSettings(_Model):
 
 
 class SubscriberSettings(_Model):
-    email: str
-    name: str | None = None
+    email: HeaderText
+    name: HeaderText | None = None
     topics: Annotated[list[str], Field(min_length=1)]
     cadence: Literal["daily", "weekly"] = "daily"
     max_papers: Annotated[int, Field(ge=1, le=100)] = 10
@@ -447,6 +484,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 
 def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
+    root: yaml.Node | None = None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -456,6 +494,14 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         raise ConfigError(shown, [f"{shown}:{line}: yaml: {e.problem or e}"]) from e
     except yaml.YAMLError as e:
         raise ConfigError(shown, [f"{shown}:1: yaml: {e}"]) from e
+    except RecursionError:  # the YAML reader recurses once per level
+        line = _too_deep(text)
+        raise ConfigError(
+            shown, [f"{shown}:{line}: yaml: nested more than {_MAX_DEPTH} levels deep"]
+        ) from None
+    except ValueError as e:  # a scalar YAML cannot make a value of: 5,001 digits, 2024-02-30
+        problems = [_problem(shown, root, loc, msg) for loc, msg in _unreadable_scalars(root)]
+        raise ConfigError(shown, [line for _, line in problems] or [f"{shown}:1: yaml: {e}"]) from e
     if not isinstance(data, dict):
         raise ConfigError(shown, [f"{shown}:1: (top level): expected a mapping of settings"])
 
@@ -463,13 +509,17 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        problems += [_problem(shown, root, tuple(err["loc"]), _message(err)) for err in e.errors()]
+        problems += [_problem(shown, root, *_located(err)) for err in e.errors()]
     else:
         config._path = path or Path(shown)
         templates = config.templates_path
         if templates is not None and not templates.is_dir():
             loc = ("newsletter", "templates_dir")
             problems.append(_problem(shown, root, loc, f"no such folder {str(templates)!r}"))
+        state = state_path_problem(config.state_path)
+        if state is not None:
+            loc = ("newsletter", "state")
+            problems.append(_problem(shown, root, loc, f"{config.state_path}: {state}"))
         if config.smtp.ca_file and not (config.base_dir / config.smtp.ca_file).is_file():
             missing = str(config.base_dir / config.smtp.ca_file)
             problems.append(_problem(shown, root, ("smtp", "ca_file"), f"no such file {missing!r}"))
@@ -477,6 +527,68 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         problems.sort(key=lambda p: p[0])
         raise ConfigError(shown, [line for _, line in problems])
     return config
+
+
+_MAX_DEPTH = 64  # a config is a few levels deep; the YAML reader's recursion gives out deeper
+
+
+def _too_deep(text: str) -> int:
+    """The line where ``text`` is nested more than ``_MAX_DEPTH`` deep (events do not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return event.start_mark.line + 1 if event.start_mark else 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return 1
+
+
+def _unreadable_scalars(root: yaml.Node | None) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """The scalars that YAML recognises but cannot construct, with their key paths."""
+    constructor = yaml.SafeLoader("")
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root else []
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack += [(value, (*loc, str(key.value))) for key, value in node.value]
+            stack += [(key, (*loc, str(key.value))) for key, _ in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, (*loc, i)) for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node)
+            except ValueError as e:
+                if node.tag == "tag:yaml.org,2002:int":
+                    yield loc, f"a number of {len(node.value)} digits is too long"
+                else:
+                    yield loc, f"YAML cannot read {node.value!r} ({e}); put it in quotes"
+
+
+def _located(err: Any) -> tuple[tuple[Any, ...], str]:
+    """Where an error is and what it says; a key YAML read as a number is named as written."""
+    loc = tuple(err["loc"])
+    if loc[-1:] == ("[key]",):
+        key = err["input"]
+        return (
+            (*loc[:-2], str(key), "[key]"),
+            f"YAML reads this name as {type(key).__name__} {key!r}, not text; put it in quotes",
+        )
+    return loc, _message(err)
+
+
+def state_path_problem(path: Path) -> str | None:
+    """Why ``path`` can be no state file, whoever runs it, or None. Every command refuses it
+    rather than make a folder: a mistyped path would start an empty state, unseen."""
+    if path.exists() and not path.is_file():
+        return "not a file"
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        return f"its folder {folder} is not a folder"
+    if not folder.is_dir():
+        return f"its folder {folder} does not exist"
+    return None
 
 
 def _message(err: Any) -> str:
@@ -499,7 +611,7 @@ def _semantic_problems(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, 
     entries of the wrong shape are left to pydantic's messages.
     """
     topics = data.get("topics")
-    known = set(topics) if isinstance(topics, dict) else set()
+    known = {str(name) for name in topics} if isinstance(topics, dict) else set()
     yield from _topic_name_problems(topics)
     subscribers = data.get("subscribers")
     if not isinstance(subscribers, list):
@@ -552,6 +664,8 @@ def _topic_name_problems(topics: object) -> Iterable[tuple[tuple[str | int, ...]
 def format_path(loc: Sequence[str | int]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # the key itself, not its value
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -571,12 +685,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     if node is None:
         return 1
     line = node.start_mark.line + 1
-    for part in loc:
+    for i, part in enumerate(loc):
         if part == "from_":
             part = "from"
         nxt: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
+                if key.value == str(part) and loc[i + 1 : i + 2] == ("[key]",):
+                    return int(key.start_mark.line) + 1
                 if key.value == str(part):
                     # An unknown key is best shown on its own line, a value on the value's.
                     nxt = value if not isinstance(value, yaml.ScalarNode) or value.value else key

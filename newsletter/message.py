@@ -2,7 +2,9 @@
 
 One recipient per message. Header values come from the config and the digest, never raw:
 the email package refuses CR/LF in them (header injection), ``render.subject`` already folds
-a subject to one line, and display names are folded here the same way.
+a subject to one line, and display names are folded here the same way. A line break hidden
+in an RFC 2047 encoded word counts as one (``header_text``), and both writers fold through
+``_Policy``, which refuses to write a header with a line break or NUL from its value.
 
 ``build`` writes the MIME bytes itself: the email package's generator and its pure-Python
 quoted-printable encoder cost milliseconds per digest, more than rendering it. A header
@@ -20,18 +22,19 @@ with the current time itself; that is the one clock read below, and it is the li
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import hashlib
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email import _encoded_words  # type: ignore[attr-defined]  # the package's RFC 2047 encoder
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.policy import SMTP, Policy
+from email.policy import EmailPolicy, Policy
 from email.utils import format_datetime, formataddr, parseaddr
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from newsletter.errors import ConfigError
@@ -108,24 +111,81 @@ class Outgoing:
 
 
 class _VerbatimHeader(UnstructuredHeader, BaseHeader):
-    """A header written as given on one line: never folded, never RFC 2047-encoded.
+    """A header written as given on one line: never folded, never RFC 2047-encoded or decoded.
 
     The email package encodes an unstructured value whose URL is longer than a line, which
     would make List-Unsubscribe unreadable to a mail client. 998 characters is the limit.
+    A URL holds no encoded word: ``=?...?=`` in one stays as it is.
     """
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        super().parse(value, kwds)
+        kwds["decoded"] = value
 
     def fold(self, *, policy: Policy) -> str:
         return f"{self.name}: {self}{policy.linesep}"
 
 
-def _policy() -> Policy:
+# A line break that is not a fold (CRLF, then a space or tab and more text), or a NUL.
+_NOT_A_FOLD = re.compile(rb"\r(?!\n[ \t]*[^ \t\r\n])|(?<!\r)\n|\x00")
+
+
+class _Policy(EmailPolicy):
+    """The SMTP policy, refusing to write a header whose value holds CR, LF or NUL.
+
+    Before Python 3.11.10 and 3.12.5 the email package decodes an RFC 2047 encoded word in a
+    value and writes what it decodes as is: ``=?utf-8?q?=0D=0ABcc:_x?=`` becomes a Bcc
+    header (CVE-2024-6923). Every header the package writes for us is folded here, in
+    ``build`` and in ``build_with_email_package`` alike, on any Python.
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        folded = super().fold_binary(name, value)
+        # str(value) is the value as the package decoded it (the address of an Address is
+        # not decoded there: the folded bytes show what it made of it).
+        if (
+            "\r" in str(value)
+            or "\n" in str(value)
+            or "\0" in str(value)
+            or not folded.endswith(b"\r\n")
+            or _NOT_A_FOLD.search(folded, 0, len(folded) - 2)
+        ):
+            raise ValueError(f"{name}: a line break or NUL in the value; not written")
+        return folded
+
+
+def _policy() -> _Policy:
     registry = HeaderRegistry()
     registry.map_to_type("list-unsubscribe", _VerbatimHeader)
     registry.map_to_type("list-unsubscribe-post", _VerbatimHeader)
-    return SMTP.clone(header_factory=registry)
+    return _Policy(linesep="\r\n", header_factory=registry)
 
 
 _POLICY = _policy()
+
+# What ``one_line`` makes a space of: control characters (Cc) and line and paragraph separators.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def header_text(value: str) -> str:
+    """``one_line(value)``, also once RFC 2047 encoded words in it are decoded, however deep.
+
+    The email package decodes an encoded word in a value it is given, and a line break inside
+    one would reach the message (``_Policy``); a mail client decodes what the package writes
+    once more. Such a value is replaced by its decoded text on one line, as ``one_line``
+    treats a raw line break: the same bytes on every Python. Other values are kept as given.
+    """
+    value = text = one_line(value)
+    while "=?" in text:
+        decoded = str(_POLICY.header_factory("Subject", text))
+        if len(decoded) >= len(text):
+            break  # nothing to decode (an encoded word is longer than what it holds)
+        if _LINE_BREAKING.search(decoded):
+            value = text = one_line(decoded)
+        else:
+            text = decoded
+    return value
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,7 +233,7 @@ def build(
     with the piece; the same bytes either way.
     """
     mid = message_id(sender, email.to, digest_key, email.paper_ids)
-    to = _to_header(one_line(email.to_name or ""), email.to)
+    to = _to_header(header_text(email.to_name or ""), email.to)
     mailto = _mailto(sender, mailto_subject)
     # The boundary cannot occur in a quoted-printable body: "=" is always encoded there.
     boundary = f"==============={mid[1:33]}=="
@@ -181,7 +241,7 @@ def build(
         (
             _constant_header("From", sender.from_header),
             to,
-            _header("Subject", one_line(email.subject)),
+            _header("Subject", header_text(email.subject)),
             _date_header(now),
             _header("Message-ID", mid),
             _constant_header("List-Id", f"{_list_phrase(sender)} <{sender.list_id}>"),
@@ -259,8 +319,7 @@ def _to_header(display_name: str, address: str) -> bytes:
             if len(line) <= _MAX_LINE + 2:
                 return line.encode("ascii")
     to = Address(display_name=display_name, addr_spec=address)
-    # Typeshed says str; the email package takes an Address (msg["To"] = Address(...)).
-    return _POLICY.fold_binary(*_POLICY.header_store_parse("To", to))  # type: ignore[arg-type]
+    return _POLICY.fold_binary(*_POLICY.header_store_parse("To", to))
 
 
 # A word of a name that is written encoded: no ASCII space, control or special character.
@@ -284,8 +343,21 @@ def _encoded_phrase(name: str) -> str | None:
             return None
     first = plain.index(False)
     last = len(plain) - plain[::-1].index(False)
-    encoded = _encoded_words.encode(" ".join(words[first:last]), charset="utf-8")
+    encoded = _encoded_word(" ".join(words[first:last]))
     return " ".join([*words[:first], encoded, *words[last:]])
+
+
+# Bytes an RFC 2047 "Q" word holds as they are, as the email package writes one ("_": a space).
+_Q_SAFE = frozenset(b"-!*+/" + string.ascii_letters.encode() + string.digits.encode())
+
+
+def _encoded_word(text: str) -> str:
+    """One UTF-8 encoded word as the email package writes it: "Q" unless "B" is at least
+    5 characters shorter (the package leans towards "Q", which a reader can half read)."""
+    data = text.encode("utf-8")
+    q = "".join(chr(c) if c in _Q_SAFE else "_" if c == 0x20 else f"={c:02X}" for c in data)
+    b = base64.b64encode(data).decode("ascii")
+    return f"=?utf-8?q?{q}?=" if len(q) - len(b) < 5 else f"=?utf-8?b?{b}?="
 
 
 def _verbatim(name: str, value: str) -> bytes:
@@ -323,8 +395,8 @@ def build_with_email_package(
     """``build`` by way of ``email.message.EmailMessage``: slow, and the reference for tests."""
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = sender.from_header
-    msg["To"] = Address(display_name=one_line(email.to_name or ""), addr_spec=email.to)
-    msg["Subject"] = one_line(email.subject)
+    msg["To"] = Address(display_name=header_text(email.to_name or ""), addr_spec=email.to)
+    msg["Subject"] = header_text(email.subject)
     msg["Date"] = format_datetime(now.astimezone(dt.UTC))
     mid = message_id(sender, email.to, digest_key, email.paper_ids)
     msg["Message-ID"] = mid
@@ -365,7 +437,7 @@ def sign(data: bytes, key: DkimKey) -> bytes:
 def _list_phrase(sender: Sender) -> str:
     """The List-Id phrase: the title when it is plain ASCII words, else the list label."""
     name = one_line(sender.list_name)
-    if name and re.fullmatch(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]+", name):
+    if name and "=?" not in name and re.fullmatch(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]+", name):
         return name
     return sender.list_id.split(".")[0]
 

@@ -92,7 +92,10 @@ def split(env: jinja2.Environment, name: str) -> Split | None:
     if any(n.name in RECIPIENT for n in tree.find_all(nodes.Name)):
         return None  # the recipient somewhere else: in a loop, a condition, a filter
     tree.set_environment(env)
-    reads = jinja2.meta.find_undeclared_variables(tree) - {SLOT} - {FLAG + t for t in tested}
+    try:  # analysing compiles: an unknown filter or test is found here
+        reads = jinja2.meta.find_undeclared_variables(tree) - {SLOT} - {FLAG + t for t in tested}
+    except jinja2.TemplateError:
+        return None  # rendering reports it, with file and line
     captures = [
         nodes.Output([_call(CAPTURE, [nodes.Const(i), expr], expr.lineno)])
         for i, expr in enumerate(outputs)

@@ -16,7 +16,7 @@ import jinja2
 import jinja2.meta
 
 from newsletter import message, render, unsubscribe
-from newsletter.config import Config
+from newsletter.config import Config, state_path_problem
 from newsletter.errors import ConfigError, SendError, TemplateError
 from newsletter.send import SendAborted, SmtpSender, SmtpSettings
 
@@ -62,19 +62,16 @@ def state_problem(path: Path) -> str | None:
     Tried for real (as root, permission bits say little): the file opened for writing, a
     scratch file made and removed in its folder, where SQLite keeps its journal.
     """
+    shape = state_path_problem(path)  # the config refuses these already, for every command
+    if shape is not None:
+        return shape
     if path.exists():
-        if not path.is_file():
-            return "not a file"
         try:
             with open(path, "r+b"):
                 pass
         except OSError as e:
             return f"cannot be written: {e.strerror or e}"
     folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        return f"its folder {folder} is not a folder"
-    if not folder.is_dir():
-        return f"its folder {folder} does not exist"
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass

@@ -130,11 +130,12 @@ class Environment(jinja2.Environment):
                 return None
             try:
                 ast = self.parse(self.loader.get_source(self, name)[0])
+                # Analysing compiles: an unknown filter or test is found here.
+                names = jinja2.meta.find_undeclared_variables(ast) - _PARTIAL_OWN
             except jinja2.TemplateError:
                 return None  # rendering reports it, with file and line
             n = jinja2.nodes
             if not any(True for _ in ast.find_all((n.Include, n.Import, n.FromImport, n.Extends))):
-                names = jinja2.meta.find_undeclared_variables(ast) - _PARTIAL_OWN
                 # pick.x, pick.y only: the key holds those, not the whole pick (its topic,
                 # score and section differ between subscribers; a card need not).
                 attrs = {
@@ -948,9 +949,9 @@ def _render_pieces(
         except Exception:
             env.handle_exception()  # re-raises with the template's file and line
     except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(
-            e.filename or e.name or name, e.lineno, f"syntax error: {e.message}"
-        ) from e
+        # An assertion error (an unknown filter) is no syntax error: its message says what.
+        kind = "" if isinstance(e, jinja2.TemplateAssertionError) else "syntax error: "
+        raise TemplateError(e.filename or e.name or name, e.lineno, f"{kind}{e.message}") from e
     except jinja2.TemplateNotFound as e:
         raise TemplateError(name, None, f"template not found: {e.name}") from e
     except jinja2.UndefinedError as e:

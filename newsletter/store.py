@@ -208,18 +208,29 @@ class Store(FetchLog, Protocol):
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str) -> None:
+    """The state file, opened for one command; a SQLite error that leaves the ``with`` block
+    becomes a ``StoreError`` naming the file (a read-only file, a full disk).
+
+    Writing (the default), a file that is not there is created, and ``created`` says so; its
+    folder must exist. ``read_only`` never writes, creates or migrates the file, nor changes
+    its journal mode: a file that is not there reads as an empty state (in memory).
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = str(path)
+        self.read_only = read_only
+        self.created = self.path != ":memory:" and not os.path.exists(self.path)
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if read_only:
+                self.db = self._open_read_only()
+                return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as e:
-            raise StoreError(self.path, f"cannot open the state database: {e}") from e
+            raise StoreError(self.path, f"cannot open the state database: {_explained(e)}") from e
         except OSError as e:
             raise StoreError(self.path, f"cannot create the state database: {e}") from e
 
@@ -246,14 +257,42 @@ class SqliteStore:
             raise StoreError(str(path), f"cannot read the state database: {e}") from e
         return store
 
+    def _open_read_only(self) -> sqlite3.Connection:
+        if self.created:
+            self.created = False
+            self.db = sqlite3.connect(":memory:", isolation_level=None)
+            self._migrate_locked()
+            return self.db
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
+                raise
+            # A WAL file in a folder this user cannot write: SQLite cannot make the -shm file
+            # a reader needs. Without one no process has it open, so the file is whole as is.
+            db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version != len(MIGRATIONS):
+            db.close()
+            if version > len(MIGRATIONS):
+                why = "is newer than this program knows"
+            else:  # migrating writes: leave it to a command that writes
+                why = "is older than this program's: `newsletter fetch` or `send` upgrades it"
+            raise StoreError(self.path, f"schema version {version} {why} ({len(MIGRATIONS)})")
+        return db
+
     def close(self) -> None:
         self.db.close()
 
     def __enter__(self) -> SqliteStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(self.path, _explained(exc)) from exc
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -876,6 +915,16 @@ def _digest_json(digest: Digest) -> str:
     )
 
 
+def _explained(error: sqlite3.Error) -> str:
+    """SQLite's message, and what to look at for the two an operator meets."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name.startswith("SQLITE_READONLY") or name == "SQLITE_CANTOPEN":
+        return f"{error} (can this user write the file and its folder?)"
+    if name == "SQLITE_FULL":
+        return f"{error} (free some space on its disk)"
+    return str(error)
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -884,7 +933,10 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
+            self.db.execute("ROLLBACK")
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -1,16 +1,20 @@
 """The one-click unsubscribe endpoint (RFC 8058) that ``newsletter serve`` runs.
 
 ``POST /unsubscribe/<token>`` unsubscribes at once: no cookie, no login, idempotent, which
-is what mail clients' one-click buttons send. ``GET`` shows a small page with a confirm
-button (link scanners follow GETs, so a GET alone never unsubscribes). A forged or malformed
-token gets a 400 page. A test copy's token (``send --test``) gets a page saying so, on GET and
-POST alike, and changes nothing. Tokens never reach the log: request lines are logged with
-the token cut off. Put TLS in front with a reverse proxy (see the README).
+is what mail clients' one-click buttons send. Its form data (urlencoded or multipart, as
+RFC 8058 allows) must hold ``List-Unsubscribe=One-Click``; a POST without it changes nothing
+(a 400). ``GET`` shows a small page with a confirm button that sends exactly that (link
+scanners follow GETs, so a GET alone never unsubscribes). A forged or malformed token gets a
+400 page. A test copy's token (``send --test``) gets a page saying so, on GET and POST alike,
+and changes nothing. Tokens never reach the log: request lines are logged with the token cut
+off. Put TLS in front with a reverse proxy (see the README).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import html
 import logging
 import re
@@ -18,6 +22,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from newsletter import unsubscribe
 from newsletter.store import SqliteStore
@@ -143,9 +148,10 @@ class UnsubscribeServer:
         self._reply(handler, 200, _page(f"Unsubscribe from {title}", body))
 
     def _post(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        if length:
-            handler.rfile.read(min(length, MAX_BODY))  # the body says "One-Click"; nothing to keep
+        length = handler.headers.get("Content-Length") or "0"
+        form = b""
+        if length.isdigit() and 0 < int(length) <= MAX_BODY:
+            form = handler.rfile.read(int(length))
         address = self._address(handler) if handler.path.startswith(PREFIX) else None
         if address is None:
             test = self._test_address(handler)
@@ -153,6 +159,10 @@ class UnsubscribeServer:
                 self._test_page(handler, test)  # a test copy never unsubscribes anyone
                 return
             self._reply(handler, 400, _invalid())
+            return
+        if not one_click(handler.headers.get("Content-Type") or "", form):
+            log.info("unsubscribe.refused reason=not_one_click")
+            self._reply(handler, 400, _not_one_click())
             return
         # A connection per request: the server's threads never share one.
         with SqliteStore(self.state_path) as store:
@@ -168,6 +178,33 @@ class UnsubscribeServer:
 def _redact(line: str) -> str:
     """A request line without its token: tokens never reach the log."""
     return re.sub(r"(/unsubscribe/)[^\s\"?]+", r"\1<token>", line)
+
+
+def one_click(content_type: str, body: bytes) -> bool:
+    """Whether form data holds ``List-Unsubscribe=One-Click`` (RFC 8058: urlencoded or
+    multipart/form-data, the two encodings a form is sent in)."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+        form = email.message_from_bytes(head + body, policy=email.policy.HTTP)
+        return any(
+            part.get_param("name", header="content-disposition") == "List-Unsubscribe"
+            and part.get_payload(decode=True) == b"One-Click"
+            for part in form.walk()
+            if not part.is_multipart()
+        )
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        return False
+    fields = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    return "One-Click" in fields.get("List-Unsubscribe", [])
+
+
+def _not_one_click() -> bytes:
+    return _page(
+        "Nothing was changed",
+        "<p>This request did not say <code>List-Unsubscribe=One-Click</code>. To unsubscribe, "
+        "open the unsubscribe link of a recent email and press its button.</p>",
+    )
 
 
 def _invalid() -> bytes:

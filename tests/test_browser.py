@@ -329,3 +329,28 @@ def test_text_keeps_its_contrast(
     assert any(f["what"].startswith("h2.") for f in found) or name == "golden"
     low = [f"{f['what']} ({f['ratio']:.2f}:1)" for f in found if f["ratio"] < 4.5]
     assert low == []
+
+
+def test_the_unsubscribe_button_sends_one_click(browser: Any, tmp_path: Path) -> None:
+    """The confirm page's form, submitted by a real browser, is a valid one-click POST."""
+    from newsletter.store import SqliteStore
+    from newsletter.unsubscribe import make_token
+    from newsletter.web import UnsubscribeServer
+
+    state, key = tmp_path / "state.db", b"browser-test-signing-key-0123456789ab"
+    SqliteStore(state).close()
+    web = UnsubscribeServer("127.0.0.1", 0, state_path=state, key=key, title=lambda: "Papers")
+    web.start()
+    host, port = web.address
+    try:
+        page = browser.new_page()
+        page.goto(f"http://{host}:{port}/unsubscribe/{make_token(key, 'ada@example.org')}")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        heading = page.inner_text("h1")
+        page.close()
+    finally:
+        web.stop()
+    assert heading == "You are unsubscribed"
+    with SqliteStore(state, read_only=True) as store:
+        assert store.states() == {"ada@example.org": ("unsubscribed", "one-click unsubscribe")}

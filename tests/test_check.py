@@ -107,8 +107,8 @@ def test_the_state_file_must_be_writable(tmp_path: Path, state: str, expected: s
     cfg = config(tmp_path, newsletter=f"  state: {state}\n")
     result = check(cfg)
     assert result.exit_code == 2
-    want = expected.format(tmp=tmp_path)
-    assert result.output == f"{cfg}: newsletter.state: {tmp_path / state}: {want}\n"
+    want = expected.format(tmp=tmp_path)  # every command refuses it: a config error, with its line
+    assert result.output == f"{cfg}:5: newsletter.state: {tmp_path / state}: {want}\n"
     assert not (tmp_path / "nowhere").exists()
 
 

@@ -337,3 +337,87 @@ def test_subject_placeholders_include_papers(tmp_path: Path) -> None:
     assert config.NewsletterSettings().subject == "{title}: {papers} for {date}"
     (line,) = problems(tmp_path, "newsletter:\n  subject: '{paper}'\n" + VALID)
     assert "use {title}, {papers}, {count} and {date}" in line
+
+
+# What an RFC 2047 encoded word may hide: a line break that would start a Bcc: header
+# (CVE-2024-6923), refused in every value that reaches a header, decoded or not.
+EW = "=?utf-8?q?=0D=0ABcc:_evil@attacker.test?="
+ONE_LINE = "a value that goes into an email header must be one line"
+DECODED = "once its RFC 2047 encoded words (=?...?=) are decoded"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        (f"newsletter:\n  title: '{EW}'\n", f"2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('newsletter:\n  title: "Papers\\r\\nBcc: x@y.org"\n', f"2: newsletter.title: contains a line break (CR); {ONE_LINE}"),
+        ('newsletter:\n  title: "Papers\\0"\n', f"2: newsletter.title: contains a NUL character; {ONE_LINE}"),
+        ("newsletter:\n  title: |\n    Two\n    lines\n", f"2: newsletter.title: contains a line break (LF); {ONE_LINE}"),
+        ("newsletter:\n  title: '=?utf-8?b?UGFwZXJzDQpCY2M6IHhAeS5vcmc=?='\n", f"2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ("newsletter:\n  title: '=?utf-8?q?=3D=3Futf-8=3Fq=3F=3D0A=3F=3D?='\n", f"2: newsletter.title: contains a line break (LF) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  from: '{EW} <papers@example.org>'\n", f"2: newsletter.from: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  from: '\"{EW}\" <papers@example.org>'\n", f"2: newsletter.from: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ("newsletter:\n  from: '=?utf-8?q?=0A?=@example.org'\n", f"2: newsletter.from: contains a line break (LF) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  subject: '{EW} {{count}}'\n", f"2: newsletter.subject: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('newsletter:\n  subject: "{title}\\n{count}"\n', f"2: newsletter.subject: contains a line break (LF); {ONE_LINE}"),
+        ("newsletter:\n  title: '=?utf-8?q?'\n  subject: '{title}=0D?= {count}'\n", f"3: newsletter.subject: with the title, the subject contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"newsletter:\n  base_url: 'https://papers.example.org/{EW}'\n", f"2: newsletter.base_url: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"smtp:\n  bounce_address: '{EW}@example.org'\n", f"2: smtp.bounce_address: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        (f"subscribers:\n  - email: ada@example.org\n    name: '{EW}'\n    topics: [diffusion]\n", f"3: subscribers[0].name: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('subscribers:\n  - email: ada@example.org\n    name: "Ada\\r\\nBcc: x@y.org"\n    topics: [diffusion]\n', f"3: subscribers[0].name: contains a line break (CR); {ONE_LINE}"),
+        (f"subscribers:\n  - email: '{EW}@example.org'\n    topics: [diffusion]\n", f"2: subscribers[0].email: contains a line break (CR) {DECODED}; {ONE_LINE}"),
+        ('subscribers:\n  - email: "ada\\0@example.org"\n    topics: [diffusion]\n', f"2: subscribers[0].email: contains a NUL character; {ONE_LINE}"),
+    ],
+)  # fmt: skip
+def test_no_header_value_holds_a_line_break(tmp_path: Path, yaml_text: str, problem: str) -> None:
+    topics = "topics:\n  diffusion:\n    keywords: [diffusion]\n"
+    if "subscribers:" not in yaml_text:
+        yaml_text += "subscribers:\n  - email: ada@example.org\n    topics: [diffusion]\n"
+    assert problems(tmp_path, yaml_text + topics) == [problem]
+
+
+@pytest.mark.parametrize("command", [["check"], ["status"], ["send", "--dry-run"], ["run"]])
+def test_every_command_refuses_a_hidden_line_break(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "c.yaml"
+    offline = "sources:\n  huggingface:\n    base_url: http://127.0.0.1:9\n    retries: 0\n"
+    path.write_text(f"newsletter:\n  title: '{EW}'\n" + offline + VALID, encoding="utf-8")
+    result = CliRunner().invoke(
+        cli, [*command, "-c", str(path)], env={"NEWSLETTER_SECRET": "k" * 32}
+    )
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"{path}:2: newsletter.title: contains a line break (CR) {DECODED}; {ONE_LINE}\n"
+    )
+    assert not (tmp_path / "newsletter.db").exists()
+
+
+TOPIC = "topics:\n  diffusion:\n    keywords: [diffusion]\n"
+SUBSCRIBER = "subscribers:\n  - email: ada@example.org\n    topics: [diffusion]\n"
+TO_1, TO_YES = SUBSCRIBER.replace("diffusion", "'1'"), SUBSCRIBER.replace("diffusion", "'yes'")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        (f"topics:\n  1:\n    keywords: [x]\n{SUBSCRIBER}", "2: topics.1: YAML reads this name as int 1, not text; put it in quotes\n6: subscribers[0].topics[0]: unknown topic 'diffusion' (known: 1)"),
+        (f"topics:\n  1:\n    keywords: [x]\n{TO_1}", "2: topics.1: YAML reads this name as int 1, not text; put it in quotes"),
+        (f"topics:\n  yes:\n    keywords: [x]\n{TO_YES}", "2: topics.True: YAML reads this name as bool True, not text; put it in quotes\n6: subscribers[0].topics[0]: unknown topic 'yes' (known: True)"),
+        (f"newsletter:\n  alert_after_days: {'9' * 5001}\n{TOPIC}{SUBSCRIBER}", "2: newsletter.alert_after_days: a number of 5001 digits is too long"),
+        (f"{TOPIC}{SUBSCRIBER}    max_papers: {'1' * 5001}\n", "7: subscribers[0].max_papers: a number of 5001 digits is too long"),
+        (f"schedule:\n  daily_at: 2024-02-30\n{TOPIC}{SUBSCRIBER}", "2: schedule.daily_at: YAML cannot read '2024-02-30' (day is out of range for month); put it in quotes"),
+        (f"{TOPIC}{SUBSCRIBER}x: {'[' * 5000}{']' * 5000}\n", "7: yaml: nested more than 64 levels deep"),
+        (f"{TOPIC}{SUBSCRIBER}x:\n" + "".join(f"{' ' * i}a:\n" for i in range(1, 5000)), "71: yaml: nested more than 64 levels deep"),
+    ],
+)  # fmt: skip
+def test_yaml_values_it_cannot_read_are_one_line(
+    tmp_path: Path, yaml_text: str, problem: str
+) -> None:
+    """Not an internal error: one FILE:LINE: key: message line and exit 2."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code == 2
+    assert [line.removeprefix(f"{path}:") for line in result.output.splitlines()] == problem.split(
+        "\n"
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -143,6 +144,67 @@ def test_hostile_input_keeps_every_header_one_line() -> None:
     assert all(len(line) <= 998 for line in head)
     html = parse(out.data).get_body(("html",))
     assert html is not None and "<script>" not in html.get_content()
+
+
+# Encoded words that decode to a line break or NUL: the email package writes what it decodes
+# (CVE-2024-6923 on Python 3.11.7 and 3.12.1). What each one hides is a second header.
+EW_CRLF = "=?utf-8?q?=0D=0ABcc:_evil@attacker.test?="
+EW_BASE64 = "=?utf-8?b?DQpCY2M6IGV2aWxAYXR0YWNrZXIudGVzdA==?="  # "\r\nBcc: evil@attacker.test"
+EW_NESTED = "=?utf-8?q?=3D=3Futf-8=3Fq=3F=3D0D=3D0ABcc:_evil@attacker.test=3F=3D?="
+EW_FOLD = "=?utf-8?q?a=0D=0A_Bcc:_evil@attacker.test?="  # CRLF + space: looks like a fold
+EW_NUL = "=?utf-8?q?a=00b?="
+MAIL = Email("ada@example.org", "Ada", "Subject", "<p>hi</p>\n", "hi\n", ("1",))
+
+
+@pytest.mark.parametrize("writer", [message.build, message.build_with_email_package])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("subject", EW_CRLF),
+        ("subject", EW_BASE64),
+        ("subject", EW_NESTED),
+        ("subject", EW_FOLD),
+        ("subject", EW_NUL),
+        ("subject", "Papers " + EW_CRLF + " today"),
+        ("to_name", EW_CRLF),
+        ("to_name", EW_BASE64),
+        ("to_name", EW_NESTED),
+        ("to_name", EW_FOLD),
+        ("to_name", EW_NUL),
+        ("to_name", "Ada " + EW_CRLF),
+        ("list_name", EW_CRLF.replace(":", "=3A").replace("@", "=40").replace(".", "=2E")),
+        ("from_header", f"{EW_NUL} <papers@example.org>"),
+        ("from_header", f'"{EW_CRLF}" <papers@example.org>'),
+        ("from_header", f"{EW_FOLD} <papers@example.org>"),
+        ("unsubscribe_url", f"https://papers.example.org/u/{EW_CRLF}"),
+    ],
+)
+def test_no_value_becomes_a_header_line(field: str, value: str, writer: object) -> None:
+    """Whatever a value hides, the message has the same headers, each on its own line(s)."""
+    mail, sender, url = MAIL, SENDER, UNSUBSCRIBE_URL
+    if field in ("subject", "to_name"):
+        mail = dataclasses.replace(mail, **{field: value})
+    elif field == "unsubscribe_url":
+        url = value
+    else:
+        sender = dataclasses.replace(sender, **{field: value})
+    try:
+        out = writer(mail, sender, unsubscribe_url=url, digest_key="k", now=NOW)  # type: ignore[operator]
+    except ValueError:  # refused (a From that cannot be written): nothing is sent
+        assert field == "from_header"
+        return
+    head = out.data.split(b"\r\n\r\n")[0]
+    assert b"\0" not in head
+    for line in head.split(b"\r\n")[1:]:
+        assert re.match(rb"[A-Z][A-Za-z-]*: |[ \t]+\S", line), line  # a header, or a fold of one
+    assert [name for name, _ in message.unfolded_headers(out.data)] == EXPECTED_HEADERS
+    msg = parse(out.data)
+    assert msg["Bcc"] is None
+    if field == "unsubscribe_url":  # a URL is written as it is: it holds no encoded word
+        assert f"List-Unsubscribe: <{value}>,".encode() in head
+        return
+    for name, header in msg.items():
+        assert not re.search(r"[\r\n\0]", str(header)), name  # not even once decoded
 
 
 def test_list_id_phrase_falls_back_to_the_label() -> None:

@@ -187,6 +187,8 @@ header_text = st.text(
         "a=b?c",
         "Name, With Comma",
         "Line\r\nBcc: evil@example.com",
+        "=?utf-8?q?=0D=0ABcc:_evil@example.com?=",  # a line break in an encoded word
+        "=?utf-8?b?DQpCY2M6IGV2aWxAZXhhbXBsZS5jb20=?=",
         "Zoë",
         "x" * 90,
         "word " * 30,

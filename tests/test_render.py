@@ -587,8 +587,13 @@ def test_builtin_templates_pass_check() -> None:
         ),
         ("digest.html.j2", "{% if more %}", "{% if more %}{{ more.count }}", "count"),
         ("digest.html.j2", "{% endfor %}", "{% endfo %}", "syntax error"),
+        # An unknown filter: found when the template is analysed, named like any other error.
+        ("digest.html.j2", "{{ title }}</h1>", "{{ title | titel }}</h1>", "No filter named 'titel'"),
+        ("digest.txt.j2", "{{ unsubscribe_url }}", "{{ unsubscribe_url | nope }}", "No filter named 'nope'"),
+        ("_paper.html.j2", "{{ pick.reason }}", "{{ pick.reason | nope }}", "No filter named 'nope'"),
+        ("_paper.txt.j2", '("Why: " ~ pick.reason)', '("Why: " ~ pick.reason | nope)', "No filter named 'nope'"),
     ],
-)
+)  # fmt: skip
 def test_check_names_template_and_line(
     tmp_path: Path, name: str, old: str, new: str, message: str
 ) -> None:

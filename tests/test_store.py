@@ -19,11 +19,43 @@ def paper(pid: str, upvotes: int = 1, day: dt.date = DAY, **kw: object) -> Paper
 
 
 def test_created_on_first_use_with_all_migrations(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "state.db"
+    path = tmp_path / "state.db"
     with SqliteStore(path) as store:
-        assert store.schema_version == len(MIGRATIONS)
+        assert store.created and store.schema_version == len(MIGRATIONS)
     assert path.is_file()
     with SqliteStore(path) as store:  # reopening runs nothing again
+        assert not store.created and store.schema_version == len(MIGRATIONS)
+
+
+def test_its_folder_is_never_created(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unable to open database file"):
+        SqliteStore(tmp_path / "sub" / "state.db")
+    assert not (tmp_path / "sub").exists()
+
+
+def test_read_only_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path, read_only=True) as store:  # not there: an empty state
+        assert store.states() == {} and not store.created
+    assert list(tmp_path.iterdir()) == []
+    with SqliteStore(path) as store:
+        store.set_state("ada@example.org", "unsubscribed", "test", NOW)
+    sqlite3.connect(path).execute("PRAGMA journal_mode=DELETE").fetchone()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="readonly"), SqliteStore(path, read_only=True) as store:
+        assert store.states() == {"ada@example.org": ("unsubscribed", "test")}
+        store.clear_state("ada@example.org")
+    assert path.read_bytes() == before
+
+
+def test_read_only_leaves_an_older_schema_to_a_command_that_writes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    sqlite3.connect(path).executescript(
+        f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; PRAGMA user_version = 2"
+    )
+    with pytest.raises(StoreError, match="older than this program's: `newsletter fetch`"):
+        SqliteStore(path, read_only=True)
+    with SqliteStore(path) as store:
         assert store.schema_version == len(MIGRATIONS)
 
 
