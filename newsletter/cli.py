@@ -29,7 +29,14 @@ from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.models import Subscriber
 from newsletter.pipeline import RunReport, logged, run_once, silence_warning
-from newsletter.send import Outcome, PreviewSender, Sender, SmtpSender, SmtpSettings
+from newsletter.send import (
+    Outcome,
+    PreviewSender,
+    Sender,
+    SmtpSender,
+    SmtpSettings,
+    default_helo_name,
+)
 from newsletter.store import SqliteStore
 from newsletter.web import UnsubscribeServer
 
@@ -559,6 +566,8 @@ def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
         max_retries=smtp.max_retries,
         retry_backoff=smtp.retry_backoff,
         ca_file=ca_file,
+        connect_timeout=smtp.connect_timeout,
+        helo_name=smtp.helo_name or default_helo_name(config.newsletter.from_address),
     )
 
 
@@ -599,7 +608,8 @@ def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
         f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
     )
     if ledger:
-        did = [(report.this_run[s], s) for s in ("sent", "failed", "unknown") if report.this_run[s]]
+        statuses = ("sent", "failed", "unknown", "deferred")
+        did = [(report.this_run[s], s) for s in statuses if report.this_run[s]]
         this = ", ".join(f"{n} {s}" for n, s in did) or "nothing sent"
         click.echo(f"this process: {this}")
         click.echo(f"the day's run ({report.day}, every process so far):")
@@ -607,6 +617,7 @@ def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
         (verb, len(report.delivered)),
         ("failed", len(report.failed)),
         ("unknown", len(report.unknown)),
+        ("deferred", len(report.deferred)),
         ("unsubscribed", len(report.unsubscribed)),
         ("bounced", len(report.bounced)),
         ("nothing new", len(report.nothing_new)),
@@ -618,6 +629,8 @@ def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
         click.echo(f"failed: {email}: {detail}", err=True)
     for email, detail in list(report.unknown.items())[:20]:
         click.echo(f"unknown: {email}: {detail} (not resent unless --retry-unknown)", err=True)
+    for email, detail in list(report.deferred.items())[:20]:
+        click.echo(f"deferred: {email}: {detail} (the next send or run tries again)", err=True)
     if report.pending:
         click.echo(f"{report.pending} left pending: run send again to resume.", err=True)
     if report.aborted:
@@ -837,12 +850,15 @@ class _Daemon:
             with SqliteStore(config.state_path) as store, _sources(config, None, store) as found:
                 due = {now.astimezone(dt.UTC).date(): keys}
                 for report in _run_due(config, store, found, sender, self.key, "serve", due, 3600):
-                    log.info(
-                        "run.done day=%s sent=%d failed=%d unknown=%d nothing_new=%d pending=%d%s",
+                    log.log(
+                        logging.INFO if report.ok else logging.WARNING,
+                        "run.done day=%s sent=%d failed=%d unknown=%d deferred=%d nothing_new=%d "
+                        "pending=%d%s",
                         report.day,
                         report.this_run["sent"],
                         report.this_run["failed"],
                         report.this_run["unknown"],
+                        len(report.deferred),
                         len(report.nothing_new),
                         report.pending,
                         f" error={report.aborted or report.source_errors}" if not report.ok else "",
