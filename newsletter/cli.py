@@ -712,6 +712,14 @@ def _groups(config: config_mod.Config) -> dict[schedule.Group, list[Subscriber]]
     return schedule.group_subscribers(config.subscriber_models(), config.schedule.daily_time)
 
 
+def _unfinished(config: config_mod.Config, day: dt.date) -> set[str]:
+    """Recipients the run of ``day`` has still to send: ``run`` and ``serve`` resume them."""
+    if not config.state_path.exists():
+        return set()
+    with SqliteStore(config.state_path) as store:
+        return store.unfinished(day)
+
+
 def _run_due(
     config: config_mod.Config,
     store: SqliteStore,
@@ -763,7 +771,8 @@ def run(config_path: Path, wait: float) -> None:
 
     A subscriber is due when their send time (schedule.daily_at or send_at, in their
     timezone; weekly ones on schedule.weekly_on) passed within schedule.grace_minutes.
-    Running it again sends nothing twice.
+    What today's run (UTC) left unsent (SMTP down, deferred) is resumed whatever the send
+    times. Running it again sends nothing twice.
     """
     config = _load_config(config_path)
     key = _signing_key(config, preview=False)
@@ -771,6 +780,10 @@ def run(config_path: Path, wait: float) -> None:
     grace = dt.timedelta(minutes=config.schedule.grace_minutes)
     groups = _groups(config)
     due = schedule.due_now(groups, config.schedule.weekly_on, now, grace)
+    unfinished = _unfinished(config, now.date())
+    if unfinished:  # today's run stopped early (SMTP down, a deferral): resume it now
+        log.info("run.resume day=%s subscribers=%d", now.date(), len(unfinished))
+        due.setdefault(now.date(), set()).update(unfinished)
     if not due:
         nxt = schedule.next_fire_times(groups, config.schedule.weekly_on, now)
         when = f" (next: {nxt[0][0].job_id} at {nxt[0][1]:%Y-%m-%d %H:%M %Z})" if nxt else ""
@@ -795,7 +808,8 @@ def run(config_path: Path, wait: float) -> None:
 def serve(config_path: Path) -> None:
     """Run as a service: send on schedule and answer one-click unsubscribes.
 
-    One job per group of subscribers sharing cadence, send time and timezone. SIGHUP
+    One job per group of subscribers sharing cadence, send time and timezone; what today's
+    run left unsent is resumed at the start and every 15 minutes. SIGHUP
     reloads the config file (a broken file is reported and the old one kept); SIGTERM or
     SIGINT finishes the message in flight and exits 0.
     """
@@ -831,7 +845,7 @@ class _Daemon:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         grace = config.schedule.grace_minutes * 60
-        self.scheduler = schedule.Scheduler(self.run, grace_seconds=grace)
+        self.scheduler = schedule.Scheduler(self.run, grace_seconds=grace, resume=self.resume)
         self.web = UnsubscribeServer(
             config.server.host,
             config.server.port,
@@ -868,6 +882,16 @@ class _Daemon:
         finally:
             with self.lock:
                 self.sender = None
+
+    def resume(self) -> None:
+        """Send what today's run left (SMTP down, deferred, stopped), whatever the send times."""
+        with self.lock:
+            config = self.config
+        now = _now()
+        keys = _unfinished(config, now.date())
+        if keys:
+            log.info("run.resume day=%s subscribers=%d", now.date(), len(keys))
+            self.run(now, keys)
 
     def reload(self) -> None:
         try:
