@@ -100,6 +100,9 @@ class NoEvents:
     def started(self, message: Outgoing) -> None:
         pass
 
+    def retrying(self, message: Outgoing, detail: str) -> None:
+        pass
+
     def finished(self, message: Outgoing, outcome: Outcome) -> None:
         self.sent += outcome.status == "sent"
 

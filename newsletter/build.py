@@ -43,7 +43,7 @@ import os
 import pickle
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -126,7 +126,7 @@ def compose_all(
     papers: Sequence[PaperData] = (),
     bodies: bool = True,
     composer: Composer | None = None,
-) -> Iterator[message.Outgoing]:
+) -> Generator[message.Outgoing, None, None]:
     """Every digest composed, in order; lazily, holding at most ``2 * workers`` chunks.
 
     ``papers``: the run's papers, which the digests' picks (mostly) are; a pool's workers

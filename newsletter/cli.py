@@ -29,7 +29,14 @@ from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.models import Subscriber
 from newsletter.pipeline import RunReport, logged, run_once, silence_warning
-from newsletter.send import Outcome, PreviewSender, Sender, SmtpSender, SmtpSettings
+from newsletter.send import (
+    Outcome,
+    PreviewSender,
+    Sender,
+    SmtpSender,
+    SmtpSettings,
+    default_helo_name,
+)
 from newsletter.store import SqliteStore
 from newsletter.web import UnsubscribeServer
 
@@ -559,6 +566,8 @@ def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
         max_retries=smtp.max_retries,
         retry_backoff=smtp.retry_backoff,
         ca_file=ca_file,
+        connect_timeout=smtp.connect_timeout,
+        helo_name=smtp.helo_name or default_helo_name(config.newsletter.from_address),
     )
 
 
@@ -599,7 +608,8 @@ def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
         f"{report.day}: {report.papers_fetched} papers fetched ({report.papers_considered} considered)"
     )
     if ledger:
-        did = [(report.this_run[s], s) for s in ("sent", "failed", "unknown") if report.this_run[s]]
+        statuses = ("sent", "failed", "unknown", "deferred")
+        did = [(report.this_run[s], s) for s in statuses if report.this_run[s]]
         this = ", ".join(f"{n} {s}" for n, s in did) or "nothing sent"
         click.echo(f"this process: {this}")
         click.echo(f"the day's run ({report.day}, every process so far):")
@@ -607,6 +617,7 @@ def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
         (verb, len(report.delivered)),
         ("failed", len(report.failed)),
         ("unknown", len(report.unknown)),
+        ("deferred", len(report.deferred)),
         ("unsubscribed", len(report.unsubscribed)),
         ("bounced", len(report.bounced)),
         ("nothing new", len(report.nothing_new)),
@@ -618,6 +629,8 @@ def _summary(report: RunReport, *, dry_run: bool, ledger: bool = True) -> None:
         click.echo(f"failed: {email}: {detail}", err=True)
     for email, detail in list(report.unknown.items())[:20]:
         click.echo(f"unknown: {email}: {detail} (not resent unless --retry-unknown)", err=True)
+    for email, detail in list(report.deferred.items())[:20]:
+        click.echo(f"deferred: {email}: {detail} (the next send or run tries again)", err=True)
     if report.pending:
         click.echo(f"{report.pending} left pending: run send again to resume.", err=True)
     if report.aborted:
@@ -699,6 +712,14 @@ def _groups(config: config_mod.Config) -> dict[schedule.Group, list[Subscriber]]
     return schedule.group_subscribers(config.subscriber_models(), config.schedule.daily_time)
 
 
+def _unfinished(config: config_mod.Config, day: dt.date) -> set[str]:
+    """Recipients the run of ``day`` has still to send: ``run`` and ``serve`` resume them."""
+    if not config.state_path.exists():
+        return set()
+    with SqliteStore(config.state_path) as store:
+        return store.unfinished(day)
+
+
 def _run_due(
     config: config_mod.Config,
     store: SqliteStore,
@@ -750,7 +771,8 @@ def run(config_path: Path, wait: float) -> None:
 
     A subscriber is due when their send time (schedule.daily_at or send_at, in their
     timezone; weekly ones on schedule.weekly_on) passed within schedule.grace_minutes.
-    Running it again sends nothing twice.
+    What today's run (UTC) left unsent (SMTP down, deferred) is resumed whatever the send
+    times. Running it again sends nothing twice.
     """
     config = _load_config(config_path)
     key = _signing_key(config, preview=False)
@@ -758,6 +780,10 @@ def run(config_path: Path, wait: float) -> None:
     grace = dt.timedelta(minutes=config.schedule.grace_minutes)
     groups = _groups(config)
     due = schedule.due_now(groups, config.schedule.weekly_on, now, grace)
+    unfinished = _unfinished(config, now.date())
+    if unfinished:  # today's run stopped early (SMTP down, a deferral): resume it now
+        log.info("run.resume day=%s subscribers=%d", now.date(), len(unfinished))
+        due.setdefault(now.date(), set()).update(unfinished)
     if not due:
         nxt = schedule.next_fire_times(groups, config.schedule.weekly_on, now)
         when = f" (next: {nxt[0][0].job_id} at {nxt[0][1]:%Y-%m-%d %H:%M %Z})" if nxt else ""
@@ -782,7 +808,8 @@ def run(config_path: Path, wait: float) -> None:
 def serve(config_path: Path) -> None:
     """Run as a service: send on schedule and answer one-click unsubscribes.
 
-    One job per group of subscribers sharing cadence, send time and timezone. SIGHUP
+    One job per group of subscribers sharing cadence, send time and timezone; what today's
+    run left unsent is resumed at the start and every 15 minutes. SIGHUP
     reloads the config file (a broken file is reported and the old one kept); SIGTERM or
     SIGINT finishes the message in flight and exits 0.
     """
@@ -818,7 +845,7 @@ class _Daemon:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         grace = config.schedule.grace_minutes * 60
-        self.scheduler = schedule.Scheduler(self.run, grace_seconds=grace)
+        self.scheduler = schedule.Scheduler(self.run, grace_seconds=grace, resume=self.resume)
         self.web = UnsubscribeServer(
             config.server.host,
             config.server.port,
@@ -837,12 +864,15 @@ class _Daemon:
             with SqliteStore(config.state_path) as store, _sources(config, None, store) as found:
                 due = {now.astimezone(dt.UTC).date(): keys}
                 for report in _run_due(config, store, found, sender, self.key, "serve", due, 3600):
-                    log.info(
-                        "run.done day=%s sent=%d failed=%d unknown=%d nothing_new=%d pending=%d%s",
+                    log.log(
+                        logging.INFO if report.ok else logging.WARNING,
+                        "run.done day=%s sent=%d failed=%d unknown=%d deferred=%d nothing_new=%d "
+                        "pending=%d%s",
                         report.day,
                         report.this_run["sent"],
                         report.this_run["failed"],
                         report.this_run["unknown"],
+                        len(report.deferred),
                         len(report.nothing_new),
                         report.pending,
                         f" error={report.aborted or report.source_errors}" if not report.ok else "",
@@ -852,6 +882,16 @@ class _Daemon:
         finally:
             with self.lock:
                 self.sender = None
+
+    def resume(self) -> None:
+        """Send what today's run left (SMTP down, deferred, stopped), whatever the send times."""
+        with self.lock:
+            config = self.config
+        now = _now()
+        keys = _unfinished(config, now.date())
+        if keys:
+            log.info("run.resume day=%s subscribers=%d", now.date(), len(keys))
+            self.run(now, keys)
 
     def reload(self) -> None:
         try:

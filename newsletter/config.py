@@ -248,13 +248,24 @@ class Smtp(_Model):
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
     daily_cap: Annotated[int, Field(ge=1)] | None = None
     timeout: Annotated[float, Field(gt=0)] = 30.0
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     retry_backoff: Annotated[float, Field(ge=0)] = 2.0
+    max_deferrals: Annotated[int, Field(ge=0, le=100)] = 3
+    helo_name: str | None = None  # default: the machine's FQDN if it has a dot, else From's domain
 
     @field_validator("bounce_address")
     @classmethod
     def _bounce(cls, value: str | None) -> str | None:
         return None if value is None else _check_email(value)
+
+    @field_validator("helo_name")
+    @classmethod
+    def _helo(cls, value: str | None) -> str | None:
+        literal = r"\[(?:IPv6:)?[0-9A-Fa-f:.]+\]"  # an address literal (RFC 5321 4.1.3)
+        if value is None or _DNS_NAME_RE.fullmatch(value) or re.fullmatch(literal, value):
+            return value
+        raise ValueError(f"not a host name or an address literal such as [192.0.2.1]: {value!r}")
 
     @model_validator(mode="after")
     def _no_plaintext_over_the_network(self) -> Smtp:

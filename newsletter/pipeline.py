@@ -36,7 +36,15 @@ import datetime as dt
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 
 from newsletter import build, message, render, selection, sources
@@ -61,6 +69,8 @@ class RunReport:
     nothing_new: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
+    # A 4xx outlived the retries: the next send or run for the day tries again.
+    deferred: dict[str, str] = field(default_factory=dict)
     unsubscribed: list[str] = field(default_factory=list)  # not mailed
     bounced: list[str] = field(default_factory=list)  # suppressed after a hard bounce: not mailed
     pending: int = 0  # left for a later run (daily cap, or the run was stopped)
@@ -291,7 +301,7 @@ class _Composer:
         *,
         bodies: bool,
         papers: Sequence[PaperData] = (),
-    ) -> Iterator[message.Outgoing]:
+    ) -> Generator[message.Outgoing, None, None]:
         """In order and lazily; on every core when there are ``count`` enough to pay off.
 
         ``bodies=False``: the messages' ``email.html`` and ``email.text`` are "" (a sender
@@ -348,6 +358,9 @@ class _Tally:
     def started(self, msg: message.Outgoing) -> None:
         pass
 
+    def retrying(self, msg: message.Outgoing, detail: str) -> None:
+        pass
+
     def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
         _count(self.report, msg.recipient, outcome)
         self.report.this_run[outcome.status] += 1
@@ -358,7 +371,7 @@ class _Tally:
 def _count(report: RunReport, recipient: str, outcome: Outcome) -> None:
     if outcome.status == "sent":
         report.delivered.append(recipient)
-    elif outcome.status == "failed":
+    elif outcome.status in ("failed", "deferred"):  # no later run retries a test send
         report.failed[recipient] = outcome.detail
     elif outcome.status == "unknown":
         report.unknown[recipient] = outcome.detail
@@ -367,7 +380,11 @@ def _count(report: RunReport, recipient: str, outcome: Outcome) -> None:
 
 
 class _Ledger:
-    """Events of a real send: every transition is committed as it happens."""
+    """Events of a real send: every transition is committed as it happens.
+
+    ``deferrals``: how many earlier runs deferred each recipient; one deferred again after
+    ``max_deferrals`` of them fails.
+    """
 
     def __init__(
         self,
@@ -376,18 +393,30 @@ class _Ledger:
         clock: Clock,
         report: RunReport,
         progress: Progress | None,
+        *,
+        deferrals: Mapping[str, int] | None = None,
+        max_deferrals: int = 3,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.clock = clock
         self.report = report
         self.progress = progress
+        self.deferrals = deferrals or {}
+        self.max_deferrals = max_deferrals
 
     def started(self, msg: message.Outgoing) -> None:
         self.store.mark_sending(self.run_id, msg.recipient.casefold(), msg.message_id, self.clock())
 
+    def retrying(self, msg: message.Outgoing, detail: str) -> None:
+        self.store.finish(self.run_id, msg.recipient.casefold(), "pending", detail, self.clock())
+
     def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
         key = msg.recipient.casefold()
+        before = self.deferrals.get(key, 0)
+        if outcome.status == "deferred" and before >= self.max_deferrals:
+            runs = before + 1
+            outcome = Outcome("failed", f"{outcome.detail} (still refused after {runs} runs)")
         self.report.this_run[outcome.status] += 1
         # email.paper_ids: papers the size guard left out stay unsent, for next time.
         self.store.finish(
@@ -474,19 +503,32 @@ def _send(
                     continue
                 yield store.frozen_digest(row, sub, papers)
 
-        events = _Ledger(store, run_id, clock, report, progress)
+        events = _Ledger(
+            store,
+            run_id,
+            clock,
+            report,
+            progress,
+            deferrals={r.subscriber: r.deferrals for r in rows if r.deferrals},
+            max_deferrals=config.smtp.max_deferrals,
+        )
+        messages = composer.compose_all(
+            frozen(), len(rows), bodies=sender.needs_bodies, papers=list(papers.values())
+        )
         try:
-            messages = composer.compose_all(
-                frozen(), len(rows), bodies=sender.needs_bodies, papers=list(papers.values())
-            )
             sender.send_all(messages, events)
-        except SendError as e:  # the server refuses us: the rest stays pending for a later run
-            log.error("run.aborted error=%s", e)
+        except SendError as e:
+            # The server refuses us or cannot be reached: the rest stays pending for a later run.
+            log.info("run.aborted error=%s", e)  # the caller says it: `send` prints, `serve` logs
             report.aborted = str(e)
         finally:
+            # A send that stopped early ends the compose pool now; left to the garbage
+            # collector, its shutdown can deadlock (it starts a thread while collecting).
+            messages.close()
             sender.close()
-            _fill_from_ledger(store, run_id, report)
-            store.close_run(run_id, clock())
+        # Any other error (a ledger write that failed) leaves: the next run recovers the ledger.
+        _fill_from_ledger(store, run_id, report)
+        store.close_run(run_id, clock())
     return report
 
 
@@ -495,6 +537,7 @@ def _fill_from_ledger(store: Store, run_id: int, report: RunReport) -> None:
     report.delivered = [e for e, _ in store.run_rows(run_id, "sent")]
     report.failed = dict(store.run_rows(run_id, "failed"))
     report.unknown = dict(store.run_rows(run_id, "unknown"))
+    report.deferred = dict(store.run_rows(run_id, "deferred"))
     report.nothing_new = [e for e, _ in store.run_rows(run_id, "empty")]
     report.pending = store.run_counts(run_id)["pending"]
 
@@ -505,7 +548,10 @@ def logged(store: Store, kind: str, clock: Clock, run: Callable[[], RunReport]) 
     try:
         report = run()
     except Exception as e:
-        store.log_run_end(log_id, clock(), RunHealth(kind, error=f"{type(e).__name__}: {e}"))
+        try:
+            store.log_run_end(log_id, clock(), RunHealth(kind, error=f"{type(e).__name__}: {e}"))
+        except NewsletterError as also:  # the state file itself failed: report the first error
+            log.info("run_log.not_recorded error=%s", also)
         raise
     error = report.aborted or ("; ".join(report.source_errors) if report.fetch_failed else None)
     store.log_run_end(

@@ -8,6 +8,8 @@ time fires at its first occurrence only, so no job is lost or doubled.
 
 The daemon is a thin loop: jobs only queue their group; one runner thread takes every group
 queued at that moment and calls the pipeline once, so groups due together share one fetch.
+Between runs the same thread calls ``resume`` soon after the start and then at least every
+``RESUME_EVERY`` seconds: a run of the day that stopped early (SMTP down, a deferral) goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +32,9 @@ from newsletter.models import Subscriber
 log = logging.getLogger(__name__)
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+#: ``serve`` looks for an unfinished run of the day at least this often (seconds).
+RESUME_EVERY = 15 * 60
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -142,9 +148,19 @@ RunGroups = Callable[[dt.datetime, set[str]], None]
 class Scheduler:
     """APScheduler 3 in a background thread; jobs hand their group to one runner thread."""
 
-    def __init__(self, run: RunGroups, *, grace_seconds: int, batch_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        run: RunGroups,
+        *,
+        grace_seconds: int,
+        batch_seconds: float = 2.0,
+        resume: Callable[[], None] | None = None,
+        resume_every: float = RESUME_EVERY,
+    ) -> None:
         self.run = run
         self.batch_seconds = batch_seconds
+        self.resume = resume
+        self.resume_every = resume_every
         self.scheduler = BackgroundScheduler(
             timezone=dt.UTC,
             job_defaults={
@@ -195,22 +211,36 @@ class Scheduler:
         self.wake.set()
 
     def _runner(self) -> None:
+        resume_at = time.monotonic() + self.batch_seconds  # soon: a restart resumes at once
         while not self.stopping.is_set():
-            self.wake.wait()
-            if self.stopping.is_set():
-                break
-            # Groups that fire together (several timezones, daily and weekly) share one run.
-            self.stopping.wait(self.batch_seconds)
-            with self.lock:
-                self.wake.clear()
-                keys = set().union(*(self.members.get(j, set()) for j in self.queued))
-                jobs, self.queued = sorted(self.queued), set()
-            if keys and not self.stopping.is_set():
-                log.info("schedule.fire jobs=%s subscribers=%d", ",".join(jobs), len(keys))
-                try:
-                    self.run(dt.datetime.now(dt.UTC), keys)
-                except Exception:
-                    log.exception("schedule.run_failed jobs=%s", ",".join(jobs))
+            timeout = None if self.resume is None else max(0.0, resume_at - time.monotonic())
+            if self.wake.wait(timeout) and not self.stopping.is_set():
+                self._run_queued()
+            if self.resume is not None and time.monotonic() >= resume_at:
+                if not self.stopping.is_set():
+                    self._resume()
+                resume_at = time.monotonic() + self.resume_every
+
+    def _run_queued(self) -> None:
+        # Groups that fire together (several timezones, daily and weekly) share one run.
+        self.stopping.wait(self.batch_seconds)
+        with self.lock:
+            self.wake.clear()
+            keys = set().union(*(self.members.get(j, set()) for j in self.queued))
+            jobs, self.queued = sorted(self.queued), set()
+        if keys and not self.stopping.is_set():
+            log.info("schedule.fire jobs=%s subscribers=%d", ",".join(jobs), len(keys))
+            try:
+                self.run(dt.datetime.now(dt.UTC), keys)
+            except Exception:
+                log.exception("schedule.run_failed jobs=%s", ",".join(jobs))
+
+    def _resume(self) -> None:
+        assert self.resume is not None
+        try:
+            self.resume()
+        except Exception:
+            log.exception("schedule.resume_failed")
 
     def stop(self, wait: bool = True) -> None:
         self.stopping.set()

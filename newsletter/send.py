@@ -9,18 +9,23 @@ writes one ``.eml`` (the complete MIME message) and one ``.html`` per recipient 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import html
 import ipaddress
+import itertools
 import logging
 import random
 import re
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiosmtplib
@@ -29,13 +34,15 @@ from newsletter.errors import SendError
 from newsletter.message import Outgoing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-Status = Literal["sent", "failed", "unknown", "pending"]
+Status = Literal["sent", "failed", "unknown", "pending", "deferred"]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one message. ``pending``: not handed over, try again in a later run."""
+    """What became of one message. ``pending``: not handed over, try again in a later run;
+    ``deferred``: a temporary failure (4xx) outlived this run's retries: later runs retry it."""
 
     status: Status
     detail: str = ""
@@ -44,7 +51,11 @@ class Outcome:
 
 class Events(Protocol):
     def started(self, message: Outgoing) -> None:
-        """Called just before the message goes to the server."""
+        """Called just before the message is committed to the server (for SMTP: its data is
+        written but for the end mark): from here on the server may have it."""
+
+    def retrying(self, message: Outgoing, detail: str) -> None:
+        """After ``started``: the server refused it for now; it is not there, and is retried."""
 
     def finished(self, message: Outgoing, outcome: Outcome) -> None: ...
 
@@ -218,6 +229,8 @@ class SmtpSettings:
     max_retries: int = 3
     retry_backoff: float = 2.0
     ca_file: str | None = None
+    connect_timeout: float = 10.0  # one attempt to open a connection, greeting to AUTH
+    helo_name: str | None = None  # None: aiosmtplib's own (the machine's name)
 
     @property
     def where(self) -> str:
@@ -231,6 +244,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def default_helo_name(from_address: str) -> str:
+    """The name to greet with: the machine's fully qualified name when it has a dot, else the
+    From address's domain. A bare ``localhost`` costs spam points at receiving servers."""
+    fqdn = socket.getfqdn().strip().rstrip(".")
+    if "." in fqdn and not fqdn.startswith("localhost") and not fqdn.endswith(".localdomain"):
+        return fqdn
+    return from_address.rpartition("@")[2] or "localhost"
 
 
 class _RateLimiter:
@@ -251,12 +273,35 @@ class _RateLimiter:
 
 
 class _Retry(Exception):
-    """A temporary failure: try the message again on a (possibly new) connection."""
+    """A temporary failure: try the message again later, on a (possibly new) connection.
 
-    def __init__(self, detail: str, reconnect: bool) -> None:
+    ``started``: ``Events.started`` was called (the server refused it after its end of data).
+    """
+
+    def __init__(self, detail: str, reconnect: bool, started: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.reconnect = reconnect
+        self.started = started
+
+
+class _NoConnection(Exception):
+    """One attempt to open a connection failed in a way that may pass (refused, timeout, 4xx).
+
+    ``replied``: the server answered (a 4xx); else it could not be reached at all.
+    """
+
+    def __init__(self, detail: str, *, replied: bool = False) -> None:
+        super().__init__(detail)
+        self.replied = replied
+
+
+class _LedgerFailed(Exception):
+    """``Events.started`` raised: the message was not sent; the send stops with that error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _reply(e: aiosmtplib.SMTPResponseException) -> str:
@@ -268,13 +313,21 @@ def _is_policy(e: aiosmtplib.SMTPResponseException) -> bool:
     return e.code >= 500 and e.message.lstrip().startswith("5.7.")
 
 
+def _backoff(base: float, attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1, 2, ...): doubling, capped, jittered."""
+    return float(min(60.0, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+
+
 class SmtpSender:
     """Delivers over ``connections`` long-lived SMTP connections with a shared rate limit.
 
-    Reply handling: 4xx is retried with backoff (a new connection after 421 or a drop) up
-    to ``max_retries`` times, then ``failed``; 550/551/553 at RCPT fail the message and
-    suppress the address; a 5.7.x reply or failed AUTH stops the run (SendAborted); a drop
-    or timeout after the message body was written is ``unknown`` (the server may have it).
+    Reply handling: a 4xx, or a connection lost before the end of the message's data, is
+    retried with backoff (the message waits aside; its connection goes on with others) up to
+    ``max_retries`` times, then ``deferred`` (a later run tries again); 550/551/553 at RCPT fail
+    the message and suppress the address; another 5xx to RCPT or to the message fails it; a
+    5.7.x reply or a refused AUTH stops the run (SendAborted), and so does a pool none of whose
+    connections can be opened (``1 + max_retries`` attempts each, ``connect_timeout`` each); a
+    drop or timeout after the end of data was written is ``unknown`` (the server may have it).
     """
 
     needs_bodies = False  # sends ``message.data``; the ledger reads ``email.paper_ids``
@@ -290,13 +343,19 @@ class SmtpSender:
         self.records_deliveries = records_deliveries
         self.redirect_to = redirect_to  # --test: every message goes to this address instead
         self._stop = threading.Event()
+        self._wake: Callable[[], None] | None = None  # wakes the running send's event loop
 
     def close(self) -> None:
         pass
 
     def stop(self) -> None:
-        """Finish the messages in flight, start no more (SIGTERM); safe from any thread."""
+        """Finish the messages in flight, start no more (SIGTERM); safe from any thread and
+        from a signal handler (no lock: the handler may run while this thread holds one)."""
         self._stop.set()
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed
+                wake()
 
     def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
         asyncio.run(self._send_all(iter(messages), events))
@@ -312,85 +371,80 @@ class SmtpSender:
 
         try:
             asyncio.run(probe())
-        except _Retry as e:
+        except _NoConnection as e:
             tls = _tls_failure(e)
             if tls is not None:  # not an outage: the settings (or the CA) do not fit the server
-                raise SendAborted(self.settings.where, f"{tls}: {e.detail}") from e
-            raise SendError(self.settings.where, e.detail) from e
+                raise SendAborted(self.settings.where, f"{tls}: {e}") from e
+            raise SendError(
+                self.settings.where, str(e) if e.replied else f"cannot connect: {e}"
+            ) from e
 
     async def _send_all(self, messages: Iterator[Outgoing], events: Events) -> None:
-        n = max(1, self.settings.connections)
-        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(maxsize=2 * n)
-        limiter = _RateLimiter(self.settings.rate_per_second)
-        stop = asyncio.Event()
-        aborted: list[SendAborted] = []
+        delivery = _Delivery(self, events)
+        loop = asyncio.get_running_loop()
 
-        async def produce() -> None:
-            try:
-                for message in messages:  # built lazily: one digest in memory per slot
-                    if stop.is_set() or self._stop.is_set():
-                        break
-                    await queue.put(message)
-                    await asyncio.sleep(0)
-            finally:
-                for _ in range(n):
-                    await queue.put(None)
+        def wake() -> None:
+            loop.call_soon_threadsafe(delivery.backlog.wake)
 
-        async def work(worker: int) -> None:
-            conn: aiosmtplib.SMTP | None = None
-            try:
-                while (message := await queue.get()) is not None:
-                    if stop.is_set() or self._stop.is_set():
-                        continue  # drain: not started, stays pending
-                    try:
-                        conn, outcome = await self._deliver(conn, message, limiter, events)
-                    except SendAborted as e:
-                        aborted.append(e)
-                        stop.set()
-                        events.finished(message, Outcome("pending", str(e)))
-                        continue
-                    events.finished(message, outcome)
-            finally:
-                if conn is not None:
-                    await self._quit(conn)
-
-        await asyncio.gather(produce(), *(work(i) for i in range(n)))
-        if aborted:
-            raise aborted[0]
+        self._wake = wake
+        try:
+            await delivery.run(messages)
+        finally:
+            self._wake = None
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """Open one connection: greeting, EHLO, STARTTLS or TLS, AUTH, within connect_timeout.
+
+        Raises _NoConnection when the failure may pass (refused, no answer, a 4xx, a TLS
+        handshake that failed) and SendAborted when it will not (a 5xx, AUTH refused or not
+        offered, STARTTLS not offered).
+        """
         s = self.settings
         context = ssl.create_default_context(cafile=s.ca_file) if s.security != "none" else None
         conn = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
             timeout=s.timeout,
+            local_hostname=s.helo_name,
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",  # required when asked: no silent downgrade
             tls_context=context,
         )
+        stage = "connect"
         try:
-            await conn.connect()
-            if s.username:
-                await conn.login(s.username, s.password or "")
+            async with asyncio.timeout(s.connect_timeout):
+                await conn.connect(timeout=s.connect_timeout)
+                if s.username:
+                    stage = "auth"
+                    await conn.login(s.username, s.password or "")
         except aiosmtplib.SMTPAuthenticationError as e:
             conn.close()
             raise SendAborted(s.where, f"SMTP AUTH as {s.username!r} refused: {_reply(e)}") from e
         except aiosmtplib.SMTPResponseException as e:
             conn.close()
-            if e.code >= 500 or _is_policy(e):
+            if e.code >= 500:
                 raise SendAborted(s.where, f"SMTP server refused the session: {_reply(e)}") from e
-            raise _Retry(_reply(e), reconnect=True) from e
+            raise _NoConnection(_reply(e), replied=True) from e
+        except TimeoutError as e:
+            conn.close()
+            raise _NoConnection(
+                f"no answer within {s.connect_timeout:g} s (smtp.connect_timeout)"
+            ) from e
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError) as e:
+            conn.close()  # refused, reset, or a TLS handshake that failed (ssl.SSLError)
+            raise _NoConnection(str(e) or type(e).__name__) from e
         except aiosmtplib.SMTPException as e:
             conn.close()
-            if "STARTTLS" in str(e) or isinstance(e, aiosmtplib.SMTPNotSupported):
+            if stage == "auth":
+                plain = " on an unencrypted connection" if s.security == "none" else ""
                 raise SendAborted(
-                    s.where, f"STARTTLS is required (smtp.security) but failed: {e}"
+                    s.where,
+                    f"smtp.username is set ({s.username!r}) but the server offers no AUTH{plain}; "
+                    "check smtp.host, smtp.port and smtp.security",
                 ) from e
-            raise _Retry(f"cannot connect to {s.where}: {e}", reconnect=True) from e
-        except (OSError, ssl.SSLError) as e:
-            conn.close()
-            raise _Retry(f"cannot connect to {s.where}: {e}", reconnect=True) from e
+            raise SendAborted(
+                s.where, f"STARTTLS is required (smtp.security) but failed: {e}"
+            ) from e
         return conn
 
     async def _quit(self, conn: aiosmtplib.SMTP) -> None:
@@ -399,40 +453,17 @@ class SmtpSender:
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             conn.close()
 
-    async def _deliver(
-        self, conn: aiosmtplib.SMTP | None, message: Outgoing, limiter: _RateLimiter, events: Events
-    ) -> tuple[aiosmtplib.SMTP | None, Outcome]:
-        s = self.settings
-        attempt = 0
-        while True:
-            try:
-                if conn is None or not conn.is_connected:
-                    conn = await self._connect()
-                await limiter.wait()
-                events.started(message)
-                return conn, await self._transaction(conn, message)
-            except _Retry as e:
-                if e.reconnect and conn is not None:
-                    conn.close()
-                    conn = None
-                attempt += 1
-                if attempt > s.max_retries:
-                    return conn, Outcome("failed", e.detail)
-                delay = min(60.0, s.retry_backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log.info(
-                    "smtp.retry to=%s reply=%r attempt=%d delay=%.1f",
-                    message.recipient,
-                    e.detail,
-                    attempt,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+    async def _transaction(
+        self, conn: aiosmtplib.SMTP, message: Outgoing, events: Events
+    ) -> Outcome:
+        """One MAIL/RCPT/DATA exchange. Raises _Retry for temporary failures.
 
-    async def _transaction(self, conn: aiosmtplib.SMTP, message: Outgoing) -> Outcome:
-        """One MAIL/RCPT/DATA exchange. Raises _Retry for temporary failures."""
+        ``events.started`` is called once the message's data is written but for its end mark:
+        a drop before that point is retried, one after it is ``unknown``.
+        """
         recipient = self.redirect_to or message.recipient
         sender = message.envelope_from
-        written = False
+        committed = False  # the end of data was written: from here on the server may have it
         try:
             try:
                 await conn.mail(sender)
@@ -453,29 +484,35 @@ class SmtpSender:
                     await self._reset(conn)
                     return Outcome("failed", _reply(e), suppress=e.code in (550, 551, 553))
                 raise
-            # DATA by hand, so that we know whether the body went out: a failure before it
-            # can be retried, one after it may have been delivered.
+            # DATA by hand, so that we know whether the end of data went out: a failure before
+            # it can be retried, one after it may have been delivered.
             start = await conn.execute_command(b"DATA")
             if start.code != 354:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
+            await _write_data(conn, message.data)
+            try:
+                events.started(message)
+            except Exception as e:
+                conn.close()  # without its end mark the server discards the message
+                raise _LedgerFailed(e) from e
             if conn.protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
-            written = True
-            conn.protocol.write(_dot_stuff(message.data))
+            committed = True
+            conn.protocol.write(b".\r\n")
             reply = await conn.protocol.read_response(timeout=self.settings.timeout)
             if reply.code != 250:
                 raise aiosmtplib.SMTPDataError(reply.code, reply.message)
             return Outcome("sent", f"{reply.code} {reply.message}".strip())
         except aiosmtplib.SMTPResponseException as e:
             if e.code == 421:
-                raise _Retry(_reply(e), reconnect=True) from e
+                raise _Retry(_reply(e), reconnect=True, started=committed) from e
             if _is_policy(e):
                 raise SendAborted(
                     self.settings.where, f"message to {recipient} refused by policy: {_reply(e)}"
                 ) from e
             if 400 <= e.code < 500:
                 await self._reset(conn)
-                raise _Retry(_reply(e), reconnect=False) from e
+                raise _Retry(_reply(e), reconnect=False, started=committed) from e
             await self._reset(conn)
             return Outcome("failed", _reply(e))
         except (
@@ -486,9 +523,9 @@ class SmtpSender:
         ) as e:
             conn.close()
             problem = f"{type(e).__name__}: {e}".rstrip(": ")
-            if written:
+            if committed:
                 return Outcome("unknown", f"after the message was sent: {problem}")
-            raise _Retry(problem, reconnect=True) from e
+            raise _Retry(f"connection lost before the end of the message: {problem}", True) from e
 
     async def _reset(self, conn: aiosmtplib.SMTP) -> None:
         try:
@@ -509,9 +546,302 @@ def _tls_failure(error: BaseException) -> str | None:
     return None
 
 
+_CHUNK = 64 * 1024
+
+
+async def _write_data(conn: aiosmtplib.SMTP, data: bytes) -> None:
+    """The message's data, all but its end mark, as fast as the server reads it.
+
+    Written in pieces with flow control, so that a server that closes the connection in the
+    middle is seen here, before the end mark: then the message was certainly not accepted.
+    """
+    body = _dot_stuff(data)
+    for at in range(0, len(body), _CHUNK):
+        protocol = conn.protocol
+        if protocol is None or not conn.is_connected:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost during the message")
+        protocol.write(body[at : at + _CHUNK])
+        # aiosmtplib's copy of asyncio's flow control (StreamWriter.drain): waits while the
+        # server does not read, raises ConnectionResetError once the connection is lost.
+        await protocol._drain_helper()
+    await asyncio.sleep(0)  # a close that has already arrived is seen now, not after the end mark
+    if conn.protocol is None or not conn.is_connected:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost during the message")
+
+
 def _dot_stuff(data: bytes) -> bytes:
-    """SMTP transparency (RFC 5321 4.5.2): CRLF line ends, a leading dot doubled, then the end mark."""
+    """SMTP transparency (RFC 5321 4.5.2): CRLF line ends, a leading dot doubled; no end mark."""
     data = re.sub(rb"\r?\n", b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
+    return re.sub(rb"(?m)^\.", b"..", data)
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """One message on its way, with the temporary failures it met in this send."""
+
+    message: Outgoing
+    failures: int = 0
+
+
+class _Backlog:
+    """The messages of one send, shared by the pool's connections (one event loop).
+
+    Fresh messages come from the producer, at most ``room`` held (one digest in memory per
+    slot). A message that met a temporary failure waits here for its retry time instead of
+    holding its connection. After ``halt()`` (or the sender's stop) every wait returns and
+    nothing more is handed out: what was not taken stays pending.
+    """
+
+    def __init__(self, room: int, stop: threading.Event) -> None:
+        self.room = room
+        self.stop = stop
+        self.fresh: deque[_Job] = deque()
+        self.later: list[tuple[float, int, _Job]] = []  # (due, order, job): a heap
+        self.taken = 0  # handed out and not yet done
+        self.exhausted = False  # the producer has no more
+        self.halted = False
+        self._order = itertools.count()
+        self._changed = asyncio.Event()
+
+    @property
+    def stopped(self) -> bool:
+        return self.halted or self.stop.is_set()
+
+    def wake(self) -> None:
+        """Something changed: every waiter looks again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def halt(self) -> None:
+        self.halted = True
+        self.wake()
+
+    async def _wait(self, timeout: float | None) -> None:
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but no longer than until the send stops."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and (left := deadline - time.monotonic()) > 0:
+            await self._wait(left)
+
+    async def unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """``await work``, or cancel it and return None when the send stops first."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done() and not self.stopped:
+                waiter = asyncio.ensure_future(self._changed.wait())
+                try:
+                    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            return task.result() if task.done() else None
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def put(self, message: Outgoing) -> bool:
+        """Add a fresh message when there is room; False if the send stopped meanwhile."""
+        while len(self.fresh) >= self.room and not self.stopped:
+            await self._wait(None)
+        if self.stopped:
+            return False
+        self.fresh.append(_Job(message))
+        self.wake()
+        return True
+
+    def close(self) -> None:
+        self.exhausted = True
+        self.wake()
+
+    async def take(self) -> _Job | None:
+        """The next message to send (a retry that is due first); None when all is done."""
+        while not self.stopped:
+            now = time.monotonic()
+            if self.later and self.later[0][0] <= now:
+                job = heapq.heappop(self.later)[2]
+            elif self.fresh:
+                job = self.fresh.popleft()
+            elif self.exhausted and not self.later and not self.taken:
+                return None
+            else:
+                await self._wait(self.later[0][0] - now if self.later else None)
+                continue
+            self.taken += 1
+            self.wake()  # room for the producer
+            return job
+        return None
+
+    def retry_later(self, job: _Job, delay: float) -> None:
+        heapq.heappush(self.later, (time.monotonic() + delay, next(self._order), job))
+
+    def give_back(self, job: _Job) -> None:
+        """Not tried: first in line for another connection."""
+        self.fresh.appendleft(job)
+
+    def done(self) -> None:
+        self.taken -= 1
+        self.wake()
+
+
+class _GaveUp(Exception):
+    """A connection could not be opened in ``1 + max_retries`` attempts."""
+
+    def __init__(self, detail: str, attempts: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.attempts = attempts
+
+
+@dataclass(slots=True)
+class _Slot:
+    conn: aiosmtplib.SMTP | None = None
+
+
+class _Delivery:
+    """One ``send_all``: a producer, one worker per connection, and what stops them all.
+
+    The first error that stops the send (SendAborted, a ledger write that failed, a message
+    that could not be composed) halts the backlog: the messages in flight on other connections
+    finish, nothing more starts, and the error is raised once every worker is done.
+    """
+
+    def __init__(self, sender: SmtpSender, events: Events) -> None:
+        self.sender = sender
+        self.settings = sender.settings
+        self.events = events
+        self.connections = max(1, self.settings.connections)
+        self.backlog = _Backlog(2 * self.connections, sender._stop)
+        self.limiter = _RateLimiter(self.settings.rate_per_second)
+        self.workers = self.connections  # those that have not given up on connecting
+        self.error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        else:
+            log.info("send.also_failed error=%s", error)  # the first error is the one reported
+        self.backlog.halt()
+
+    async def run(self, messages: Iterator[Outgoing]) -> None:
+        await asyncio.gather(
+            self._produce(messages), *(self._work() for _ in range(self.connections))
+        )
+        if self.error is not None:
+            raise self.error
+
+    async def _produce(self, messages: Iterator[Outgoing]) -> None:
+        try:
+            for message in messages:  # built lazily: one digest in memory per slot
+                if not await self.backlog.put(message):
+                    break
+                await asyncio.sleep(0)
+        except Exception as e:  # composing failed: stop the send with that error
+            self.fail(e)
+        finally:
+            self.backlog.close()
+
+    async def _work(self) -> None:
+        slot = _Slot()
+        try:
+            while (job := await self.backlog.take()) is not None:
+                try:
+                    await self._deliver(slot, job)
+                except _GaveUp as e:
+                    self.backlog.give_back(job)
+                    self._give_up(e)
+                    return
+                except _LedgerFailed as e:
+                    self.fail(e.error)
+                except Exception as e:  # a ledger write that failed, or a bug: stop the send
+                    self.fail(e)
+                finally:
+                    self.backlog.done()
+        finally:
+            if slot.conn is not None:
+                await self.sender._quit(slot.conn)
+
+    def _give_up(self, e: _GaveUp) -> None:
+        s = self.settings
+        self.workers -= 1
+        if self.workers > 0:
+            log.info(
+                "smtp.connection_given_up server=%s error=%r connections_left=%d",
+                s.where,
+                e.detail,
+                self.workers,
+            )
+            return
+        self.fail(
+            SendAborted(
+                s.where,
+                f"cannot connect ({e.attempts} attempt{'s' if e.attempts != 1 else ''}, "
+                f"smtp.max_retries: {s.max_retries}): {e.detail}",
+            )
+        )
+
+    async def _open(self) -> aiosmtplib.SMTP | None:
+        """A new connection, or None when the send stopped meanwhile; raises _GaveUp."""
+        s = self.settings
+        detail = ""
+        attempts = s.max_retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                await self.backlog.sleep(_backoff(s.retry_backoff, attempt))
+            if self.backlog.stopped:
+                return None
+            try:
+                return await self.backlog.unless_stopped(self.sender._connect())
+            except _NoConnection as e:
+                tls = _tls_failure(e)  # a TLS failure says what to check
+                detail = f"{tls}: {e}" if tls else str(e)
+                log.info(
+                    "smtp.connect_failed server=%s attempt=%d/%d error=%r",
+                    s.where,
+                    attempt + 1,
+                    attempts,
+                    detail,
+                )
+        raise _GaveUp(detail, attempts)
+
+    async def _deliver(self, slot: _Slot, job: _Job) -> None:
+        s = self.settings
+        message = job.message
+        if slot.conn is None or not slot.conn.is_connected:
+            slot.conn = await self._open()
+            if slot.conn is None or self.backlog.stopped:
+                self.backlog.give_back(job)
+                return
+        conn = slot.conn
+        await self.limiter.wait()
+        try:
+            outcome = await self.sender._transaction(conn, message, self.events)
+        except _Retry as e:
+            if e.reconnect:
+                conn.close()
+                slot.conn = None
+            if e.started:  # refused after its end of data: certainly not at the server
+                self.events.retrying(message, e.detail)
+            job.failures += 1
+            if job.failures <= s.max_retries:
+                delay = _backoff(s.retry_backoff, job.failures)
+                log.info(
+                    "smtp.retry to=%s reply=%r attempt=%d delay=%.1f",
+                    message.recipient,
+                    e.detail,
+                    job.failures,
+                    delay,
+                )
+                self.backlog.retry_later(job, delay)
+                return
+            outcome = Outcome("deferred", e.detail)
+        except SendAborted as e:
+            self.fail(e)
+            outcome = Outcome("pending", str(e))
+        self.events.finished(message, outcome)

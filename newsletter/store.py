@@ -144,7 +144,38 @@ MIGRATIONS: Sequence[str] = (
         error       TEXT
     );
     """,
+    # 6: 'deferred' (a 4xx outlived a run's retries; later runs retry it) and how many runs
+    # deferred each row. SQLite cannot change a CHECK in place: the table is rebuilt.
+    """
+    CREATE TABLE ledger_new (
+        run_id      INTEGER NOT NULL REFERENCES runs(id),
+        subscriber  TEXT NOT NULL,
+        email       TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        papers      INTEGER NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN
+                        ('pending', 'sending', 'sent', 'failed', 'unknown', 'empty', 'cancelled',
+                         'deferred')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        detail      TEXT,
+        message_id  TEXT,
+        updated_at  TEXT NOT NULL,
+        deferrals   INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (run_id, subscriber)
+    );
+    INSERT INTO ledger_new (rowid, run_id, subscriber, email, digest, papers, status, attempts,
+                            detail, message_id, updated_at)
+        SELECT rowid, run_id, subscriber, email, digest, papers, status, attempts,
+               detail, message_id, updated_at FROM ledger ORDER BY rowid;
+    DROP TABLE ledger;
+    ALTER TABLE ledger_new RENAME TO ledger;
+    CREATE INDEX ledger_status ON ledger(run_id, status);
+    CREATE INDEX ledger_updated ON ledger(status, updated_at);
+    """,
 )
+
+#: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
+UNFINISHED = ("pending", "deferred")
 
 
 class Store(FetchLog, Protocol):
@@ -175,6 +206,7 @@ class Store(FetchLog, Protocol):
     def recover_in_flight(self, run_id: int, now: dt.datetime) -> list[str]: ...
     def frozen_row(self, day: dt.date, subscriber: str) -> LedgerRow | None: ...
     def run_recipients(self, run_id: int) -> set[str]: ...
+    def unfinished(self, day: dt.date) -> set[str]: ...
     def freeze(
         self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
     ) -> int: ...
@@ -499,6 +531,15 @@ class SqliteStore:
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
 
+    @contextlib.contextmanager
+    def _recording(self, what: str) -> Iterator[None]:
+        """A write a send depends on: a failure (disk full, database locked past the timeout,
+        an I/O error) becomes one StoreError naming the state file and the cause."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(self.path, f"cannot record {what}: {_explained(e)}") from e
+
     # -- locks -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -525,10 +566,11 @@ class SqliteStore:
                             f"{holder} is sending from this state file; try again when it is done",
                         ) from None
                     time.sleep(0.1)
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"newsletter (pid {os.getpid()})")
-            fh.flush()
+            with contextlib.suppress(OSError):  # who holds it, for the message above; a full
+                fh.seek(0)  # disk must not keep a send from taking its lock
+                fh.truncate()
+                fh.write(f"newsletter (pid {os.getpid()})")
+                fh.flush()
             try:
                 yield
             finally:
@@ -562,6 +604,16 @@ class SqliteStore:
         rows = self.db.execute("SELECT subscriber FROM ledger WHERE run_id = ?", (run_id,))
         return {r[0] for r in rows}
 
+    def unfinished(self, day: dt.date) -> set[str]:
+        """Recipients the run of ``day`` has still to send (or left in flight): resume them."""
+        marks = ",".join("?" * (len(UNFINISHED) + 1))
+        rows = self.db.execute(
+            f"SELECT l.subscriber FROM ledger l JOIN runs r ON r.id = l.run_id "
+            f"WHERE r.day = ? AND l.status IN ({marks})",
+            (day.isoformat(), *UNFINISHED, "sending"),
+        )
+        return {r[0] for r in rows}
+
     def freeze(
         self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
     ) -> int:
@@ -592,11 +644,11 @@ class SqliteStore:
             return self.db.total_changes - before
 
     def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]:
-        """Cancel what earlier days' runs left pending: today's windows cover those papers."""
+        """Cancel what earlier days' runs left pending or deferred: today's windows cover those papers."""
         rows = self.db.execute(
             "SELECT l.run_id, l.subscriber, l.email FROM ledger l JOIN runs r ON r.id = l.run_id "
-            "WHERE r.day < ? AND l.status = 'pending'",
-            (day.isoformat(),),
+            "WHERE r.day < ? AND l.status IN (?, ?)",
+            (day.isoformat(), *UNFINISHED),
         ).fetchall()
         with self._tx():
             for run_id, key, _ in rows:
@@ -617,7 +669,7 @@ class SqliteStore:
             "SELECT subscriber, email, digest FROM ledger WHERE run_id = ? AND status = 'sending'",
             (run_id,),
         ).fetchall()
-        with self._tx():
+        with self._recording("the messages in flight when a previous send stopped"), self._tx():
             for key, _, digest in rows:
                 self._finish(
                     run_id, key, "unknown", "in flight when a previous send stopped", now, digest
@@ -625,23 +677,23 @@ class SqliteStore:
         return [email for _, email, _ in rows]
 
     def pending(self, run_id: int, *, retry_unknown: bool = False) -> list[LedgerRow]:
-        statuses = ("pending", "unknown") if retry_unknown else ("pending",)
+        """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
+        statuses = (*UNFINISHED, "unknown") if retry_unknown else UNFINISHED
         marks = ",".join("?" * len(statuses))
         rows = self.db.execute(
-            f"SELECT subscriber, email, digest, status FROM ledger WHERE run_id = ? AND status IN ({marks}) "
-            "ORDER BY rowid",
+            f"SELECT subscriber, email, digest, status, deferrals FROM ledger "
+            f"WHERE run_id = ? AND status IN ({marks}) ORDER BY rowid",
             (run_id, *statuses),
         ).fetchall()
-        return [
-            LedgerRow(run_id, key, email, digest, status) for key, email, digest, status in rows
-        ]
+        return [LedgerRow(run_id, *row) for row in rows]
 
     def mark_sending(self, run_id: int, subscriber: str, message_id: str, now: dt.datetime) -> None:
-        self.db.execute(
-            "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?, updated_at = ? "
-            "WHERE run_id = ? AND subscriber = ?",
-            (message_id, now.isoformat(), run_id, subscriber),
-        )
+        with self._recording(f"that a message to {subscriber} is being sent"):
+            self.db.execute(
+                "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?, "
+                "updated_at = ? WHERE run_id = ? AND subscriber = ?",
+                (message_id, now.isoformat(), run_id, subscriber),
+            )
 
     def finish(
         self,
@@ -662,7 +714,7 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             raise KeyError(subscriber)
-        with self._tx():
+        with self._recording(f"the outcome for {subscriber} ({status})"), self._tx():
             self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
 
     def _finish(
@@ -676,8 +728,9 @@ class SqliteStore:
         paper_ids: Sequence[str] | None = None,
     ) -> None:
         self.db.execute(
-            "UPDATE ledger SET status = ?, detail = ?, updated_at = ? WHERE run_id = ? AND subscriber = ?",
-            (status, detail or None, now.isoformat(), run_id, key),
+            "UPDATE ledger SET status = ?, detail = ?, updated_at = ?, "
+            "deferrals = deferrals + (? = 'deferred') WHERE run_id = ? AND subscriber = ?",
+            (status, detail or None, now.isoformat(), status, run_id, key),
         )
         if status in ("sent", "unknown"):
             frozen = json.loads(digest)
@@ -702,11 +755,12 @@ class SqliteStore:
         return [(e, d) for e, d in rows]
 
     def close_run(self, run_id: int, now: dt.datetime) -> None:
-        self.db.execute(
-            "UPDATE runs SET finished_at = ? WHERE id = ? AND NOT EXISTS "
-            "(SELECT 1 FROM ledger WHERE run_id = ? AND status IN ('pending', 'sending'))",
-            (now.isoformat(), run_id, run_id),
-        )
+        with self._recording("the end of the run"):
+            self.db.execute(
+                "UPDATE runs SET finished_at = ? WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM ledger WHERE run_id = ? AND status IN (?, ?, 'sending'))",
+                (now.isoformat(), run_id, run_id, *UNFINISHED),
+            )
 
     def delivered_since(self, since: dt.datetime) -> int:
         """Messages handed to the server since ``since`` (for the daily cap)."""
@@ -784,6 +838,10 @@ class SqliteStore:
         return int(cur.lastrowid or 0)
 
     def log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None:
+        with self._recording("the end of the run"):
+            self._log_run_end(log_id, now, health)
+
+    def _log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None:
         self.db.execute(
             "UPDATE run_log SET finished_at = ?, day = ?, papers = ?, sent = ?, failed = ?, "
             "unknown = ?, nothing_new = ?, error = ? WHERE id = ?",
@@ -878,7 +936,9 @@ class RunHealth:
     error: str | None = None
 
 
-LedgerStatus = Literal["pending", "sending", "sent", "failed", "unknown", "empty", "cancelled"]
+LedgerStatus = Literal[
+    "pending", "sending", "sent", "failed", "unknown", "empty", "cancelled", "deferred"
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -888,6 +948,7 @@ class LedgerRow:
     email: str
     digest: str  # frozen JSON
     status: str
+    deferrals: int = 0  # earlier runs that deferred it (a 4xx outlived their retries)
 
 
 def _digest_json(digest: Digest) -> str:
@@ -933,10 +994,22 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        elif self.db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
-            self.db.execute("ROLLBACK")
+        if not exc_type:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                # A COMMIT that failed (disk full) leaves the transaction open: end it, or every
+                # later write of this connection fails with "cannot start a transaction".
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (disk full, I/O error): the first error stands.
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

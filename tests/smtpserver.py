@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    helo: str = ""  # the name the client greeted with (EHLO/HELO)
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Faults:
     )  # close the connection instead of replying, once
     slow: dict[str, float] = field(default_factory=dict)  # sleep this long before accepting
     closing: set[str] = field(default_factory=set)  # 421 at the end of DATA, once
+    # Close the connection in the middle of the message's data (before its end), once.
+    cut_data: set[str] = field(default_factory=set)
 
 
 def share(address: str) -> float:
@@ -49,6 +52,7 @@ class RecordingHandler:
         self.faults = faults
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
+        self.cut: set[str] = set()  # recipients whose data was cut off (Faults.cut_data)
         self.lock = threading.Lock()
 
     async def handle_RCPT(
@@ -76,7 +80,12 @@ class RecordingHandler:
             return "421 closing"
         with self.lock:
             self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.content),
+                    session.host_name or "",
+                )
             )
         if rcpt in f.slow:  # queued already, slow to say so: the client cannot know
             await asyncio.sleep(f.slow[rcpt])
@@ -93,11 +102,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _FaultySMTP(SMTP):
+    """aiosmtpd's session, with the faults that happen before the handler sees the message."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler: RecordingHandler = self.event_handler
+        rcpt = self.envelope.rcpt_tos[0] if self.envelope and self.envelope.rcpt_tos else ""
+        if rcpt in handler.faults.cut_data:
+            with handler.lock:
+                first = rcpt not in handler.cut
+                handler.cut.add(rcpt)
+            if first and self.transport is not None:
+                # Read the first line, stop reading (the client's writes back up), then drop
+                # the connection: the end of the data never arrives.
+                await self.push("354 End data with <CR><LF>.<CR><LF>")
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await self._reader.readuntil(b"\r\n")
+                await asyncio.sleep(0.5)
+                self.transport.close()
+                return
+        await super().smtp_DATA(arg)
+
+
+class _FaultyController(Controller):
+    def factory(self) -> SMTP:
+        return _FaultySMTP(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpServer:
-    def __init__(self, faults: Faults | None = None, **smtp_kwargs: Any) -> None:
+    def __init__(
+        self, faults: Faults | None = None, *, port: int | None = None, **smtp_kwargs: Any
+    ) -> None:
         self.handler = RecordingHandler(faults or Faults())
-        self.port = free_port()
-        self.controller = Controller(
+        self.port = port or free_port()
+        self.controller = _FaultyController(
             self.handler, hostname="127.0.0.1", port=self.port, **smtp_kwargs
         )
 
@@ -204,3 +244,45 @@ def make_test_ca(folder: Path) -> tuple[Path, ssl.SSLContext]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return ca_file, context
+
+
+class BrokenServer:
+    """A TCP server on 127.0.0.1 that is no SMTP server to talk to.
+
+    ``greeting``: sent on every connection, which is then closed (e.g. "421 4.3.2 Too busy");
+    None: the connection is held open and nothing is ever said. ``connections`` counts them.
+    """
+
+    def __init__(self, greeting: str | None = None, *, port: int | None = None) -> None:
+        self.greeting = greeting
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.connections = 0
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> BrokenServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        self.thread.join(timeout=5)
+        for conn in self.held:
+            conn.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            if self.greeting is None:
+                self.held.append(conn)
+                continue
+            with conn:
+                conn.sendall(self.greeting.encode() + b"\r\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -123,14 +124,28 @@ def test_temporary_failures_are_retried_until_delivered(tmp_path: Path) -> None:
     assert ledger(tmp_path) == {"sent": 40}
 
 
-def test_temporary_failures_beyond_max_retries_fail_with_the_reply(tmp_path: Path) -> None:
+def test_temporary_failures_beyond_max_retries_are_deferred_then_fail(tmp_path: Path) -> None:
     faults = Faults(temp_fail_share=1.0, temp_fail_times=99)
     with SmtpServer(faults) as server:
-        cfg = make_config(tmp_path, server.port, n=2, smtp="  max_retries: 2")
-        result = send(cfg)
-    assert result.exit_code == 1
-    assert "failed: reader000@example.org: 451 4.3.0 Temporary failure, try again" in result.output
-    assert server.handler.attempts["reader000@example.org"] == 3
+        cfg = make_config(tmp_path, server.port, n=2, smtp="  max_retries: 2\n  max_deferrals: 1")
+        first = send(cfg)
+        # Not final: the row waits for a later run, which the summary says.
+        assert first.exit_code == 0, first.output
+        assert re.search(r"^  deferred\s+2$", first.output, re.M), first.output
+        assert (
+            "deferred: reader000@example.org: 451 4.3.0 Temporary failure, try again "
+            "(the next send or run tries again)" in first.output
+        )
+        assert server.handler.attempts["reader000@example.org"] == 3
+        assert ledger(tmp_path) == {"deferred": 2}
+
+        second = send(cfg)  # max_deferrals: 1 run may defer it; the next one that does fails it
+    assert second.exit_code == 1, second.output
+    assert (
+        "failed: reader000@example.org: 451 4.3.0 Temporary failure, try again "
+        "(still refused after 2 runs)" in second.output
+    )
+    assert server.handler.attempts["reader000@example.org"] == 6
     assert ledger(tmp_path) == {"failed": 2}
 
 

@@ -195,3 +195,80 @@ def test_a_runs_papers_are_those_of_its_frozen_digests(tmp_path: Path) -> None:
         rebuilt = store.frozen_digest(store.pending(run_id)[1], digests[1].subscriber, papers)
         assert [p.paper for p in rebuilt.picks] == [papers["b"], papers["c"]]
         assert all(p.paper is papers[p.paper.id] for p in rebuilt.picks)
+
+
+def test_unfinished_lists_the_recipients_the_days_run_has_left(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a")], NOW)
+        run_id = store.open_run(DAY, NOW)
+        names = ("ada", "bob", "cy", "dan", "eve")
+        store.freeze(run_id, [digest_for(f"{n}@x.org", DAY, ["a"]) for n in names], NOW)
+        store.finish(run_id, "ada@x.org", "sent", "250", NOW)
+        store.finish(run_id, "bob@x.org", "deferred", "451", NOW)
+        store.mark_sending(run_id, "cy@x.org", "<m>", NOW)
+        store.finish(run_id, "eve@x.org", "failed", "550", NOW)
+        assert store.unfinished(DAY) == {"bob@x.org", "cy@x.org", "dan@x.org"}
+        assert store.unfinished(DAY + dt.timedelta(days=1)) == set()
+        # A deferred row is sent again (and counted), and the run is not over while it waits.
+        assert [(r.subscriber, r.deferrals) for r in store.pending(run_id)] == [
+            ("bob@x.org", 1),
+            ("dan@x.org", 0),
+        ]
+        store.close_run(run_id, NOW)
+        assert store.db.execute("SELECT finished_at FROM runs").fetchone() == (None,)
+
+
+def test_a_later_days_run_supersedes_deferred_rows_too(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a")], NOW)
+        run_id = store.open_run(DAY, NOW)
+        store.freeze(run_id, [digest_for("ada@x.org", DAY, ["a"])], NOW)
+        store.finish(run_id, "ada@x.org", "deferred", "451", NOW)
+        assert store.supersede_before(DAY + dt.timedelta(days=1), NOW) == ["ada@x.org"]
+        assert store.run_counts(run_id) == {"cancelled": 1}
+
+
+def test_migration_6_keeps_the_ledger_and_its_order(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:5], start=1):
+        db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+    db.execute("INSERT INTO runs(day, started_at) VALUES ('2026-05-08', 'x')")
+    for who, status in (("zed", "sent"), ("amy", "pending"), ("kim", "unknown")):
+        db.execute(
+            "INSERT INTO ledger(run_id, subscriber, email, digest, papers, status, updated_at) "
+            "VALUES (1, ?, ?, '{}', 1, ?, 'x')",
+            (who, who, status),
+        )
+    db.close()
+    with SqliteStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        rows = store.db.execute(
+            "SELECT subscriber, status, deferrals FROM ledger ORDER BY rowid"
+        ).fetchall()
+        assert rows == [("zed", "sent", 0), ("amy", "pending", 0), ("kim", "unknown", 0)]
+        store.finish(1, "amy", "deferred", "451", NOW)  # the new status is accepted
+        assert store.run_counts(1)["deferred"] == 1
+
+
+def test_a_write_that_fails_names_the_state_file_and_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        ids = [f"2605.{i:05d}" for i in range(20)]
+        store.add_papers([paper(pid) for pid in ids], NOW)
+        run_id = store.open_run(DAY, NOW)
+        names = [f"r{i}@x.org" for i in range(100)]
+        store.freeze(run_id, [digest_for(n, DAY, ids) for n in names], NOW)
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        store.db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StoreError) as caught:
+            for name in names:
+                store.finish(run_id, name, "sent", "250", NOW)
+        assert str(caught.value).startswith(f"{tmp_path / 's.db'}: cannot record the outcome for ")
+        assert str(caught.value).endswith(
+            ": database or disk is full (free some space on its disk)"
+        )
+        assert not store.db.in_transaction
+        store.db.execute(f"PRAGMA max_page_count = {pages * 10}")
+        store.finish(run_id, names[-1], "sent", "250", NOW)  # the connection still works
