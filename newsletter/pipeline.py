@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from newsletter import build, message, render, selection, sources
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, SendError
-from newsletter.models import Digest, PaperData, Subscriber
+from newsletter.models import Digest, PaperData, RunHealth, Subscriber
 from newsletter.send import Outcome, Sender
-from newsletter.store import RunHealth, Store
+from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
