@@ -27,9 +27,9 @@ import aiosmtplib
 
 from bench import buildbench, workload
 from newsletter import build, pipeline
+from newsletter.deliver import Outcome, SmtpSender, SmtpSettings
 from newsletter.message import Outgoing
 from newsletter.models import Digest
-from newsletter.send import Outcome, SmtpSender, SmtpSettings
 from newsletter.store import SqliteStore
 
 

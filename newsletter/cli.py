@@ -26,10 +26,7 @@ import click
 
 from newsletter import __version__, message, preflight, render, schedule, sources, unsubscribe
 from newsletter import config as config_mod
-from newsletter.errors import ConfigError, NewsletterError, TemplateError
-from newsletter.models import Subscriber
-from newsletter.pipeline import RunReport, logged, run_once, silence_warning
-from newsletter.send import (
+from newsletter.deliver import (
     Outcome,
     PreviewSender,
     Sender,
@@ -37,6 +34,9 @@ from newsletter.send import (
     SmtpSettings,
     default_helo_name,
 )
+from newsletter.errors import ConfigError, NewsletterError, TemplateError
+from newsletter.models import Subscriber
+from newsletter.pipeline import RunReport, logged, run_once, silence_warning
 from newsletter.store import SqliteStore
 from newsletter.web import UnsubscribeServer
 

@@ -26,8 +26,8 @@ With enough subscribers the pure stages run on a pool of processes (``build``). 
 selects here (the ledger keeps each digest) and composes on the pool. A preview, a dry run
 or a test send keeps no digest, so its workers get the matches once and select too
 (``build.select_and_compose``): this process only reads each subscriber's history from the
-store and hands the messages on, without their HTML and text unless the sender reads them
-(``Sender.needs_bodies``).
+store and hands the messages on. Only a sender that writes pages (the preview folder) needs
+their HTML and text back from the workers: a real send composes without them.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 
 from newsletter import build, message, render, selection, sources
 from newsletter.config import Config
+from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
 from newsletter.models import Digest, PaperData, RunHealth, Subscriber
-from newsletter.send import Outcome, Sender
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,11 @@ def run_once(
             subscribers = [s for s in subscribers if s.email not in report.frozen]
             messages: Iterator[message.Outgoing] = iter(())
             if frozen:
-                messages = composer.compose_all(frozen, len(frozen), bodies=sender.needs_bodies)
+                messages = composer.compose_all(frozen, len(frozen), bodies=True)
             if subscribers:
                 selecting, requests = _match(config, group, store, now, day, subscribers, report)
                 built = composer.select_and_compose(
-                    selecting, requests, len(subscribers), bodies=sender.needs_bodies
+                    selecting, requests, len(subscribers), bodies=True
                 )
                 messages = itertools.chain(messages, _nothing_new_reported(built, report))
             sender.send_all(messages, _Tally(report, progress))
@@ -513,7 +513,7 @@ def _send(
             max_deferrals=config.smtp.max_deferrals,
         )
         messages = composer.compose_all(
-            frozen(), len(rows), bodies=sender.needs_bodies, papers=list(papers.values())
+            frozen(), len(rows), bodies=False, papers=list(papers.values())
         )
         try:
             sender.send_all(messages, events)

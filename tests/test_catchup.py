@@ -147,7 +147,7 @@ def test_rising_paper_comes_back_once(tmp_path: Path) -> None:
     run(cfg, source, sender, day(2))
     run(cfg, source, sender, day(3))
     assert sender.ids_for("ada@example.org") == [["hot"], ["new", "slow"]]
-    html = sender.sent[1].email.html
+    html = sender.html(1)
     assert "Rising" in html
 
 
