@@ -148,14 +148,12 @@ def run_once(
     subscribers = _recipients(config, options, day, store.states(), report)
     spec = _spec(config, key, now, test_links=options.test)
     composer = build.Composer(spec)  # reads the templates: a broken one fails before fetching
-    matching = _Matching(config, group, store, now, day, report)
+    job = _Job(config, options, group, store, sender, now, day, composer, report)
     try:
         if not sender.records_deliveries:
-            _preview(config, options, store, sender, day, subscribers, composer, matching, report)
+            _preview(job, subscribers)
         else:
-            _send(
-                config, options, store, sender, day, subscribers, composer, matching, clock, report
-            )
+            _send(job, subscribers, clock)
     except _FetchFailed:
         log.error("run.fetch_failed errors=%s", report.source_errors)
         report.fetch_failed = True
@@ -186,19 +184,11 @@ def _recipients(
     return chosen
 
 
-def _preview(
-    config: Config,
-    options: RunOptions,
-    store: Store,
-    sender: Sender,
-    day: dt.date,
-    subscribers: list[Subscriber],
-    composer: build.Composer,
-    matching: _Matching,
-    report: RunReport,
-) -> None:
+def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
     """A preview, a dry run or a test send: composed with bodies (the preview folder shows
     them), counted, recorded nowhere."""
+    config, options, store, sender = job.config, job.options, job.store, job.sender
+    day, composer, report = job.day, job.composer, job.report
     messages: Iterator[message.Outgoing] = iter(())
     if options.test:
         frozen = ledger.frozen_for_test(
@@ -211,7 +201,7 @@ def _preview(
         if digests:
             messages = _compose_all(composer, digests, len(digests), bodies=True)
     if subscribers:
-        selecting, requests = matching.match(subscribers)
+        selecting, requests = job.match(subscribers)
         built = build.select_and_compose(
             composer.spec,
             selecting,
@@ -225,26 +215,17 @@ def _preview(
     sender.close()
 
 
-def _send(
-    config: Config,
-    options: RunOptions,
-    store: Store,
-    sender: Sender,
-    day: dt.date,
-    subscribers: list[Subscriber],
-    composer: build.Composer,
-    matching: _Matching,
-    clock: Clock,
-    report: RunReport,
-) -> None:
+def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
     """A real send of the day's frozen run: see the module's map."""
+    config, options, store, sender = job.config, job.options, job.store, job.sender
+    day, composer, report = job.day, job.composer, job.report
     with store.send_lock(options.lock_wait):
         run = ledger.open_run(store, day, clock)
         missing = run.missing(subscribers)
         if missing:
             # Selected here, in full, before the ledger transaction (fetching does I/O of its
             # own): the ledger keeps each digest, so a resumed run sends the same ones.
-            selecting, requests = matching.match(missing)
+            selecting, requests = job.match(missing)
             run.freeze(
                 [selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests],
                 send_empty=config.selection.send_empty,
@@ -285,21 +266,24 @@ class _FetchFailed(Exception):
 
 
 @dataclass(slots=True)
-class _Matching:
-    """Fetch what the subscribers' windows need, match once; then each one's request."""
+class _Job:
+    """One run's inputs, shared by its two paths; ``match`` fetches and matches for them."""
 
     config: Config
+    options: RunOptions
     group: list[sources.Source]
     store: Store
+    sender: Sender
     now: dt.datetime
     day: dt.date
+    composer: build.Composer
     report: RunReport
 
     def match(
         self, subscribers: list[Subscriber]
     ) -> tuple[build.Selecting, Iterator[build.Request]]:
-        """Fetched and matched now (eagerly); the requests are read from the store lazily,
-        one per subscriber: their sent-history and skipped papers."""
+        """Fetch what the subscribers' windows need and match once (eagerly); the requests
+        are read from the store lazily, one per subscriber: sent-history, skipped papers."""
         store, day, settings = self.store, self.day, self.config.selection
         since = {
             s.key: selection.window_start(
