@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import random
 import re
@@ -18,20 +16,19 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import aiosmtplib
 
+from newsletter.deliver.backlog import Backlog, Queued
 from newsletter.deliver.events import Events, Outcome
 from newsletter.deliver.replies import ReplyAction, SmtpStatus, action, describe, permanent
 from newsletter.errors import SendError
 from newsletter.message import Outgoing
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class SendAborted(SendError):
@@ -387,119 +384,6 @@ def _dot_stuff(data: bytes) -> bytes:
     return re.sub(rb"(?m)^\.", b"..", data)
 
 
-@dataclass(slots=True, eq=False)
-class _Job:
-    """One message on its way, with the temporary failures it met in this send."""
-
-    message: Outgoing
-    failures: int = 0
-
-
-class _Backlog:
-    """The messages of one send, shared by the pool's connections (one event loop).
-
-    Fresh messages come from the producer, at most ``room`` held (one digest in memory per
-    slot). A message that met a temporary failure waits here for its retry time instead of
-    holding its connection. After ``halt()`` (or the sender's stop) every wait returns and
-    nothing more is handed out: what was not taken stays pending.
-    """
-
-    def __init__(self, room: int, stop: threading.Event) -> None:
-        self.room = room
-        self.stop = stop
-        self.fresh: deque[_Job] = deque()
-        self.later: list[tuple[float, int, _Job]] = []  # (due, order, job): a heap
-        self.taken = 0  # handed out and not yet done
-        self.exhausted = False  # the producer has no more
-        self.halted = False
-        self._order = itertools.count()
-        self._changed = asyncio.Event()
-
-    @property
-    def stopped(self) -> bool:
-        return self.halted or self.stop.is_set()
-
-    def wake(self) -> None:
-        """Something changed: every waiter looks again."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def halt(self) -> None:
-        self.halted = True
-        self.wake()
-
-    async def _wait(self, timeout: float | None) -> None:
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, but no longer than until the send stops."""
-        deadline = time.monotonic() + seconds
-        while not self.stopped and (left := deadline - time.monotonic()) > 0:
-            await self._wait(left)
-
-    async def unless_stopped(self, work: Awaitable[T]) -> T | None:
-        """``await work``, or cancel it and return None when the send stops first."""
-        task = asyncio.ensure_future(work)
-        try:
-            while not task.done() and not self.stopped:
-                waiter = asyncio.ensure_future(self._changed.wait())
-                try:
-                    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-            return task.result() if task.done() else None
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-
-    async def put(self, message: Outgoing) -> bool:
-        """Add a fresh message when there is room; False if the send stopped meanwhile."""
-        while len(self.fresh) >= self.room and not self.stopped:
-            await self._wait(None)
-        if self.stopped:
-            return False
-        self.fresh.append(_Job(message))
-        self.wake()
-        return True
-
-    def close(self) -> None:
-        self.exhausted = True
-        self.wake()
-
-    async def take(self) -> _Job | None:
-        """The next message to send (a retry that is due first); None when all is done."""
-        while not self.stopped:
-            now = time.monotonic()
-            if self.later and self.later[0][0] <= now:
-                job = heapq.heappop(self.later)[2]
-            elif self.fresh:
-                job = self.fresh.popleft()
-            elif self.exhausted and not self.later and not self.taken:
-                return None
-            else:
-                await self._wait(self.later[0][0] - now if self.later else None)
-                continue
-            self.taken += 1
-            self.wake()  # room for the producer
-            return job
-        return None
-
-    def retry_later(self, job: _Job, delay: float) -> None:
-        heapq.heappush(self.later, (time.monotonic() + delay, next(self._order), job))
-
-    def give_back(self, job: _Job) -> None:
-        """Not tried: first in line for another connection."""
-        self.fresh.appendleft(job)
-
-    def done(self) -> None:
-        self.taken -= 1
-        self.wake()
-
-
 class _GaveUp(Exception):
     """A connection could not be opened in ``1 + max_retries`` attempts."""
 
@@ -527,7 +411,7 @@ class _Delivery:
         self.settings = sender.settings
         self.events = events
         self.connections = max(1, self.settings.connections)
-        self.backlog = _Backlog(2 * self.connections, sender._stop)
+        self.backlog = Backlog(2 * self.connections, sender._stop)
         self.limiter = _RateLimiter(self.settings.rate_per_second)
         self.workers = self.connections  # those that have not given up on connecting
         self.error: BaseException | None = None
@@ -620,7 +504,7 @@ class _Delivery:
                 )
         raise _GaveUp(detail, attempts)
 
-    async def _deliver(self, slot: _Slot, job: _Job) -> None:
+    async def _deliver(self, slot: _Slot, job: Queued) -> None:
         s = self.settings
         message = job.message
         if slot.conn is None or not slot.conn.is_connected:
