@@ -2,7 +2,7 @@
 
     now         = clock()
     day         = options.day or sources.latest_day(sources, now)               (I/O: HTTP)
-    subscribers = config's, less those with a state (store.states()), --subscriber, not due
+    subscribers = config's: --subscriber, due (selection.is_due), without a state (store.states())
     composer    = build.Composer(spec: templates, masthead, signing key, now)   (reads templates)
 
     preview, dry run, test send (sender.records_deliveries is false; the store is a copy):
