@@ -6,7 +6,7 @@ three ways over the same number of connections, in turns:
 - raw: aiosmtplib, one ``sendmail`` after another on each connection, nothing else;
 - SmtpSender: the production sender (pool, per-message transaction, outcome events),
   with events that do nothing;
-- SmtpSender + ledger: as a real send, with pipeline's ledger events committing each
+- SmtpSender + ledger: as a real send, with the ledger's Recorder (its Events) committing each
   message's transitions to SQLite (WAL) as they happen.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 import aiosmtplib
 
 from bench import buildbench, workload
-from newsletter import build, pipeline
+from newsletter import build, ledger
+from newsletter.deliver import Outcome, SmtpSender, SmtpSettings
 from newsletter.message import Outgoing
 from newsletter.models import Digest
-from newsletter.send import Outcome, SmtpSender, SmtpSettings
 from newsletter.store import SqliteStore
 
 
@@ -120,14 +120,13 @@ def sender(
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as folder:
         store = SqliteStore(Path(folder) / "state.db")
         now = workload.NOW
-        run_id = store.open_run(workload.DAY, now)
-        store.freeze(run_id, digests, now)
-        report = pipeline.RunReport()
-        ledger = pipeline._Ledger(store, run_id, lambda: dt.datetime.now(dt.UTC), report, None)
+        run = ledger.open_run(store, workload.DAY, lambda: dt.datetime.now(dt.UTC))
+        store.freeze(run.id, digests, now)
+        recorder = run.recorder(run.due(retry_unknown=False, daily_cap=None), max_deferrals=3)
         start = time.perf_counter()
-        smtp.send_all(iter(messages), ledger)
+        smtp.send_all(iter(messages), recorder)
         elapsed = time.perf_counter() - start
-        sent = store.run_counts(run_id)["sent"]
+        sent = store.run_counts(run.id)["sent"]
         store.close()
     return elapsed, sent
 

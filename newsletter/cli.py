@@ -26,10 +26,7 @@ import click
 
 from newsletter import __version__, message, preflight, render, schedule, sources, unsubscribe
 from newsletter import config as config_mod
-from newsletter.errors import ConfigError, NewsletterError, TemplateError
-from newsletter.models import Subscriber
-from newsletter.pipeline import RunReport, logged, run_once, silence_warning
-from newsletter.send import (
+from newsletter.deliver import (
     Outcome,
     PreviewSender,
     Sender,
@@ -37,6 +34,10 @@ from newsletter.send import (
     SmtpSettings,
     default_helo_name,
 )
+from newsletter.errors import ConfigError, NewsletterError, TemplateError
+from newsletter.health import logged, silence_warning
+from newsletter.models import Subscriber
+from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.store import SqliteStore
 from newsletter.web import UnsubscribeServer
 
@@ -283,13 +284,12 @@ def preview(
     ):
         report = run_once(
             config,
+            RunOptions(day=_day(date_), only=subscriber),
             source=found,
             store=store,
             sender=sender,
-            now=now,
             key=key,
-            day=_day(date_),
-            only=subscriber,
+            clock=lambda: now,
         )
     for line in report.source_errors:
         click.echo(line, err=True)
@@ -429,19 +429,20 @@ def send(
         def send_once() -> RunReport:
             return run_once(
                 config,
+                RunOptions(
+                    day=day,
+                    only=subscriber,
+                    due_only=test_to is None,
+                    test=test_to is not None,
+                    retry_unknown=retry_unknown,
+                    lock_wait=wait,
+                    progress=progress,
+                ),
                 source=found,
                 store=store,
                 sender=sender,
-                now=_now(),
                 key=key,
-                day=day,
-                only=subscriber,
-                due_only=test_to is None,
-                test=test_to is not None,
-                retry_unknown=retry_unknown,
                 clock=_now,
-                progress=progress,
-                lock_wait=wait,
             )
 
         with _graceful_stop(sender):
@@ -737,15 +738,12 @@ def _run_due(
         def once(day: dt.date = day, keys: set[str] = keys) -> RunReport:
             return run_once(
                 config,
+                RunOptions(day=day, keys=keys, lock_wait=lock_wait),
                 source=found,
                 store=store,
                 sender=sender,
-                now=_now(),
                 key=key,
-                day=day,
-                keys=keys,
                 clock=_now,
-                lock_wait=lock_wait,
             )
 
         reports.append(logged(store, kind, _now, once))

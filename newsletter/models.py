@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -155,3 +156,80 @@ def merge_papers(old: PaperData, new: PaperData) -> PaperData:
         categories=base.categories or extra.categories,
         arxiv_comment=base.arxiv_comment or extra.arxiv_comment,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """Upvotes gained between two snapshots of a paper taken ``hours`` apart: the store
+    computes it from its snapshots, selection scores and describes it."""
+
+    delta: int
+    hours: float
+
+    @property
+    def per_day(self) -> float:
+        return max(0.0, self.delta * 24.0 / self.hours) if self.hours > 0 else 0.0
+
+    def describe(self) -> str:
+        if self.delta <= 0:
+            return ""
+        when = "since yesterday" if 12 <= self.hours <= 36 else f"in {_span(self.hours)}"
+        return f"+{self.delta} {when}"
+
+
+def _span(hours: float) -> str:
+    if hours < 36:
+        return f"{round(hours)} h"
+    return f"{round(hours / 24)} days"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One HTTP answer: ``sources.http`` makes it, the store keeps it raw (conditional GET,
+    ``--replay``) and gives it back."""
+
+    url: str  # the request URL, query included: the key the store keeps it under
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    from_store: bool = False  # the body came from the store (304 Not Modified, or a replay)
+
+
+#: A subscriber who must not get mail, and why: they unsubscribed, or the address bounced.
+SubscriberState = Literal["unsubscribed", "suppressed"]
+
+#: A recipient's row in a run's ledger: ``pending`` (to send), ``sending`` (handed to the
+#: server, no answer yet), then ``sent``, ``failed``, ``unknown`` (the server may have it),
+#: ``deferred`` (a 4xx outlived the run's retries), ``empty`` (nothing new) or ``cancelled``.
+LedgerStatus = Literal[
+    "pending", "sending", "sent", "failed", "unknown", "empty", "cancelled", "deferred"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A recipient of a frozen run: the store reads it back, the ledger sends or cancels it."""
+
+    run_id: int
+    subscriber: str  # casefolded address
+    email: str
+    digest: str  # the frozen digest, as the store keeps it
+    status: str
+    deferrals: int = 0  # earlier runs that deferred it (a 4xx outlived their retries)
+
+
+@dataclass(frozen=True, slots=True)
+class RunHealth:
+    """One send, run or scheduled run in the run log: ``health.logged`` writes it, ``status``
+    and the silence warning read it back."""
+
+    kind: str
+    day: dt.date | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    papers: int = 0
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    nothing_new: int = 0
+    error: str | None = None

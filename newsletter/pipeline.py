@@ -1,33 +1,47 @@
-"""One run, from fetch to delivery. It calls the stages and does nothing else.
+"""One run, from fetch to delivery: the map. It calls the stages and does nothing else.
 
-    since   = {s: selection.window_start(s, day, store.last_digest_day(s), max_age)}  (pure)
-    fetched = sources.fetch_all(sources, days of the windows the store lacks, log_to=store)
-              # merged by arXiv id; a bad paper is skipped, a failed day or source is a
-              # warning and retried next run; the run's own day fetched by no source fails
-              # the run and nothing is sent                                 (I/O: HTTP)
-    store.add_papers(fetched.papers, now)                          -> upvote snapshots (I/O: SQLite)
-    matches = selection.match_topics(store.candidates(days), topics, trends)  (pure, once per run)
-    for subscriber in due(config.subscribers, day):
-        digest = selection.select(matches, subscriber, store.sent_ids(subscriber), now, since)  (pure)
-        store.freeze(run, digest)                  (a real send: the run's ledger row, pending)
-        email  = render.render(digest, env, identity, name, unsubscribe URL)             (pure)
-        msg    = message.build(email, sender identity, ...)                              (pure)
-        sender.send_all(msgs)                      (I/O: SMTP, or the preview folder)
-        store.finish(run, subscriber, outcome)     (a real send only: ledger + sent-history)
+    now         = clock()
+    day         = options.day or sources.latest_day(sources, now)               (I/O: HTTP)
+    subscribers = config's: --subscriber, due (selection.is_due), without a state (store.states())
+    composer    = build.Composer(spec: templates, masthead, signing key, now)   (reads templates)
 
-A real send freezes its recipients and their digests in the ledger before the first
-message goes out, so running it again the same day resumes it instead of building another;
-a preview, a dry run and a test send run on a copy of the state in memory and record
-nothing (a test send reads back the digest the day's run froze, when there is one). I/O lives
-at the edges behind small protocols (``Source``, ``Store``, ``Sender``) so tests hand in
-fakes and production wires the real ones the same way.
+    preview, dry run, test send (sender.records_deliveries is false; the store is a copy):
+        frozen   = ledger.frozen_for_test(store, day, subscribers)   a test send only: the
+                                                     digest the day's run froze, if any
+        selecting, requests = match(the others)
+        messages = build.compose_all(frozen digests, bodies=True)
+                 + build.select_and_compose(selecting, requests, bodies=True)
+                   # on a pool the workers select too; nothing new -> reported, not composed
+        sender.send_all(messages, tally)             (I/O: the preview folder, or SMTP)
 
-With enough subscribers the pure stages run on a pool of processes (``build``). A real send
-selects here (the ledger keeps each digest) and composes on the pool. A preview, a dry run
-or a test send keeps no digest, so its workers get the matches once and select too
-(``build.select_and_compose``): this process only reads each subscriber's history from the
-store and hands the messages on, without their HTML and text unless the sender reads them
-(``Sender.needs_bodies``).
+    real send (under the state's send lock):
+        run     = ledger.open_run(store, day, clock) # earlier days superseded, in-flight
+                                                     # rows of a send that died -> unknown
+        missing = run.missing(subscribers)
+        if missing:                                  # a new run, or subscribers added since
+            selecting, requests = match(missing)
+            run.freeze(selecting.select(r) for r in requests)    before any message goes out
+        rows     = run.due(retry_unknown, smtp.daily_cap)
+        messages = build.compose_all(run.digests(rows, ...), bodies=False, papers=run.papers())
+        sender.send_all(messages, run.recorder(rows))  (I/O: SMTP; each outcome committed)
+        report   = run.totals(); run.close()
+
+    match(subscribers):
+        since   = {s: selection.window_start(s, day, store.last_digest_day(s), max_age)}  (pure)
+        fetched = sources.fetch_all(sources, the days the windows need and the store lacks,
+                                    log_to=store)   # a failed day is retried by later runs;
+                                    # the run's own day fetched by no source fails the run
+        store.add_papers(fetched.papers, now)
+        matches = selection.match_topics(store.candidates(days), topics, store.trends(...))
+        requests = (subscriber, since, store.sent_ids(s), store.skipped_ids(s)), lazily
+
+Pure stages take ``now``; I/O lives at the edges behind small protocols (``sources.Source``,
+``store.Store``, ``deliver.Sender``), so tests hand in fakes and production wires the real
+ones the same way. A real send freezes its recipients and their digests before the first
+message goes out, so running it again the same day resumes it (``ledger``); a preview, a
+dry run and a test send run on a copy of the state in memory and record nothing. Only a
+sender that writes pages (the preview folder) needs the messages' HTML and text back from
+the composing workers: a real send composes without them (``bodies=False``).
 """
 
 from __future__ import annotations
@@ -36,28 +50,42 @@ import datetime as dt
 import itertools
 import logging
 from collections import Counter
-from collections.abc import (
-    Callable,
-    Collection,
-    Generator,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from newsletter import build, message, render, selection, sources
+from newsletter import build, ledger, message, render, selection, sources
 from newsletter.config import Config
+from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
 from newsletter.models import Digest, PaperData, Subscriber
-from newsletter.send import Outcome, Sender
-from newsletter.store import RunHealth, Store
+from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 Progress = Callable[[str, Outcome], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What one run is asked to do; the defaults: every subscriber, the latest day with papers."""
+
+    day: dt.date | None = None
+    #: One subscriber's address (``--subscriber``); ``keys``: a set of them, casefolded (the
+    #: scheduler's groups due now).
+    only: str | None = None
+    keys: Collection[str] | None = None
+    #: Only the subscribers due on ``day`` (weekly ones on ``schedule.weekly_on``).
+    due_only: bool = False
+    #: A test send: the digest the day's run froze for the subscriber when there is one
+    #: (what they got, whatever their sent-history says now), else the one selected now.
+    test: bool = False
+    #: A real send also sends again the rows whose outcome is unknown.
+    retry_unknown: bool = False
+    #: Seconds to wait for another process's send on the same state.
+    lock_wait: float = 0.0
+    #: Told each recipient's outcome as it happens.
+    progress: Progress | None = None
 
 
 @dataclass(slots=True)
@@ -92,35 +120,24 @@ class RunReport:
 
 def run_once(
     config: Config,
+    options: RunOptions,
     *,
     source: sources.Source | Sequence[sources.Source],
     store: Store,
     sender: Sender,
-    now: dt.datetime,
     key: bytes,
-    day: dt.date | None = None,
-    only: str | None = None,
-    keys: Collection[str] | None = None,
-    due_only: bool = False,
-    test: bool = False,
-    retry_unknown: bool = False,
-    clock: Clock | None = None,
-    progress: Progress | None = None,
-    lock_wait: float = 0.0,
+    clock: Clock,
 ) -> RunReport:
-    """Build and deliver the digests for ``day`` (default: the latest day with papers).
+    """Build and deliver the digests of ``options.day`` (default: the latest day with papers).
 
-    ``only`` restricts the run to one subscriber's address and ``keys`` to a set of them
-    (casefolded; the scheduler's groups due now); ``due_only`` to the subscribers due on
-    ``day`` (weekly ones on ``schedule.weekly_on``). With a sender that records deliveries
-    this is a real send: frozen in the ledger, resumable, never twice. ``test``: a test
-    send, which sends the digest the day's run froze for a subscriber when there is one
-    (what they got, whatever their sent-history says now), else the one selected now.
+    With a sender that records deliveries this is a real send: frozen in the ledger,
+    resumable, never twice; with any other, a preview that records nothing.
     """
+    now = clock()
     report = RunReport()
     group = list(source) if isinstance(source, Sequence) else [source]
     try:
-        day = day or sources.latest_day(group, now.date())
+        day = options.day or sources.latest_day(group, now.date())
     except NewsletterError as e:
         report.source_errors, report.fetch_failed = [str(e)], True
         return report
@@ -128,133 +145,191 @@ def run_once(
     if day is None:
         log.info("run.no_papers sources=%s", ",".join(s.name for s in group))
         return report
-    states = store.states()
-    subscribers = []
+    subscribers = _recipients(config, options, day, store.states(), report)
+    spec = _spec(config, key, now, test_links=options.test)
+    composer = build.Composer(spec)  # reads the templates: a broken one fails before fetching
+    job = _Job(config, options, group, store, sender, now, day, composer, report)
+    try:
+        if not sender.records_deliveries:
+            _preview(job, subscribers)
+        else:
+            _send(job, subscribers, clock)
+    except _FetchFailed:
+        log.error("run.fetch_failed errors=%s", report.source_errors)
+        report.fetch_failed = True
+    return report
+
+
+def _recipients(
+    config: Config,
+    options: RunOptions,
+    day: dt.date,
+    states: dict[str, tuple[str, str]],
+    report: RunReport,
+) -> list[Subscriber]:
+    """The configured subscribers this run is for; those with a state are reported, not mailed."""
+    chosen = []
     for sub in config.subscriber_models():
-        if only is not None and sub.key != only.casefold():
+        if options.only is not None and sub.key != options.only.casefold():
             continue
-        if keys is not None and sub.key not in keys:
+        if options.keys is not None and sub.key not in options.keys:
             continue
-        if due_only and not selection.is_due(sub, day, config.schedule.weekly_on):
+        if options.due_only and not selection.is_due(sub, day, config.schedule.weekly_on):
             continue
         if sub.key in states:
             unsubscribed = states[sub.key][0] == "unsubscribed"
             (report.unsubscribed if unsubscribed else report.bounced).append(sub.email)
             continue
-        subscribers.append(sub)
-    composer = _Composer(config, key, now, test_links=test)
-    try:
-        if not sender.records_deliveries:
-            frozen = _frozen_for_test(config, store, day, subscribers, report) if test else []
-            subscribers = [s for s in subscribers if s.email not in report.frozen]
-            messages: Iterator[message.Outgoing] = iter(())
-            if frozen:
-                messages = composer.compose_all(frozen, len(frozen), bodies=sender.needs_bodies)
-            if subscribers:
-                selecting, requests = _match(config, group, store, now, day, subscribers, report)
-                built = composer.select_and_compose(
-                    selecting, requests, len(subscribers), bodies=sender.needs_bodies
-                )
-                messages = itertools.chain(messages, _nothing_new_reported(built, report))
-            sender.send_all(messages, _Tally(report, progress))
-            sender.close()
-            return report
-        return _send(
-            config,
-            group,
-            store,
-            sender,
-            now,
-            day,
-            subscribers,
-            composer,
-            report,
-            retry_unknown=retry_unknown,
-            clock=clock or (lambda: now),
-            progress=progress,
-            lock_wait=lock_wait,
+        chosen.append(sub)
+    return chosen
+
+
+def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
+    """A preview, a dry run or a test send: composed with bodies (the preview folder shows
+    them), counted, recorded nowhere."""
+    config, options, store, sender = job.config, job.options, job.store, job.sender
+    day, composer, report = job.day, job.composer, job.report
+    messages: Iterator[message.Outgoing] = iter(())
+    if options.test:
+        frozen = ledger.frozen_for_test(
+            store, day, subscribers, send_empty=config.selection.send_empty
         )
-    except _FetchFailed:
-        log.error("run.fetch_failed errors=%s", report.source_errors)
-        report.fetch_failed = True
-        return report
+        report.frozen = {f.subscriber.email: f.status for f in frozen}
+        report.nothing_new += [f.subscriber.email for f in frozen if f.digest is None]
+        digests = [f.digest for f in frozen if f.digest is not None]
+        subscribers = [s for s in subscribers if s.email not in report.frozen]
+        if digests:
+            messages = _compose_all(composer, digests, len(digests), bodies=True)
+    if subscribers:
+        selecting, requests = job.match(subscribers)
+        built = build.select_and_compose(
+            composer.spec,
+            selecting,
+            requests,
+            workers=build.workers_for(len(subscribers)),
+            bodies=True,
+            composer=composer,
+        )
+        messages = itertools.chain(messages, _nothing_new_reported(built, report))
+    sender.send_all(messages, _Tally(report, options.progress))
+    sender.close()
 
 
-def _frozen_for_test(
-    config: Config, store: Store, day: dt.date, subscribers: list[Subscriber], report: RunReport
-) -> list[Digest]:
-    """The digests the run of ``day`` froze for these subscribers (a cancelled one aside)."""
-    found = []
-    for sub in subscribers:
-        row = store.frozen_row(day, sub.key)
-        if row is None or row.status == "cancelled":
-            continue
-        report.frozen[sub.email] = row.status
-        if row.status == "empty" and not config.selection.send_empty:
-            report.nothing_new.append(sub.email)
-            continue
-        found.append(store.frozen_digest(row, sub))
-    return found
+def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
+    """A real send of the day's frozen run: see the module's map."""
+    config, options, store, sender = job.config, job.options, job.store, job.sender
+    day, composer, report = job.day, job.composer, job.report
+    with store.send_lock(options.lock_wait):
+        run = ledger.open_run(store, day, clock)
+        missing = run.missing(subscribers)
+        if missing:
+            # Selected here, in full, before the ledger transaction (fetching does I/O of its
+            # own): the ledger keeps each digest, so a resumed run sends the same ones.
+            selecting, requests = job.match(missing)
+            run.freeze(
+                [selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests],
+                send_empty=config.selection.send_empty,
+            )
+        rows = run.due(retry_unknown=options.retry_unknown, daily_cap=config.smtp.daily_cap)
+        configured = {s.key for s in config.subscriber_models()}
+        papers = run.papers()
+        digests = run.digests(rows, subscribers, configured, papers)
+        recorder = run.recorder(
+            rows, max_deferrals=config.smtp.max_deferrals, progress=options.progress
+        )
+        # A real send's sender sends the bytes; the ledger reads the papers each one carried.
+        messages = _compose_all(
+            composer, digests, len(rows), bodies=False, papers=list(papers.values())
+        )
+        try:
+            sender.send_all(messages, recorder)
+        except SendError as e:
+            # The server refuses us or cannot be reached: the rest stays pending for a later run.
+            log.info("run.aborted error=%s", e)  # the caller says it: `send` prints, `serve` logs
+            report.aborted = str(e)
+        finally:
+            # A send that stopped early ends the compose pool now; left to the garbage
+            # collector, its shutdown can deadlock (it starts a thread while collecting).
+            messages.close()
+            sender.close()
+        # Any other error (a ledger write that failed) leaves: the next run recovers the ledger.
+        report.this_run.update(recorder.counts)
+        totals = run.totals()
+        report.delivered, report.failed, report.unknown = totals.sent, totals.failed, totals.unknown
+        report.deferred, report.nothing_new = totals.deferred, totals.empty
+        report.pending = totals.pending
+        run.close()
 
 
 class _FetchFailed(Exception):
     """No source could fetch the run's own day: the run stops and nothing is sent."""
 
 
-def _match(
-    config: Config,
-    group: list[sources.Source],
-    store: Store,
-    now: dt.datetime,
-    day: dt.date,
-    subscribers: list[Subscriber],
-    report: RunReport,
-) -> tuple[build.Selecting, Iterator[build.Request]]:
-    """Fetch what the windows need and match once (eagerly); then each subscriber's request.
+@dataclass(slots=True)
+class _Job:
+    """One run's inputs, shared by its two paths; ``match`` fetches and matches for them."""
 
-    The requests are read from the store lazily, one per subscriber: their sent-history
-    and skipped papers, which ``selecting.select`` takes with the run's matches.
-    """
-    settings = config.selection
-    since = {
-        s.key: selection.window_start(s, day, store.last_digest_day(s.key), settings.max_age_days)
-        for s in subscribers
-    }
-    first = min(since.values(), default=day)
-    days = [first + dt.timedelta(days=i) for i in range((day - first).days + 1)]
-    # A day every live source fetched after it ended is complete: not fetched again.
-    complete = set(days)
-    for source in group:
-        complete &= store.complete_days(source.name, days) if source.live else set()
-    wanted = [d for d in days if d not in complete]
-    fetched = sources.fetch_all(group, wanted, log_to=store, now=now)
-    if day in wanted and day not in fetched.days:
-        report.source_errors = fetched.errors + fetched.day_errors
-        raise _FetchFailed
-    # Other days that failed are fetched again by later runs: the digests go out without them.
-    report.source_errors = fetched.errors + [f"warning: {e}" for e in fetched.day_errors]
-    report.papers_fetched = len(fetched.papers)
-    store.add_papers(fetched.papers, now)
-    log.info(
-        "run.fetched days=%d fetched_days=%d papers=%d", len(days), len(wanted), len(fetched.papers)
-    )
+    config: Config
+    options: RunOptions
+    group: list[sources.Source]
+    store: Store
+    sender: Sender
+    now: dt.datetime
+    day: dt.date
+    composer: build.Composer
+    report: RunReport
 
-    candidates = store.candidates(days)
-    report.papers_considered = len(candidates)
-    matches = selection.match_topics(
-        candidates,
-        selection.topics_for_run(config.topic_models(), subscribers),
-        trends=store.trends(p.id for p in candidates),
-    )
-    selecting = build.Selecting(
-        matches,
-        now,
-        day,
-        weights=settings.weights_model(),
-        trending_count=settings.trending_count,
-        send_empty=settings.send_empty,
-    )
-    return selecting, _requests(store, subscribers, since)
+    def match(
+        self, subscribers: list[Subscriber]
+    ) -> tuple[build.Selecting, Iterator[build.Request]]:
+        """Fetch what the subscribers' windows need and match once (eagerly); the requests
+        are read from the store lazily, one per subscriber: sent-history, skipped papers."""
+        store, day, settings = self.store, self.day, self.config.selection
+        since = {
+            s.key: selection.window_start(
+                s, day, store.last_digest_day(s.key), settings.max_age_days
+            )
+            for s in subscribers
+        }
+        first = min(since.values(), default=day)
+        days = [first + dt.timedelta(days=i) for i in range((day - first).days + 1)]
+        # A day every live source fetched after it ended is complete: not fetched again.
+        complete = set(days)
+        for source in self.group:
+            complete &= store.complete_days(source.name, days) if source.live else set()
+        wanted = [d for d in days if d not in complete]
+        fetched = sources.fetch_all(self.group, wanted, log_to=store, now=self.now)
+        report = self.report
+        if day in wanted and day not in fetched.days:
+            report.source_errors = fetched.errors + fetched.day_errors
+            raise _FetchFailed
+        # Other days that failed are fetched again by later runs: the digests go out without them.
+        report.source_errors = fetched.errors + [f"warning: {e}" for e in fetched.day_errors]
+        report.papers_fetched = len(fetched.papers)
+        store.add_papers(fetched.papers, self.now)
+        log.info(
+            "run.fetched days=%d fetched_days=%d papers=%d",
+            len(days),
+            len(wanted),
+            len(fetched.papers),
+        )
+
+        candidates = store.candidates(days)
+        report.papers_considered = len(candidates)
+        matches = selection.match_topics(
+            candidates,
+            selection.topics_for_run(self.config.topic_models(), subscribers),
+            trends=store.trends(p.id for p in candidates),
+        )
+        selecting = build.Selecting(
+            matches,
+            self.now,
+            day,
+            weights=settings.weights_model(),
+            trending_count=settings.trending_count,
+            send_empty=settings.send_empty,
+        )
+        return selecting, _requests(store, subscribers, since)
 
 
 def _requests(
@@ -269,71 +344,42 @@ def _requests(
         )
 
 
-class _Composer:
-    """Digest -> Outgoing: the render and message stages with this installation's identity."""
-
-    def __init__(
-        self, config: Config, key: bytes, now: dt.datetime, *, test_links: bool = False
-    ) -> None:
-        self.config = config
-        nl = config.newsletter
-        self.spec = build.ComposeSpec(
-            templates_dir=config.templates_path,
-            identity=render.Identity(
-                title=nl.title,
-                base_url=nl.base_url,
-                operator_address=nl.from_address,
-                subject_template=nl.subject,
-                topic_names=config.topic_names(),
-            ),
-            sender=message.load_sender(config),  # reads the DKIM key, if any
-            key=key,
+def _spec(config: Config, key: bytes, now: dt.datetime, *, test_links: bool) -> build.ComposeSpec:
+    """What composing needs: this installation's templates, identity and signing key."""
+    nl = config.newsletter
+    return build.ComposeSpec(
+        templates_dir=config.templates_path,
+        identity=render.Identity(
+            title=nl.title,
             base_url=nl.base_url,
-            now=now,
-            test_links=test_links,
-        )
-        self.composer = build.Composer(self.spec)  # reads the templates: fails early
+            operator_address=nl.from_address,
+            subject_template=nl.subject,
+            topic_names=config.topic_names(),
+        ),
+        sender=message.load_sender(config),  # reads the DKIM key, if any
+        key=key,
+        base_url=nl.base_url,
+        now=now,
+        test_links=test_links,
+    )
 
-    def compose_all(
-        self,
-        digests: Iterable[Digest],
-        count: int,
-        *,
-        bodies: bool,
-        papers: Sequence[PaperData] = (),
-    ) -> Generator[message.Outgoing, None, None]:
-        """In order and lazily; on every core when there are ``count`` enough to pay off.
 
-        ``bodies=False``: the messages' ``email.html`` and ``email.text`` are "" (a sender
-        that does not read them: they are most of what would cross back from a worker).
-        ``papers``: the digests' papers, which a pool's workers then get once.
-        """
-        return build.compose_all(
-            self.spec,
-            digests,
-            workers=build.workers_for(count),
-            papers=papers,
-            bodies=bodies,
-            composer=self.composer,
-        )
-
-    def select_and_compose(
-        self,
-        selecting: build.Selecting,
-        requests: Iterable[build.Request],
-        count: int,
-        *,
-        bodies: bool,
-    ) -> Iterator[message.Outgoing | build.NothingNew]:
-        """``compose_all`` of each request's digest; a pool's workers select too."""
-        return build.select_and_compose(
-            self.spec,
-            selecting,
-            requests,
-            workers=build.workers_for(count),
-            bodies=bodies,
-            composer=self.composer,
-        )
+def _compose_all(
+    composer: build.Composer,
+    digests: Iterable[Digest],
+    count: int,
+    *,
+    bodies: bool,
+    papers: Sequence[PaperData] = (),
+) -> Generator[message.Outgoing, None, None]:
+    return build.compose_all(
+        composer.spec,
+        digests,
+        workers=build.workers_for(count),
+        papers=papers,
+        bodies=bodies,
+        composer=composer,
+    )
 
 
 def _nothing_new_reported(
@@ -362,231 +408,15 @@ class _Tally:
         pass
 
     def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
-        _count(self.report, msg.recipient, outcome)
-        self.report.this_run[outcome.status] += 1
+        report = self.report
+        if outcome.status == "sent":
+            report.delivered.append(msg.recipient)
+        elif outcome.status in ("failed", "deferred"):  # no later run retries a test send
+            report.failed[msg.recipient] = outcome.detail
+        elif outcome.status == "unknown":
+            report.unknown[msg.recipient] = outcome.detail
+        else:
+            report.pending += 1
+        report.this_run[outcome.status] += 1
         if self.progress:
             self.progress(msg.recipient, outcome)
-
-
-def _count(report: RunReport, recipient: str, outcome: Outcome) -> None:
-    if outcome.status == "sent":
-        report.delivered.append(recipient)
-    elif outcome.status in ("failed", "deferred"):  # no later run retries a test send
-        report.failed[recipient] = outcome.detail
-    elif outcome.status == "unknown":
-        report.unknown[recipient] = outcome.detail
-    else:
-        report.pending += 1
-
-
-class _Ledger:
-    """Events of a real send: every transition is committed as it happens.
-
-    ``deferrals``: how many earlier runs deferred each recipient; one deferred again after
-    ``max_deferrals`` of them fails.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        run_id: int,
-        clock: Clock,
-        report: RunReport,
-        progress: Progress | None,
-        *,
-        deferrals: Mapping[str, int] | None = None,
-        max_deferrals: int = 3,
-    ) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.clock = clock
-        self.report = report
-        self.progress = progress
-        self.deferrals = deferrals or {}
-        self.max_deferrals = max_deferrals
-
-    def started(self, msg: message.Outgoing) -> None:
-        self.store.mark_sending(self.run_id, msg.recipient.casefold(), msg.message_id, self.clock())
-
-    def retrying(self, msg: message.Outgoing, detail: str) -> None:
-        self.store.finish(self.run_id, msg.recipient.casefold(), "pending", detail, self.clock())
-
-    def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
-        key = msg.recipient.casefold()
-        before = self.deferrals.get(key, 0)
-        if outcome.status == "deferred" and before >= self.max_deferrals:
-            runs = before + 1
-            outcome = Outcome("failed", f"{outcome.detail} (still refused after {runs} runs)")
-        self.report.this_run[outcome.status] += 1
-        # email.paper_ids: papers the size guard left out stay unsent, for next time.
-        self.store.finish(
-            self.run_id,
-            key,
-            outcome.status,
-            outcome.detail,
-            self.clock(),
-            paper_ids=msg.email.paper_ids,
-        )
-        if outcome.suppress:
-            self.store.set_state(key, "suppressed", outcome.detail, self.clock())
-        log.log(
-            logging.WARNING if outcome.status in ("failed", "unknown") else logging.INFO,
-            "digest.%s subscriber=%s detail=%r",
-            outcome.status,
-            msg.recipient,
-            outcome.detail,
-        )
-        if self.progress:
-            self.progress(msg.recipient, outcome)
-
-
-def _send(
-    config: Config,
-    group: list[sources.Source],
-    store: Store,
-    sender: Sender,
-    now: dt.datetime,
-    day: dt.date,
-    subscribers: list[Subscriber],
-    composer: _Composer,
-    report: RunReport,
-    *,
-    retry_unknown: bool,
-    clock: Clock,
-    progress: Progress | None,
-    lock_wait: float,
-) -> RunReport:
-    with store.send_lock(lock_wait):
-        run_id = store.open_run(day, now)
-        for email in store.supersede_before(day, clock()):
-            log.info(
-                "digest.superseded subscriber=%s (left pending by an earlier day's run)", email
-            )
-        for email in store.recover_in_flight(run_id, clock()):
-            log.warning(
-                "digest.unknown subscriber=%s (in flight when a previous send stopped)", email
-            )
-        present = store.run_recipients(run_id)
-        missing = [s for s in subscribers if s.key not in present]
-        if missing:  # a new run, or subscribers added since it started
-            # Selected here, in full, before the ledger transaction (fetching does I/O of its
-            # own): the ledger keeps each digest, so a resumed run sends the same ones.
-            selecting, requests = _match(config, group, store, now, day, missing, report)
-            digests = [
-                selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests
-            ]
-            added = store.freeze(run_id, digests, clock(), send_empty=config.selection.send_empty)
-            log.info("run.frozen run=%d day=%s added=%d", run_id, day, added)
-        by_key = {s.key: s for s in subscribers}
-        rows = store.pending(run_id, retry_unknown=retry_unknown)
-        daily_cap = config.smtp.daily_cap
-        if daily_cap is not None:
-            start_of_day = dt.datetime.combine(clock().date(), dt.time(), tzinfo=dt.UTC)
-            room = max(0, daily_cap - store.delivered_since(start_of_day))
-            if len(rows) > room:
-                log.warning("run.daily_cap cap=%d left_pending=%d", daily_cap, len(rows) - room)
-                rows = rows[:room]
-
-        configured = {s.key for s in config.subscriber_models()}
-        states = store.states()
-        # Shared by the run's digests, read once; the workers get them once too.
-        papers = store.run_papers(run_id)
-
-        def frozen() -> Iterator[Digest]:
-            for row in rows:
-                sub = by_key.get(row.subscriber)
-                if sub is None:  # removed from the YAML, unsubscribed or suppressed since
-                    if row.subscriber not in configured or row.subscriber in states:
-                        store.finish(
-                            run_id, row.subscriber, "cancelled", "no longer subscribed", clock()
-                        )
-                    continue
-                yield store.frozen_digest(row, sub, papers)
-
-        events = _Ledger(
-            store,
-            run_id,
-            clock,
-            report,
-            progress,
-            deferrals={r.subscriber: r.deferrals for r in rows if r.deferrals},
-            max_deferrals=config.smtp.max_deferrals,
-        )
-        messages = composer.compose_all(
-            frozen(), len(rows), bodies=sender.needs_bodies, papers=list(papers.values())
-        )
-        try:
-            sender.send_all(messages, events)
-        except SendError as e:
-            # The server refuses us or cannot be reached: the rest stays pending for a later run.
-            log.info("run.aborted error=%s", e)  # the caller says it: `send` prints, `serve` logs
-            report.aborted = str(e)
-        finally:
-            # A send that stopped early ends the compose pool now; left to the garbage
-            # collector, its shutdown can deadlock (it starts a thread while collecting).
-            messages.close()
-            sender.close()
-        # Any other error (a ledger write that failed) leaves: the next run recovers the ledger.
-        _fill_from_ledger(store, run_id, report)
-        store.close_run(run_id, clock())
-    return report
-
-
-def _fill_from_ledger(store: Store, run_id: int, report: RunReport) -> None:
-    """The run's totals, this invocation's work and what earlier ones did, from the ledger."""
-    report.delivered = [e for e, _ in store.run_rows(run_id, "sent")]
-    report.failed = dict(store.run_rows(run_id, "failed"))
-    report.unknown = dict(store.run_rows(run_id, "unknown"))
-    report.deferred = dict(store.run_rows(run_id, "deferred"))
-    report.nothing_new = [e for e, _ in store.run_rows(run_id, "empty")]
-    report.pending = store.run_counts(run_id)["pending"]
-
-
-def logged(store: Store, kind: str, clock: Clock, run: Callable[[], RunReport]) -> RunReport:
-    """Run and record it in the run log: start, end, counts and the error if any."""
-    log_id = store.log_run_start(kind, clock())
-    try:
-        report = run()
-    except Exception as e:
-        try:
-            store.log_run_end(log_id, clock(), RunHealth(kind, error=f"{type(e).__name__}: {e}"))
-        except NewsletterError as also:  # the state file itself failed: report the first error
-            log.info("run_log.not_recorded error=%s", also)
-        raise
-    error = report.aborted or ("; ".join(report.source_errors) if report.fetch_failed else None)
-    store.log_run_end(
-        log_id,
-        clock(),
-        RunHealth(
-            kind,
-            day=report.day,
-            papers=report.papers_fetched,
-            sent=report.this_run["sent"],
-            failed=report.this_run["failed"],
-            unknown=report.this_run["unknown"],
-            nothing_new=len(report.nothing_new),
-            error=error,
-        ),
-    )
-    return report
-
-
-def silence_warning(store: Store, config: Config, now: dt.datetime) -> str | None:
-    """A warning when no digest went out for ``alert_after_days`` while subscribers are active."""
-    states = store.states()
-    active = [s for s in config.subscriber_models() if s.key not in states]
-    if not active:
-        return None
-    days = config.newsletter.alert_after_days
-    last = store.last_delivery_at()
-    if last is None:
-        first = store.first_run_at()
-        if first is None or now - first < dt.timedelta(days=days):
-            return None
-        return f"no digest has gone out since the first run ({first:%Y-%m-%d}) with {len(active)} active subscribers"
-    if now - last >= dt.timedelta(days=days):
-        return (
-            f"no digest has gone out for {(now - last).days} days (last {last:%Y-%m-%d %H:%M} UTC) "
-            f"with {len(active)} active subscribers: check the sources, SMTP and the run log"
-        )
-    return None

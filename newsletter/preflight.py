@@ -17,8 +17,8 @@ import jinja2.meta
 
 from newsletter import message, render, unsubscribe
 from newsletter.config import Config, state_path_problem
+from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
 from newsletter.errors import ConfigError, SendError, TemplateError
-from newsletter.send import SendAborted, SmtpSender, SmtpSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

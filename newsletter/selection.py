@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from newsletter.models import Digest, PaperData, Pick, Subscriber, Topic
+from newsletter.models import Digest, PaperData, Pick, Subscriber, Topic, Trend
 
 TEXT_FIELDS = ("title", "ai_keywords", "abstract")  # in order of strength
 STRENGTH = {
@@ -65,30 +65,6 @@ class Weights:
     velocity: float = 1.5
     match: float = 2.0
     half_life_days: float = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class Trend:
-    """Upvotes gained between two snapshots of a paper taken ``hours`` apart."""
-
-    delta: int
-    hours: float
-
-    @property
-    def per_day(self) -> float:
-        return max(0.0, self.delta * 24.0 / self.hours) if self.hours > 0 else 0.0
-
-    def describe(self) -> str:
-        if self.delta <= 0:
-            return ""
-        when = "since yesterday" if 12 <= self.hours <= 36 else f"in {_span(self.hours)}"
-        return f"+{self.delta} {when}"
-
-
-def _span(hours: float) -> str:
-    if hours < 36:
-        return f"{round(hours)} h"
-    return f"{round(hours / 24)} days"
 
 
 @dataclass(frozen=True, slots=True)

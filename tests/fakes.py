@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 from collections.abc import Iterable, Mapping
 
+from newsletter.deliver import Events, Outcome
 from newsletter.errors import FetchError
 from newsletter.message import Outgoing
 from newsletter.models import PaperData
-from newsletter.send import Events, Outcome
 
 
 class FakeSource:
@@ -36,7 +38,6 @@ class OutboxSender:
     """Appends every message to a list, and counts as a real delivery."""
 
     records_deliveries = True
-    needs_bodies = True  # tests read the HTML
 
     def __init__(self) -> None:
         self.sent: list[Outgoing] = []
@@ -53,3 +54,10 @@ class OutboxSender:
 
     def ids_for(self, recipient: str) -> list[list[str]]:
         return [list(m.email.paper_ids) for m in self.sent if m.recipient == recipient]
+
+    def html(self, n: int) -> str:
+        """The HTML body of the ``n``-th message, read from what was sent (its bytes)."""
+        msg = email.message_from_bytes(self.sent[n].data, policy=email.policy.default)
+        body = msg.get_body(("html",))
+        assert body is not None
+        return str(body.get_content())

@@ -32,6 +32,7 @@ class Faults:
     temp_fail_share: float = 0.0  # this share of recipients get 451 on their first attempts
     temp_fail_times: int = 1
     reject: set[str] = field(default_factory=set)  # 550 at RCPT
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # this reply at RCPT instead
     policy_reject: set[str] = field(default_factory=set)  # 554 5.7.1 at DATA
     drop_data: set[str] = field(
         default_factory=set
@@ -60,6 +61,8 @@ class RecordingHandler:
     ) -> str:
         if address in self.faults.reject:
             return "550 5.1.1 No such user here"
+        if address in self.faults.rcpt_replies:
+            return self.faults.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

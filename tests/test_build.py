@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import build, message, selection, send
+from newsletter import build, deliver, message, selection
 from newsletter.errors import SendError, TemplateError
 from newsletter.models import Digest, PaperData, Pick, Subscriber, Topic
 from newsletter.sources import huggingface
@@ -70,11 +70,10 @@ def test_without_bodies_the_same_bytes_and_no_html_or_text(workers: int) -> None
 
 def test_a_preview_refuses_a_message_without_bodies(tmp_path: Path) -> None:
     (bare,) = build.compose_all(SPEC, digests(1), bodies=False)
-    preview = send.PreviewSender(tmp_path)
+    preview = deliver.PreviewSender(tmp_path)
     with pytest.raises(SendError, match="without its HTML body"):
         preview.deliver(bare)
     assert list(tmp_path.iterdir()) == []
-    assert send.PreviewSender.needs_bodies and not send.SmtpSender.needs_bodies
 
 
 def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from newsletter import config as config_mod
 from newsletter.models import PaperData
-from newsletter.pipeline import RunReport, run_once
+from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.store import SqliteStore
 from tests.fakes import FakeSource, OutboxSender
 
@@ -52,7 +52,13 @@ def run(
 ) -> RunReport:
     with SqliteStore(cfg.state_path) as store:
         return run_once(
-            cfg, source=source, store=store, sender=sender, now=at(d, hour), key=KEY, day=d
+            cfg,
+            RunOptions(day=d),
+            source=source,
+            store=store,
+            sender=sender,
+            key=KEY,
+            clock=lambda: at(d, hour),
         )
 
 
@@ -147,7 +153,7 @@ def test_rising_paper_comes_back_once(tmp_path: Path) -> None:
     run(cfg, source, sender, day(2))
     run(cfg, source, sender, day(3))
     assert sender.ids_for("ada@example.org") == [["hot"], ["new", "slow"]]
-    html = sender.sent[1].email.html
+    html = sender.html(1)
     assert "Rising" in html
 
 

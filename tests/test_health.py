@@ -6,7 +6,8 @@ import datetime as dt
 from pathlib import Path
 
 from newsletter import config as config_mod
-from newsletter.pipeline import RunReport, logged, silence_warning
+from newsletter.health import logged, silence_warning
+from newsletter.pipeline import RunReport
 from newsletter.store import SqliteStore
 from tests.fakes import FakeSource, OutboxSender
 from tests.test_catchup import DAILY, day, make_config, paper, run

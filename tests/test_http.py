@@ -15,7 +15,8 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from newsletter.errors import FetchError
-from newsletter.sources.http import USER_AGENT, Deadline, HttpClient, ReplayClient, Response
+from newsletter.models import Response
+from newsletter.sources.http import USER_AGENT, Deadline, HttpClient, ReplayClient
 from newsletter.store import SqliteStore
 from tests.httpserver import FixtureServer, Reply, Request, in_turn
 

@@ -166,6 +166,24 @@ def test_unknown_recipients_fail_and_are_suppressed(tmp_path: Path) -> None:
         assert set(store.states()) == bad
 
 
+def test_only_a_refusal_about_the_address_suppresses_it(tmp_path: Path) -> None:
+    replies = {
+        "reader001@example.org": "550 5.2.2 Mailbox full",  # the mailbox exists
+        "reader002@example.org": "554 5.1.1 User unknown",
+        "reader003@example.org": "553 5.1.3 Bad recipient address syntax",
+        "reader004@example.org": "552 Requested mail action aborted: exceeded storage",
+    }
+    with SmtpServer(Faults(rcpt_replies=replies)) as server:
+        cfg = make_config(tmp_path, server.port, n=5)
+        result = send(cfg)
+        assert result.exit_code == 1, result.output
+        for address, reply in replies.items():
+            assert f"failed: {address}: {reply}" in result.output
+        assert set(server.handler.count()) == {"reader000@example.org"}
+    with SqliteStore(tmp_path / "state.db") as store:
+        assert set(store.states()) == {"reader002@example.org", "reader003@example.org"}
+
+
 def test_policy_rejection_stops_the_run_and_the_rest_resumes_later(tmp_path: Path) -> None:
     faults = Faults(policy_reject={"reader002@example.org"})
     with SmtpServer(faults) as server:

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from newsletter import build
 from newsletter.cli import cli
+from newsletter.deliver import Outcome, SmtpSender, SmtpSettings
 from newsletter.message import Outgoing
 from newsletter.models import Email
-from newsletter.send import Outcome, SmtpSender, SmtpSettings
 from tests.smtpserver import BrokenServer, Faults, SmtpServer, free_port
 from tests.test_crash import start
 from tests.test_send import addresses, ledger, make_config, send

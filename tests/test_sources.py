@@ -8,10 +8,9 @@ import sqlite3
 from pathlib import Path
 
 from newsletter import sources
-from newsletter import store as store_mod
 from newsletter.errors import FetchError
 from newsletter.models import PaperData
-from newsletter.store import SqliteStore
+from newsletter.store import SqliteStore, migrations
 
 NOW = dt.datetime(2026, 4, 28, 6, tzinfo=dt.UTC)
 D1, D2 = dt.date(2026, 4, 27), dt.date(2026, 4, 28)
@@ -177,14 +176,14 @@ def test_latest_day_skips_a_source_that_is_down() -> None:
 def test_migration_2_keeps_an_existing_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(f"BEGIN; {store_mod.MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    migrations.migrate(db, to=1)
     db.execute(
         "INSERT INTO fetched_days(source, day, fetched_at, papers) VALUES (?, ?, ?, ?)",
         ("huggingface", D1.isoformat(), NOW.isoformat(), 13),
     )
     db.close()
     with SqliteStore(path) as store:
-        assert store.schema_version == len(store_mod.MIGRATIONS) >= 2
+        assert store.schema_version == migrations.LATEST >= 2
         assert store.failed_days("huggingface", D1) == []
         store.mark_fetched("huggingface", D2, 0, NOW, error="HTTP 503")
         assert store.failed_days("huggingface", D1) == [D2]

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import inspect
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from newsletter import store as store_package
 from newsletter.errors import StoreError
 from newsletter.models import Digest, PaperData, Pick, Subscriber
-from newsletter.store import MIGRATIONS, SqliteStore
+from newsletter.store import SqliteStore, Store, migrations
 
 NOW = dt.datetime(2026, 5, 8, 12, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 5, 8)
@@ -21,10 +25,10 @@ def paper(pid: str, upvotes: int = 1, day: dt.date = DAY, **kw: object) -> Paper
 def test_created_on_first_use_with_all_migrations(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStore(path) as store:
-        assert store.created and store.schema_version == len(MIGRATIONS)
+        assert store.created and store.schema_version == migrations.LATEST
     assert path.is_file()
     with SqliteStore(path) as store:  # reopening runs nothing again
-        assert not store.created and store.schema_version == len(MIGRATIONS)
+        assert not store.created and store.schema_version == migrations.LATEST
 
 
 def test_its_folder_is_never_created(tmp_path: Path) -> None:
@@ -50,19 +54,17 @@ def test_read_only_writes_nothing(tmp_path: Path) -> None:
 
 def test_read_only_leaves_an_older_schema_to_a_command_that_writes(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    sqlite3.connect(path).executescript(
-        f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; PRAGMA user_version = 2"
-    )
+    migrations.migrate(sqlite3.connect(path, isolation_level=None), to=2)
     with pytest.raises(StoreError, match="older than this program's: `newsletter fetch`"):
         SqliteStore(path, read_only=True)
     with SqliteStore(path) as store:
-        assert store.schema_version == len(MIGRATIONS)
+        assert store.schema_version == migrations.LATEST
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.execute(f"PRAGMA user_version = {migrations.LATEST + 1}")
     db.close()
     with pytest.raises(StoreError, match="newer than this program knows"):
         SqliteStore(path)
@@ -116,13 +118,18 @@ def digest_for(email: str, day: dt.date, ids: list[str], skipped: tuple[str, ...
     return Digest(sub, day, picks, skipped_ids=skipped)
 
 
+def sent(store: SqliteStore, digest: Digest) -> None:
+    """``digest`` frozen in the run of its day and sent."""
+    run_id = store.open_run(digest.day, NOW)
+    store.freeze(run_id, [digest], NOW)
+    store.finish(run_id, digest.subscriber.key, "sent", "250", NOW)
+
+
 def test_deliveries_are_per_subscriber_and_case_insensitive(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
         assert store.sent_ids("ada@example.org") == frozenset()
         assert store.last_digest_day("ada@example.org") is None
-        store.record_delivery(
-            digest_for("Ada@Example.org", DAY, ["a", "b"]), "2026-05-08/daily", NOW
-        )
+        sent(store, digest_for("Ada@Example.org", DAY, ["a", "b"]))
         assert store.sent_ids("ada@example.org") == {"a", "b"}
         assert store.sent_ids("bob@example.org") == frozenset()
         assert store.last_digest_day("ADA@example.org") == DAY
@@ -130,12 +137,10 @@ def test_deliveries_are_per_subscriber_and_case_insensitive(tmp_path: Path) -> N
 
 def test_skipped_papers_are_remembered_until_delivered(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
-        store.record_delivery(
-            digest_for("ada@example.org", DAY, ["a"], skipped=("b", "c")), "d1", NOW
-        )
+        sent(store, digest_for("ada@example.org", DAY, ["a"], skipped=("b", "c")))
         assert store.skipped_ids("ada@example.org") == {"b", "c"}
         later = DAY + dt.timedelta(days=1)
-        store.record_delivery(digest_for("ada@example.org", later, ["b"]), "d2", NOW)
+        sent(store, digest_for("ada@example.org", later, ["b"]))
         assert store.skipped_ids("ada@example.org") == {"c"}
         assert store.last_digest_day("ada@example.org") == later
 
@@ -231,8 +236,7 @@ def test_a_later_days_run_supersedes_deferred_rows_too(tmp_path: Path) -> None:
 def test_migration_6_keeps_the_ledger_and_its_order(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for number, script in enumerate(MIGRATIONS[:5], start=1):
-        db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+    migrations.migrate(db, to=5)
     db.execute("INSERT INTO runs(day, started_at) VALUES ('2026-05-08', 'x')")
     for who, status in (("zed", "sent"), ("amy", "pending"), ("kim", "unknown")):
         db.execute(
@@ -242,7 +246,7 @@ def test_migration_6_keeps_the_ledger_and_its_order(tmp_path: Path) -> None:
         )
     db.close()
     with SqliteStore(path) as store:
-        assert store.schema_version == len(MIGRATIONS)
+        assert store.schema_version == migrations.LATEST
         rows = store.db.execute(
             "SELECT subscriber, status, deferrals FROM ledger ORDER BY rowid"
         ).fetchall()
@@ -272,3 +276,95 @@ def test_a_write_that_fails_names_the_state_file_and_leaves_no_transaction_open(
         assert not store.db.in_transaction
         store.db.execute(f"PRAGMA max_page_count = {pages * 10}")
         store.finish(run_id, names[-1], "sent", "250", NOW)  # the connection still works
+
+
+# -- one protocol, ready for a second backend ---------------------------------------------
+
+# What only SQLite has: how a file is opened, copied into memory and inspected.
+SQLITE_ONLY = {"scratch", "created", "read_only", "schema_version", "path", "db"}
+
+
+def public(cls: type) -> dict[str, inspect.Signature | None]:
+    """Public attributes; methods with their signatures."""
+    names = {n for n in dir(cls) if not n.startswith("_")} | set(
+        getattr(cls, "__annotations__", {})
+    )
+    return {
+        n: inspect.signature(getattr(cls, n)) if callable(getattr(cls, n, None)) else None
+        for n in names
+        if not n.startswith("_")
+    }
+
+
+def test_the_store_protocol_is_all_a_store_does_but_opening_a_file(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        sqlite_api = public(type(store)) | {n: None for n in vars(store)}
+    protocol = public(Store)
+    assert set(sqlite_api) - SQLITE_ONLY == set(protocol)
+    for name, signature in protocol.items():
+        assert sqlite_api[name] == signature, name
+
+
+def test_the_store_imports_models_and_errors_only() -> None:
+    package = Path(store_package.__file__).parent
+    imported = set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+    ours = {m for m in imported if m.split(".")[0] == "newsletter"}
+    others = {m for m in ours if m != "newsletter.store" and not m.startswith("newsletter.store.")}
+    assert others <= {"newsletter.models", "newsletter.errors"}
+
+
+def schema(db: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Each table's and index's columns: what a query can see of the schema."""
+    names = db.execute(
+        "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    shape: dict[str, list[tuple[object, ...]]] = {}
+    for kind, name, table in names:
+        if kind == "table":
+            shape[name] = db.execute(f"PRAGMA table_info({name})").fetchall()
+            shape[f"{name} checks"] = [
+                tuple(re.findall(r"CHECK \((.*?)\)\)", " ".join(sql.split())))
+                for (sql,) in db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,))
+            ]
+        else:
+            shape[name] = [table, *db.execute(f"PRAGMA index_info({name})").fetchall()]
+    return shape
+
+
+def test_migrations_are_named_functions_in_order() -> None:
+    steps = migrations.MIGRATIONS
+    assert migrations.LATEST == len(steps) >= 6
+    assert len({step.__name__ for step in steps}) == len(steps)
+    for number, step in enumerate(steps, start=1):
+        assert step.__doc__ and step.__doc__.startswith(f"{number}: "), step.__name__
+
+
+@pytest.mark.parametrize("start", range(migrations.LATEST))
+def test_a_file_at_any_version_upgrades_to_the_schema_of_a_new_one(
+    tmp_path: Path, start: int
+) -> None:
+    with SqliteStore(tmp_path / "new.db") as new:
+        expected = schema(new.db)
+    db = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    migrations.migrate(db, to=start)
+    assert migrations.version(db) == start
+    db.close()
+    with SqliteStore(tmp_path / "old.db") as old:
+        assert old.schema_version == migrations.LATEST
+        assert schema(old.db) == expected
+
+
+def test_a_migration_that_fails_leaves_the_file_at_the_version_before(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    migrations.migrate(db, to=3)
+    db.execute("CREATE TABLE responses (x)")  # in the way of migration 4
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        migrations.migrate(db)
+    assert migrations.version(db) == 3 and not db.in_transaction
+    assert "error" not in {row[1] for row in db.execute("PRAGMA table_info(fetched_days)")}

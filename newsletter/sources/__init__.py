@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from newsletter.errors import FetchError, NewsletterError
-from newsletter.models import PaperData, merge_papers
+from newsletter.models import PaperData, Response, merge_papers
 from newsletter.sources import arxiv, huggingface
 from newsletter.sources.http import (
     Deadline,
     Fetcher,
     HttpClient,
     ReplayClient,
-    Response,
     ResponseStore,
 )
 from newsletter.sources.huggingface import Period

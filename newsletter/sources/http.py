@@ -19,13 +19,14 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 import httpx
 
 from newsletter import __version__
 from newsletter.errors import FetchError
+from newsletter.models import Response
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 10_000_000  # a daily list is well under 1 MB
 DEFAULT_FETCH_DEADLINE_SECONDS = 300.0
 
 Params = Mapping[str, str | int]
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    url: str  # the request URL, query included: the key the store keeps it under
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-    from_store: bool = False  # the body came from the store (304 Not Modified, or a replay)
 
 
 class ResponseStore(Protocol):

@@ -1,8 +1,8 @@
-"""The state: SQLite behind the ``Store`` protocol.
+"""The state in one SQLite file: ``SqliteStore``, the ``Store`` protocol's implementation.
 
 What it keeps: every paper seen with the daily lists (days) it appeared on, an upvote
 snapshot per fetch (for trending), which days were fetched, and what was delivered to
-whom. The schema is an ordered list of migrations; ``PRAGMA user_version`` counts how many
+whom. The schema is ``migrations``' ordered list; ``PRAGMA user_version`` counts how many
 have run. Fetching writes papers and snapshots; only a real send writes deliveries. A
 preview, a dry run and a test send work on a copy in memory (``SqliteStore.scratch``) and
 leave the file as they found it.
@@ -22,221 +22,30 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from newsletter.errors import StoreError
-from newsletter.models import Digest, PaperData, Pick, Subscriber, digest_id, merge_papers
-from newsletter.selection import Trend
-from newsletter.sources import FetchLog
-from newsletter.sources.http import Response
+from newsletter.models import (
+    Digest,
+    LedgerRow,
+    LedgerStatus,
+    PaperData,
+    Pick,
+    Response,
+    RunHealth,
+    Subscriber,
+    SubscriberState,
+    Trend,
+    digest_id,
+    merge_papers,
+)
+from newsletter.store import migrations
 
 #: A trend compares the newest snapshot with one at least this much older, when there is one.
 TREND_BASELINE = dt.timedelta(hours=12)
 
-MIGRATIONS: Sequence[str] = (
-    # 1: papers, the days they were listed, upvote snapshots, fetched days, deliveries.
-    """
-    CREATE TABLE papers (
-        id          TEXT PRIMARY KEY,
-        data        TEXT NOT NULL,          -- PaperData as JSON, newest fetch wins
-        updated_at  TEXT NOT NULL
-    );
-    CREATE TABLE paper_days (
-        paper_id    TEXT NOT NULL REFERENCES papers(id),
-        day         TEXT NOT NULL,          -- YYYY-MM-DD, the daily list
-        PRIMARY KEY (paper_id, day)
-    );
-    CREATE INDEX paper_days_day ON paper_days(day);
-    CREATE TABLE snapshots (
-        paper_id    TEXT NOT NULL REFERENCES papers(id),
-        fetched_at  TEXT NOT NULL,
-        upvotes     INTEGER NOT NULL,
-        comments    INTEGER NOT NULL,
-        PRIMARY KEY (paper_id, fetched_at)
-    );
-    CREATE TABLE fetched_days (
-        source      TEXT NOT NULL,
-        day         TEXT NOT NULL,
-        fetched_at  TEXT NOT NULL,
-        papers      INTEGER NOT NULL,
-        PRIMARY KEY (source, day)
-    );
-    CREATE TABLE deliveries (
-        subscriber  TEXT NOT NULL,          -- casefolded address
-        paper_id    TEXT NOT NULL,
-        digest_id   TEXT NOT NULL,
-        delivered_at TEXT NOT NULL,
-        PRIMARY KEY (subscriber, paper_id)
-    );
-    """,
-    # 2: digests delivered (for catch-up windows) and papers skipped for too few upvotes.
-    """
-    CREATE TABLE digests (
-        subscriber  TEXT NOT NULL,
-        digest_id   TEXT NOT NULL,
-        day         TEXT NOT NULL,          -- the run's day (daily list) it was built for
-        delivered_at TEXT NOT NULL,
-        papers      INTEGER NOT NULL,
-        PRIMARY KEY (subscriber, digest_id)
-    );
-    CREATE TABLE skipped (
-        subscriber  TEXT NOT NULL,
-        paper_id    TEXT NOT NULL,
-        digest_id   TEXT NOT NULL,
-        PRIMARY KEY (subscriber, paper_id)
-    );
-    """,
-    # 3: the send ledger (one frozen run per day, one row per recipient) and subscriber states.
-    """
-    CREATE TABLE runs (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        day         TEXT NOT NULL UNIQUE,
-        started_at  TEXT NOT NULL,
-        finished_at TEXT
-    );
-    CREATE TABLE ledger (
-        run_id      INTEGER NOT NULL REFERENCES runs(id),
-        subscriber  TEXT NOT NULL,          -- casefolded address
-        email       TEXT NOT NULL,          -- as configured
-        digest      TEXT NOT NULL,          -- the frozen digest (JSON)
-        papers      INTEGER NOT NULL,
-        status      TEXT NOT NULL CHECK (status IN
-                        ('pending', 'sending', 'sent', 'failed', 'unknown', 'empty', 'cancelled')),
-        attempts    INTEGER NOT NULL DEFAULT 0,
-        detail      TEXT,
-        message_id  TEXT,
-        updated_at  TEXT NOT NULL,
-        UNIQUE (run_id, subscriber)
-    );
-    CREATE INDEX ledger_status ON ledger(run_id, status);
-    CREATE INDEX ledger_updated ON ledger(status, updated_at);
-    CREATE TABLE subscriber_state (
-        subscriber  TEXT PRIMARY KEY,
-        state       TEXT NOT NULL CHECK (state IN ('unsubscribed', 'suppressed')),
-        reason      TEXT,
-        changed_at  TEXT NOT NULL
-    );
-    """,
-    # 4: raw HTTP responses (conditional GET and --replay), failed fetches to retry.
-    """
-    CREATE TABLE responses (
-        url           TEXT PRIMARY KEY,     -- the full request URL, query included
-        status        INTEGER NOT NULL,
-        headers       TEXT NOT NULL,        -- JSON object
-        body          BLOB NOT NULL,
-        fetched_at    TEXT NOT NULL
-    );
-    ALTER TABLE fetched_days ADD COLUMN error TEXT;  -- NULL: fetched; else why it failed
-    """,
-    # 5: run health: one row per send, run or scheduled run, with its counts and error.
-    """
-    CREATE TABLE run_log (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind        TEXT NOT NULL,           -- send | run | serve
-        day         TEXT,
-        started_at  TEXT NOT NULL,
-        finished_at TEXT,
-        papers      INTEGER,
-        sent        INTEGER,
-        failed      INTEGER,
-        unknown     INTEGER,
-        nothing_new INTEGER,
-        error       TEXT
-    );
-    """,
-    # 6: 'deferred' (a 4xx outlived a run's retries; later runs retry it) and how many runs
-    # deferred each row. SQLite cannot change a CHECK in place: the table is rebuilt.
-    """
-    CREATE TABLE ledger_new (
-        run_id      INTEGER NOT NULL REFERENCES runs(id),
-        subscriber  TEXT NOT NULL,
-        email       TEXT NOT NULL,
-        digest      TEXT NOT NULL,
-        papers      INTEGER NOT NULL,
-        status      TEXT NOT NULL CHECK (status IN
-                        ('pending', 'sending', 'sent', 'failed', 'unknown', 'empty', 'cancelled',
-                         'deferred')),
-        attempts    INTEGER NOT NULL DEFAULT 0,
-        detail      TEXT,
-        message_id  TEXT,
-        updated_at  TEXT NOT NULL,
-        deferrals   INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (run_id, subscriber)
-    );
-    INSERT INTO ledger_new (rowid, run_id, subscriber, email, digest, papers, status, attempts,
-                            detail, message_id, updated_at)
-        SELECT rowid, run_id, subscriber, email, digest, papers, status, attempts,
-               detail, message_id, updated_at FROM ledger ORDER BY rowid;
-    DROP TABLE ledger;
-    ALTER TABLE ledger_new RENAME TO ledger;
-    CREATE INDEX ledger_status ON ledger(run_id, status);
-    CREATE INDEX ledger_updated ON ledger(status, updated_at);
-    """,
-)
-
 #: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
 UNFINISHED = ("pending", "deferred")
-
-
-class Store(FetchLog, Protocol):
-    """What the pipeline needs of the state. ``SqliteStore`` is the implementation; the tests
-    use it on a real SQLite file rather than a fake, since the ledger's guarantees are SQL."""
-
-    def add_papers(self, papers: Iterable[PaperData], now: dt.datetime) -> int: ...
-    def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]: ...
-    def candidates(self, days: Iterable[dt.date]) -> list[PaperData]: ...
-    def papers(self, ids: Iterable[str]) -> dict[str, PaperData]: ...
-    def trends(self, paper_ids: Iterable[str]) -> dict[str, Trend]: ...
-    # sent-history
-    def sent_ids(self, subscriber: str) -> frozenset[str]: ...
-    def skipped_ids(self, subscriber: str) -> frozenset[str]: ...
-    def last_digest_day(self, subscriber: str) -> dt.date | None: ...
-    def states(self) -> dict[str, tuple[str, str]]: ...
-    def set_state(
-        self,
-        subscriber: str,
-        state: Literal["unsubscribed", "suppressed"],
-        reason: str,
-        now: dt.datetime,
-    ) -> None: ...
-    # the send ledger
-    def send_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]: ...
-    def open_run(self, day: dt.date, now: dt.datetime) -> int: ...
-    def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]: ...
-    def recover_in_flight(self, run_id: int, now: dt.datetime) -> list[str]: ...
-    def frozen_row(self, day: dt.date, subscriber: str) -> LedgerRow | None: ...
-    def run_recipients(self, run_id: int) -> set[str]: ...
-    def unfinished(self, day: dt.date) -> set[str]: ...
-    def freeze(
-        self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
-    ) -> int: ...
-    def pending(self, run_id: int, *, retry_unknown: bool = False) -> list[LedgerRow]: ...
-    def frozen_digest(
-        self, row: LedgerRow, subscriber: Subscriber, cache: dict[str, PaperData] | None = None
-    ) -> Digest: ...
-    def run_papers(self, run_id: int) -> dict[str, PaperData]: ...
-    def delivered_since(self, since: dt.datetime) -> int: ...
-    def mark_sending(
-        self, run_id: int, subscriber: str, message_id: str, now: dt.datetime
-    ) -> None: ...
-    def finish(
-        self,
-        run_id: int,
-        subscriber: str,
-        status: LedgerStatus,
-        detail: str,
-        now: dt.datetime,
-        *,
-        paper_ids: Sequence[str] | None = None,
-    ) -> None: ...
-    def run_rows(self, run_id: int, status: LedgerStatus) -> list[tuple[str, str]]: ...
-    def run_counts(self, run_id: int) -> Counter[str]: ...
-    def close_run(self, run_id: int, now: dt.datetime) -> None: ...
-    # run health
-    def log_run_start(self, kind: str, now: dt.datetime) -> int: ...
-    def log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None: ...
-    def first_run_at(self) -> dt.datetime | None: ...
-    def last_delivery_at(self) -> dt.datetime | None: ...
 
 
 class SqliteStore:
@@ -298,21 +107,21 @@ class SqliteStore:
         uri = Path(self.path).resolve().as_uri() + "?mode=ro"
         try:
             db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            version = migrations.version(db)
         except sqlite3.OperationalError as e:
             if getattr(e, "sqlite_errorname", "") != "SQLITE_CANTOPEN":
                 raise
             # A WAL file in a folder this user cannot write: SQLite cannot make the -shm file
             # a reader needs. Without one no process has it open, so the file is whole as is.
             db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version != len(MIGRATIONS):
+            version = migrations.version(db)
+        if version != migrations.LATEST:
             db.close()
-            if version > len(MIGRATIONS):
+            if version > migrations.LATEST:
                 why = "is newer than this program knows"
             else:  # migrating writes: leave it to a command that writes
                 why = "is older than this program's: `newsletter fetch` or `send` upgrades it"
-            raise StoreError(self.path, f"schema version {version} {why} ({len(MIGRATIONS)})")
+            raise StoreError(self.path, f"schema version {version} {why} ({migrations.LATEST})")
         return db
 
     def close(self) -> None:
@@ -327,27 +136,24 @@ class SqliteStore:
             raise StoreError(self.path, _explained(exc)) from exc
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version == len(MIGRATIONS):
+        if migrations.version(self.db) == migrations.LATEST:
             return
         # Two processes starting at once must not both run a migration.
         with self._file_lock("migrate", wait=60):
             self._migrate_locked()
 
     def _migrate_locked(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
+        version = migrations.version(self.db)
+        if version > migrations.LATEST:
             raise StoreError(
                 self.path,
-                f"schema version {version} is newer than this program knows ({len(MIGRATIONS)})",
+                f"schema version {version} is newer than this program knows ({migrations.LATEST})",
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the BEGIN makes each migration all-or-nothing.
-            self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        migrations.migrate(self.db)
 
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return migrations.version(self.db)
 
     def add_papers(self, papers: Iterable[PaperData], now: dt.datetime) -> int:
         stamp = now.isoformat()
@@ -488,18 +294,6 @@ class SqliteStore:
             "SELECT MAX(day) FROM digests WHERE subscriber = ?", (subscriber.casefold(),)
         ).fetchone()
         return dt.date.fromisoformat(row[0]) if row and row[0] else None
-
-    def record_delivery(self, digest: Digest, digest_id: str, now: dt.datetime) -> None:
-        """What a subscriber received: the papers (never offered again) and the digest."""
-        with self._tx():
-            self._record(
-                digest.subscriber.key,
-                [{"id": pid} for pid in digest.paper_ids],
-                list(digest.skipped_ids),
-                digest_id,
-                digest.day.isoformat(),
-                now,
-            )
 
     def _record(
         self,
@@ -895,11 +689,7 @@ class SqliteStore:
     # -- subscriber states -----------------------------------------------------------------
 
     def set_state(
-        self,
-        subscriber: str,
-        state: Literal["unsubscribed", "suppressed"],
-        reason: str,
-        now: dt.datetime,
+        self, subscriber: str, state: SubscriberState, reason: str, now: dt.datetime
     ) -> None:
         self.db.execute(
             "INSERT INTO subscriber_state(subscriber, state, reason, changed_at) VALUES (?, ?, ?, ?) "
@@ -920,35 +710,6 @@ class SqliteStore:
             "SELECT subscriber, state, COALESCE(reason, '') FROM subscriber_state"
         )
         return {key: (state, reason) for key, state, reason in rows}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunHealth:
-    kind: str
-    day: dt.date | None = None
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    papers: int = 0
-    sent: int = 0
-    failed: int = 0
-    unknown: int = 0
-    nothing_new: int = 0
-    error: str | None = None
-
-
-LedgerStatus = Literal[
-    "pending", "sending", "sent", "failed", "unknown", "empty", "cancelled", "deferred"
-]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LedgerRow:
-    run_id: int
-    subscriber: str  # casefolded address
-    email: str
-    digest: str  # frozen JSON
-    status: str
-    deferrals: int = 0  # earlier runs that deferred it (a 4xx outlived their retries)
 
 
 def _digest_json(digest: Digest) -> str:

@@ -1,19 +1,14 @@
-"""Delivery: the ``Sender`` protocol, the SMTP sender and the preview sender.
+"""``SmtpSender``: messages delivered over a small pool of long-lived SMTP connections.
 
-``SmtpSender`` delivers over a small pool of long-lived aiosmtplib connections and reports
-each message's outcome as it happens, so the caller can keep a ledger. ``PreviewSender``
-writes one ``.eml`` (the complete MIME message) and one ``.html`` per recipient plus an
-``index.html`` gallery; it never sends and never records a delivery.
+Each message's outcome is reported through ``Events`` as it happens, so the caller can keep
+a ledger; what each reply means is ``replies``'. A message that meets a temporary failure
+waits aside in the shared backlog while its connection goes on with others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import html
-import ipaddress
-import itertools
 import logging
 import random
 import re
@@ -21,199 +16,23 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Protocol, TypeVar
-from urllib.parse import quote
+from typing import Literal
 
 import aiosmtplib
 
+from newsletter.deliver.backlog import Backlog, Queued
+from newsletter.deliver.events import Events, Outcome
+from newsletter.deliver.replies import ReplyAction, SmtpStatus, action, describe, permanent
 from newsletter.errors import SendError
 from newsletter.message import Outgoing
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-Status = Literal["sent", "failed", "unknown", "pending", "deferred"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What became of one message. ``pending``: not handed over, try again in a later run;
-    ``deferred``: a temporary failure (4xx) outlived this run's retries: later runs retry it."""
-
-    status: Status
-    detail: str = ""
-    suppress: bool = False  # the address does not exist: never mail it again
-
-
-class Events(Protocol):
-    def started(self, message: Outgoing) -> None:
-        """Called just before the message is committed to the server (for SMTP: its data is
-        written but for the end mark): from here on the server may have it."""
-
-    def retrying(self, message: Outgoing, detail: str) -> None:
-        """After ``started``: the server refused it for now; it is not there, and is retried."""
-
-    def finished(self, message: Outgoing, outcome: Outcome) -> None: ...
-
-
-class Sender(Protocol):
-    #: Whether delivering means a subscriber received it (so it is recorded as sent).
-    records_deliveries: bool
-    #: Whether it reads ``message.email.html`` / ``.text``; if not, they are not carried
-    #: back from the workers that compose (``build.compose_all(bodies=False)``) and are "".
-    needs_bodies: bool
-
-    def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
-        """Deliver every message, reporting each through ``events``; raise SendAborted to stop."""
-
-    def close(self) -> None: ...
 
 
 class SendAborted(SendError):
     """The server refuses us as a sender (authentication, policy): stop instead of burning the list."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    recipient: str
-    subject: str
-    papers: int
-    left_out: int
-    html_bytes: int
-    html_name: str
-    eml_name: str
-
-
-class PreviewSender:
-    records_deliveries = False
-    needs_bodies = True  # writes the HTML body as a page of its own
-
-    def send_all(self, messages: Iterable[Outgoing], events: Events) -> None:
-        for message in messages:
-            events.started(message)
-            self.deliver(message)
-            events.finished(message, Outcome("sent"))
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.entries: list[_Entry] = []
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SendError(
-                str(out_dir), f"cannot create the preview folder: {e.strerror or e}"
-            ) from e
-
-    def deliver(self, message: Outgoing) -> None:
-        if not message.email.html:  # composed with bodies=False: never write an empty page
-            raise SendError(message.recipient, "the message came without its HTML body")
-        stem = f"{len(self.entries) + 1:03d}-{_slug(message.recipient)}"
-        try:
-            (self.out_dir / f"{stem}.eml").write_bytes(message.data)
-            (self.out_dir / f"{stem}.html").write_text(message.email.html, encoding="utf-8")
-        except OSError as e:
-            raise SendError(
-                message.recipient, f"cannot write {self.out_dir}: {e.strerror or e}"
-            ) from e
-        self.entries.append(
-            _Entry(
-                recipient=message.recipient,
-                subject=message.email.subject,
-                papers=len(message.email.paper_ids),
-                left_out=len(message.email.dropped_ids),
-                html_bytes=len(message.email.html.encode("utf-8")),
-                html_name=f"{stem}.html",
-                eml_name=f"{stem}.eml",
-            )
-        )
-
-    def close(self) -> None:
-        self.write_index()
-
-    def write_index(self, not_written: Iterable[tuple[str, str]] = ()) -> None:
-        """The gallery: every email, then each subscriber who got none and why (``not_written``:
-        (address, reason) pairs, e.g. "nothing new", "unsubscribed")."""
-        try:
-            self.index_path.write_text(_index(self.entries, list(not_written)), encoding="utf-8")
-        except OSError as e:
-            raise SendError(
-                str(self.index_path), f"cannot write the gallery: {e.strerror or e}"
-            ) from e
-
-    @property
-    def index_path(self) -> Path:
-        return self.out_dir / "index.html"
-
-
-def _slug(address: str) -> str:
-    return re.sub(r"[^a-z0-9@._-]+", "_", address.casefold())[:80]
-
-
-# On a narrow screen (a phone) each row becomes a small card: no sideways scrolling.
-_GALLERY_CSS = """\
-body{font-family:system-ui,sans-serif;margin:2rem;color:#111}
-table{border-collapse:collapse;width:100%}
-td,th{padding:.4rem .8rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}
-.n{text-align:right;white-space:nowrap}
-.why{color:#555}
-@media (max-width:40rem){
-body{margin:1rem}
-thead{display:none}
-table,tbody,tr,td{display:block}
-tr{border-bottom:1px solid #ddd;padding:.5rem 0}
-td{border:0;padding:.1rem 0}
-.n{text-align:left}
-td[data-label]::before{content:attr(data-label) ": ";color:#555}
-td:first-child{font-weight:600}
-}"""
-
-
-def _index(entries: list[_Entry], not_written: list[tuple[str, str]]) -> str:
-    """One row per email (the subject opens it, .eml the whole message), then one per
-    subscriber without an email, saying why."""
-
-    def row(e: _Entry) -> str:
-        papers = f"{e.papers}" + (f" ({e.left_out} left out)" if e.left_out else "")
-        return (
-            f"<tr><td>{html.escape(e.recipient)}</td>"
-            f'<td><a href="{html.escape(quote(e.html_name))}" target="_blank">'
-            f"{html.escape(e.subject)}</a></td>"
-            f'<td class="n" data-label="Papers">{html.escape(papers)}</td>'
-            f'<td class="n" data-label="HTML size">{e.html_bytes / 1000:.1f} KB</td>'
-            f'<td><a href="{html.escape(quote(e.eml_name))}">.eml</a></td></tr>'
-        )
-
-    def skipped(address: str, why: str) -> str:
-        return (
-            f'<tr class="none"><td>{html.escape(address)}</td>'
-            f'<td colspan="4" class="why">no email: {html.escape(why)}</td></tr>'
-        )
-
-    rows = "\n".join([*(row(e) for e in entries), *(skipped(a, w) for a, w in not_written)])
-    empty = "" if entries else "<p>No digests: no subscriber gets an email this time.</p>"
-    n, others = len(entries), len(not_written)
-    counts = f"{n} email{'' if n == 1 else 's'}" + (
-        f"; {others} subscriber{'' if others == 1 else 's'} without one" if others else ""
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Newsletter preview</title>
-<style>{_GALLERY_CSS}</style></head>
-<body><h1>Newsletter preview</h1><p>{counts}; nothing was sent.
-Click a subject to open the email.</p>{empty}
-<table><thead><tr><th>Recipient</th><th>Subject</th><th>Papers</th><th>HTML size</th><th>Message</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table></body></html>
-"""
-
-
-# -- SMTP -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +54,6 @@ class SmtpSettings:
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def default_helo_name(from_address: str) -> str:
@@ -305,12 +115,7 @@ class _LedgerFailed(Exception):
 
 
 def _reply(e: aiosmtplib.SMTPResponseException) -> str:
-    return f"{e.code} {e.message}".strip()
-
-
-def _is_policy(e: aiosmtplib.SMTPResponseException) -> bool:
-    """5.7.x: the server refuses *us* (policy, authentication), not this recipient."""
-    return e.code >= 500 and e.message.lstrip().startswith("5.7.")
+    return describe(e.code, e.message)
 
 
 def _backoff(base: float, attempt: int) -> float:
@@ -323,14 +128,13 @@ class SmtpSender:
 
     Reply handling: a 4xx, or a connection lost before the end of the message's data, is
     retried with backoff (the message waits aside; its connection goes on with others) up to
-    ``max_retries`` times, then ``deferred`` (a later run tries again); 550/551/553 at RCPT fail
-    the message and suppress the address; another 5xx to RCPT or to the message fails it; a
-    5.7.x reply or a refused AUTH stops the run (SendAborted), and so does a pool none of whose
+    ``max_retries`` times, then ``deferred`` (a later run tries again); a 5xx to RCPT that
+    condemns the address (user unknown) fails the message and suppresses the address; another
+    5xx to RCPT or to the message fails it; a 5.7.x reply, a 5xx to MAIL FROM or a refused AUTH
+    stops the run (SendAborted), and so does a pool none of whose
     connections can be opened (``1 + max_retries`` attempts each, ``connect_timeout`` each); a
     drop or timeout after the end of data was written is ``unknown`` (the server may have it).
     """
-
-    needs_bodies = False  # sends ``message.data``; the ledger reads ``email.paper_ids``
 
     def __init__(
         self,
@@ -422,7 +226,7 @@ class SmtpSender:
             raise SendAborted(s.where, f"SMTP AUTH as {s.username!r} refused: {_reply(e)}") from e
         except aiosmtplib.SMTPResponseException as e:
             conn.close()
-            if e.code >= 500:
+            if permanent(e.code):
                 raise SendAborted(s.where, f"SMTP server refused the session: {_reply(e)}") from e
             raise _NoConnection(_reply(e), replied=True) from e
         except TimeoutError as e:
@@ -468,7 +272,7 @@ class SmtpSender:
             try:
                 await conn.mail(sender)
             except aiosmtplib.SMTPSenderRefused as e:
-                if e.code >= 500:
+                if action(e.code, e.message, "MAIL") is ReplyAction.stop:
                     raise SendAborted(
                         self.settings.where, f"MAIL FROM:<{sender}> refused: {_reply(e)}"
                     ) from e
@@ -476,18 +280,19 @@ class SmtpSender:
             try:
                 await conn.rcpt(recipient)
             except aiosmtplib.SMTPRecipientRefused as e:
-                if _is_policy(e):
+                said = action(e.code, e.message, "RCPT")
+                if said is ReplyAction.stop:
                     raise SendAborted(
                         self.settings.where, f"RCPT TO:<{recipient}> refused by policy: {_reply(e)}"
                     ) from e
-                if e.code >= 500:
+                if said in (ReplyAction.fail, ReplyAction.bounce):
                     await self._reset(conn)
-                    return Outcome("failed", _reply(e), suppress=e.code in (550, 551, 553))
+                    return Outcome("failed", _reply(e), suppress=said is ReplyAction.bounce)
                 raise
             # DATA by hand, so that we know whether the end of data went out: a failure before
             # it can be retried, one after it may have been delivered.
             start = await conn.execute_command(b"DATA")
-            if start.code != 354:
+            if start.code != SmtpStatus.start_input:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             await _write_data(conn, message.data)
             try:
@@ -500,17 +305,19 @@ class SmtpSender:
             committed = True
             conn.protocol.write(b".\r\n")
             reply = await conn.protocol.read_response(timeout=self.settings.timeout)
-            if reply.code != 250:
+            if reply.code != SmtpStatus.completed:
                 raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-            return Outcome("sent", f"{reply.code} {reply.message}".strip())
+            return Outcome("sent", describe(reply.code, reply.message))
         except aiosmtplib.SMTPResponseException as e:
-            if e.code == 421:
+            # A 4xx to MAIL FROM or RCPT TO comes here too: for a 4xx the stage does not matter.
+            said = action(e.code, e.message, "DATA")
+            if said is ReplyAction.reconnect:
                 raise _Retry(_reply(e), reconnect=True, started=committed) from e
-            if _is_policy(e):
+            if said is ReplyAction.stop:
                 raise SendAborted(
                     self.settings.where, f"message to {recipient} refused by policy: {_reply(e)}"
                 ) from e
-            if 400 <= e.code < 500:
+            if said is ReplyAction.retry:
                 await self._reset(conn)
                 raise _Retry(_reply(e), reconnect=False, started=committed) from e
             await self._reset(conn)
@@ -577,119 +384,6 @@ def _dot_stuff(data: bytes) -> bytes:
     return re.sub(rb"(?m)^\.", b"..", data)
 
 
-@dataclass(slots=True, eq=False)
-class _Job:
-    """One message on its way, with the temporary failures it met in this send."""
-
-    message: Outgoing
-    failures: int = 0
-
-
-class _Backlog:
-    """The messages of one send, shared by the pool's connections (one event loop).
-
-    Fresh messages come from the producer, at most ``room`` held (one digest in memory per
-    slot). A message that met a temporary failure waits here for its retry time instead of
-    holding its connection. After ``halt()`` (or the sender's stop) every wait returns and
-    nothing more is handed out: what was not taken stays pending.
-    """
-
-    def __init__(self, room: int, stop: threading.Event) -> None:
-        self.room = room
-        self.stop = stop
-        self.fresh: deque[_Job] = deque()
-        self.later: list[tuple[float, int, _Job]] = []  # (due, order, job): a heap
-        self.taken = 0  # handed out and not yet done
-        self.exhausted = False  # the producer has no more
-        self.halted = False
-        self._order = itertools.count()
-        self._changed = asyncio.Event()
-
-    @property
-    def stopped(self) -> bool:
-        return self.halted or self.stop.is_set()
-
-    def wake(self) -> None:
-        """Something changed: every waiter looks again."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def halt(self) -> None:
-        self.halted = True
-        self.wake()
-
-    async def _wait(self, timeout: float | None) -> None:
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, but no longer than until the send stops."""
-        deadline = time.monotonic() + seconds
-        while not self.stopped and (left := deadline - time.monotonic()) > 0:
-            await self._wait(left)
-
-    async def unless_stopped(self, work: Awaitable[T]) -> T | None:
-        """``await work``, or cancel it and return None when the send stops first."""
-        task = asyncio.ensure_future(work)
-        try:
-            while not task.done() and not self.stopped:
-                waiter = asyncio.ensure_future(self._changed.wait())
-                try:
-                    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-            return task.result() if task.done() else None
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-
-    async def put(self, message: Outgoing) -> bool:
-        """Add a fresh message when there is room; False if the send stopped meanwhile."""
-        while len(self.fresh) >= self.room and not self.stopped:
-            await self._wait(None)
-        if self.stopped:
-            return False
-        self.fresh.append(_Job(message))
-        self.wake()
-        return True
-
-    def close(self) -> None:
-        self.exhausted = True
-        self.wake()
-
-    async def take(self) -> _Job | None:
-        """The next message to send (a retry that is due first); None when all is done."""
-        while not self.stopped:
-            now = time.monotonic()
-            if self.later and self.later[0][0] <= now:
-                job = heapq.heappop(self.later)[2]
-            elif self.fresh:
-                job = self.fresh.popleft()
-            elif self.exhausted and not self.later and not self.taken:
-                return None
-            else:
-                await self._wait(self.later[0][0] - now if self.later else None)
-                continue
-            self.taken += 1
-            self.wake()  # room for the producer
-            return job
-        return None
-
-    def retry_later(self, job: _Job, delay: float) -> None:
-        heapq.heappush(self.later, (time.monotonic() + delay, next(self._order), job))
-
-    def give_back(self, job: _Job) -> None:
-        """Not tried: first in line for another connection."""
-        self.fresh.appendleft(job)
-
-    def done(self) -> None:
-        self.taken -= 1
-        self.wake()
-
-
 class _GaveUp(Exception):
     """A connection could not be opened in ``1 + max_retries`` attempts."""
 
@@ -717,7 +411,7 @@ class _Delivery:
         self.settings = sender.settings
         self.events = events
         self.connections = max(1, self.settings.connections)
-        self.backlog = _Backlog(2 * self.connections, sender._stop)
+        self.backlog = Backlog(2 * self.connections, sender._stop)
         self.limiter = _RateLimiter(self.settings.rate_per_second)
         self.workers = self.connections  # those that have not given up on connecting
         self.error: BaseException | None = None
@@ -810,7 +504,7 @@ class _Delivery:
                 )
         raise _GaveUp(detail, attempts)
 
-    async def _deliver(self, slot: _Slot, job: _Job) -> None:
+    async def _deliver(self, slot: _Slot, job: Queued) -> None:
         s = self.settings
         message = job.message
         if slot.conn is None or not slot.conn.is_connected:
