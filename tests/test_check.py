@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from newsletter import render
 from newsletter.cli import cli
+from newsletter.compose import templates
 from tests.conftest import write_config
 from tests.httpserver import FixtureServer
 from tests.smtpserver import SmtpServer, free_port, make_test_ca, password_authenticator
@@ -161,7 +161,7 @@ def test_a_broken_template_and_a_missing_key_are_both_reported(
 def test_an_unknown_template_name_is_a_warning(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
-    builtin = render.builtin_templates_dir()
+    builtin = templates.builtin_templates_dir()
     (mine / "digest.htm.j2").write_text("misspelt: never used\n")
     # A partial of the operator's own, included by an override, is in use.
     card = (builtin / "_paper.txt.j2").read_text(encoding="utf-8")

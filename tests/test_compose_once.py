@@ -1,4 +1,5 @@
-"""A digest rendered once for everyone with the same papers is what each would get alone."""
+"""A digest rendered once for everyone with the same papers is what each would get alone
+(the reference path renders each in full)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter import per_recipient, render
+from newsletter import compose
+from newsletter.compose import split, templates
+from newsletter.compose.size import HTML_LIMIT
+from newsletter.compose.templates import CARD_TEMPLATE, HTML_TEMPLATE, TEXT_TEMPLATE
 from newsletter.models import Digest, Email, Subscriber
-from tests.digests import IDENTITY, fixture_digest, hostile_digest, load_digest
+from tests.digests import (
+    MASTHEAD,
+    assert_same_email,
+    fixture_digest,
+    hostile_digest,
+    load_digest,
+    spec,
+)
 
 BASE = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=6)
-BUILTIN = render.builtin_templates_dir()
+BUILTIN = templates.builtin_templates_dir()
 
 
 def recipient(digest: Digest, i: int, name: str | None, topics: tuple[str, ...]) -> Digest:
@@ -22,23 +33,18 @@ def recipient(digest: Digest, i: int, name: str | None, topics: tuple[str, ...])
     return dataclasses.replace(digest, subscriber=sub)
 
 
-def do(env: render.Environment, digest: Digest, limit: int = render.HTML_LIMIT) -> Email:
+def do(composer: compose.Composer, digest: Digest, limit: int | None = None) -> Email:
     url = f"https://papers.example.org/unsubscribe/{digest.subscriber.email}?a=1&b=2"
-    return render.render(
-        digest,
-        env,
-        IDENTITY,
-        recipient_name=digest.subscriber.name,
-        unsubscribe_url=url,
-        limit=limit,
-    )
+    return composer.email(digest, unsubscribe_url=url, limit=limit)
 
 
-def whole(templates: Path | None = None) -> render.Environment:
-    """An environment that renders every template in full, for every recipient."""
-    env = render.make_env(templates)
-    env.splits = dict.fromkeys((render.HTML_TEMPLATE, render.TEXT_TEMPLATE))
-    return env
+def fast(templates_dir: Path | None = None) -> compose.Composer:
+    return compose.Composer(spec(templates_dir))
+
+
+def whole(templates_dir: Path | None = None) -> compose.Composer:
+    """A composer that renders every template in full, for every recipient."""
+    return compose.Composer(spec(templates_dir), reference=True)
 
 
 def override(tmp_path: Path, name: str, old: str, new: str) -> Path:
@@ -49,15 +55,15 @@ def override(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 
 def test_the_builtin_templates_are_split_at_the_recipient() -> None:
-    env = render.make_env()
-    html = per_recipient.split(env, render.HTML_TEMPLATE)
-    text = per_recipient.split(env, render.TEXT_TEMPLATE)
-    assert html is not None and text is not None
+    env = templates.make_env()
+    html = split.split(env, HTML_TEMPLATE)
+    text = split.split(env, TEXT_TEMPLATE)
     assert html.tested == ("recipient_name",)  # {% if recipient_name %}Hi ...
     assert html.count == 6  # topics in 3 places, the name, the address, the unsubscribe URL
     assert text.count == 3  # greeting, footer, unsubscribe URL
-    for split in (html, text):
-        assert not set(split.reads) & per_recipient.RECIPIENT
+    for found in (html, text):
+        assert not set(found.reads) & split.RECIPIENT
+    assert fast().full_renders == {}
 
 
 NAMES = st.one_of(
@@ -69,28 +75,31 @@ TOPICS = st.lists(
 )
 
 
+SHARED, WHOLE = fast(), whole()  # one of each for every example: the caches fill up
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(NAMES, TOPICS, st.integers(1, 6)), min_size=1, max_size=8))
 def test_once_for_many_recipients_is_each_alone(
     readers: list[tuple[str | None, list[str], int]],
 ) -> None:
-    shared, alone = render.make_env(), whole()
+    shared, alone = SHARED, WHOLE
     for i, (name, topics, count) in enumerate(readers):
         digest = recipient(
             dataclasses.replace(BASE, picks=BASE.picks[:count]), i, name, tuple(topics)
         )
-        got, expected = do(shared, digest), do(alone, digest)
-        assert got == expected
+        assert_same_email(do(shared, digest), do(alone, digest))
 
 
 def test_the_same_papers_are_rendered_once() -> None:
-    env = render.make_env()
+    composer = fast()
     emails = [
-        do(env, recipient(BASE, i, name, ("ml",))) for i, name in enumerate(["A", None, "B", "C"])
+        do(composer, recipient(BASE, i, name, ("ml",)))
+        for i, name in enumerate(["A", None, "B", "C"])
     ]
     # HTML and text once for the named, the HTML once more without a name (its greeting
     # differs in a test, not a value); the text needs no second render.
-    assert env.once_renders == 3
+    assert composer.counts().once_renders == 3
     # Each address twice (the footer, the unsubscribe link), nobody else's.
     assert [e.html.count(f"reader{i}@example.org") for i, e in enumerate(emails)] == [2] * 4
     assert not any("reader0@" in e.html for e in emails[1:])
@@ -99,88 +108,92 @@ def test_the_same_papers_are_rendered_once() -> None:
 
 def test_size_guard_and_hostile_values_are_the_same(tmp_path: Path) -> None:
     for digest in (hostile_digest(), load_digest()):
-        for limit in (render.HTML_LIMIT, 30_000, 0):
-            assert do(render.make_env(), digest, limit) == do(whole(), digest, limit)
+        for limit in (HTML_LIMIT, 30_000, 0):
+            assert_same_email(do(fast(), digest, limit), do(whole(), digest, limit))
 
 
 @pytest.mark.parametrize(
     ("name", "old", "new", "splits"),
     [
         # The recipient in a place the splitter does not evaluate on its own: whole renders.
-        (render.HTML_TEMPLATE, "<title>", "{% set who = recipient_email %}<title>{{ who }}", False),
+        (HTML_TEMPLATE, "<title>", "{% set who = recipient_email %}<title>{{ who }}", False),
         (
-            render.HTML_TEMPLATE,
+            HTML_TEMPLATE,
             "<title>",
             '{% if recipient_email.endswith(".org") %}ORG{% endif %}<title>',
             False,
         ),
         (
-            render.HTML_TEMPLATE,
+            HTML_TEMPLATE,
             "{{ card(pick) }}\n{% endfor %}",
             "{{ card(pick) }}{{ pick.topic ~ recipient_email }}\n{% endfor %}",
             False,
         ),
         (
-            render.HTML_TEMPLATE,
+            HTML_TEMPLATE,
             "<title>",
             "{% for t in topics %}{{ t }}|{% endfor %}<title>",
             False,
         ),
         (
-            render.HTML_TEMPLATE,
+            HTML_TEMPLATE,
             "<title>",
             "{% macro m() %}{{ recipient_email }}{% endmacro %}{{ m() }}<title>",
             False,
         ),
-        (render.HTML_TEMPLATE, "<title>", "{{ digest.subscriber.email }}<title>", True),
-        (render.HTML_TEMPLATE, "<title>", "{{ recipient_name | safe }}<title>", True),
+        (HTML_TEMPLATE, "<title>", "{{ digest.subscriber.email }}<title>", True),
+        (HTML_TEMPLATE, "<title>", "{{ recipient_name | safe }}<title>", True),
         (
-            render.HTML_TEMPLATE,
+            HTML_TEMPLATE,
             "{{ card(pick) }}\n{% endfor %}",
             "{{ card(pick) }}{{ recipient_name }}\n{% endfor %}",
             True,
         ),
         (
-            render.TEXT_TEMPLATE,
+            TEXT_TEMPLATE,
             "-- \n",
             "-- \n{% if not recipient_name %}Anonymous.{% endif %}\n",
             True,
         ),
         (
-            render.TEXT_TEMPLATE,
+            TEXT_TEMPLATE,
             "-- \n",
             "-- \n{{ recipient_email | upper }} {{ topics | length }}\n",
             True,
         ),
-        (render.TEXT_TEMPLATE, "-- \n", "-- \n{{ recipient_email ~ nonexistent }}\n", True),
+        (TEXT_TEMPLATE, "-- \n", "-- \n{{ recipient_email ~ nonexistent }}\n", True),
     ],
 )
 def test_an_override_renders_as_in_full(
     tmp_path: Path, name: str, old: str, new: str, splits: bool
 ) -> None:
-    templates = override(tmp_path, name, old, new)
-    env = render.make_env(templates)
-    assert (per_recipient.split(env, name) is not None) is splits
+    folder = override(tmp_path, name, old, new)
+    composer = fast(folder)
+    assert (name not in composer.full_renders) is splits
     readers = [
         recipient(BASE, i, n, ("ml", "rl")) for i, n in enumerate(["<i>Ada</i>", None, "Bo"])
     ]
     for digest in readers:
         try:
-            expected: Email | str = do(whole(templates), digest)
+            expected: Email | str = do(whole(folder), digest)
         except Exception as e:  # the same error either way, with its template and line
             expected = str(e)
         try:
-            got: Email | str = do(env, digest)
+            got: Email | str = do(composer, digest)
         except Exception as e:
             got = str(e)
-        assert got == expected
+        if isinstance(got, Email) and isinstance(expected, Email):
+            assert_same_email(got, expected)
+        else:
+            assert got == expected
 
 
 def test_a_card_that_prints_the_recipient_is_never_shared(tmp_path: Path) -> None:
-    templates = override(tmp_path, render.CARD_TEMPLATE, "Why:", "{{ recipient_email }} Why:")
-    env = render.make_env(templates)
-    emails = [do(env, recipient(BASE, i, None, ("ml",))) for i in range(2)]
-    assert env.once_renders == 1  # the text only: the HTML is not split
+    folder = override(tmp_path, CARD_TEMPLATE, "Why:", "{{ recipient_email }} Why:")
+    composer = fast(folder)
+    emails = [do(composer, recipient(BASE, i, None, ("ml",))) for i in range(2)]
+    assert composer.counts().once_renders == 1  # the text only: the HTML is not split
+    assert composer.full_renders == {HTML_TEMPLATE: "_paper.html.j2 prints recipient_email"}
     # In every card, the footer and the unsubscribe link.
     assert emails[1].html.count("reader1@example.org") == len(BASE.picks) + 2
     assert "reader0@example.org" not in emails[1].html
@@ -188,15 +201,13 @@ def test_a_card_that_prints_the_recipient_is_never_shared(tmp_path: Path) -> Non
 
 def test_topic_names_keep_the_rendered_once_path() -> None:
     """Display names are the recipient's ``topics``: evaluated per recipient, the rest shared."""
-    identity = dataclasses.replace(IDENTITY, topic_names={"ml": "Machine <learning>", "rl": "RL"})
-    shared, alone = render.make_env(), whole()
+    masthead = dataclasses.replace(MASTHEAD, topic_names={"ml": "Machine <learning>", "rl": "RL"})
+    shared = compose.Composer(spec(masthead=masthead))
+    alone = compose.Composer(spec(masthead=masthead), reference=True)
     for i, topics in enumerate([("ml",), ("ml", "rl"), ("rl",), ("ml",)]):
         digest = recipient(BASE, i, "A", topics)
         url = f"https://papers.example.org/unsubscribe/{i}"
-        got, expected = (
-            render.render(digest, env, identity, recipient_name="A", unsubscribe_url=url)
-            for env in (shared, alone)
-        )
-        assert got == expected
+        got, expected = (c.email(digest, unsubscribe_url=url) for c in (shared, alone))
+        assert_same_email(got, expected)
         assert "Machine &lt;learning&gt;" in got.html or topics == ("rl",)
-    assert shared.once_renders == 2  # the HTML and the text, once for all four
+    assert shared.counts().once_renders == 2  # the HTML and the text, once for all four
