@@ -7,6 +7,7 @@ would see it). Nothing here writes the state or sends a message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -82,7 +83,10 @@ def state_problem(path: Path) -> str | None:
 
 
 def warnings(config: Config) -> Iterator[str]:
-    """A file in ``templates_dir`` that no template uses: most likely a misspelt name."""
+    """A template each recipient's email is rendered from in full (slower); a file in
+    ``templates_dir`` that no template uses: most likely a misspelt name."""
+    with contextlib.suppress(TemplateError):  # a broken template is one of ``problems``
+        yield from compose.check_templates(config.templates_path)
     own = config.templates_path
     if own is None or not own.is_dir():
         return

@@ -1,17 +1,21 @@
 """A digest rendered once for everyone with the same papers is what each would get alone
-(the reference path renders each in full)."""
+(the reference path renders each in full); a template that cannot be is named, and why."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsletter import compose
+from newsletter.cli import cli
 from newsletter.compose import split, templates
+from newsletter.compose.pool import compose_many
 from newsletter.compose.size import HTML_LIMIT
 from newsletter.compose.templates import CARD_TEMPLATE, HTML_TEMPLATE, TEXT_TEMPLATE
 from newsletter.models import Digest, Email, Subscriber
@@ -211,3 +215,97 @@ def test_topic_names_keep_the_rendered_once_path() -> None:
         assert_same_email(got, expected)
         assert "Machine &lt;learning&gt;" in got.html or topics == ("rl",)
     assert shared.counts().once_renders == 2  # the HTML and the text, once for all four
+
+
+# -- the slow path speaks ---------------------------------------------------------------
+
+#: The recipient read where the splitter does not evaluate it on its own (a ``{% set %}``).
+SET_LINE = "{% set who = recipient_email %}<title>{{ who }}"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_template_rendered_in_full_is_logged_once_per_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: int
+) -> None:
+    folder = override(tmp_path, HTML_TEMPLATE, "<title>", SET_LINE)
+    lines = (folder / HTML_TEMPLATE).read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if SET_LINE in text)
+    digests = [recipient(BASE, i, None, ("ml",)) for i in range(12)]
+    with caplog.at_level(logging.INFO):
+        sent = list(
+            compose_many(spec(folder), digests, count=12, bodies=False, workers=workers, chunk=2)
+        )
+    assert len(sent) == 12
+    said = [r.getMessage() for r in caplog.records if "compose.full_render" in r.getMessage()]
+    assert said == [
+        f"compose.full_render template={HTML_TEMPLATE} reason=line {line}: reads "
+        "recipient_email other than in {{ ... }} or {% if recipient_email %}"
+    ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_value_that_needs_the_full_render_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: int
+) -> None:
+    """Split, but every named recipient's HTML is rendered in full: said once, from any worker."""
+    folder = override(tmp_path, HTML_TEMPLATE, "<title>", "{{ recipient_name | safe }}<title>")
+    assert fast(folder).full_renders == {}  # nothing known until a name is printed
+    digests = [recipient(BASE, i, f"R{i}", ("ml",)) for i in range(12)]
+    with caplog.at_level(logging.INFO):
+        list(compose_many(spec(folder), digests, count=12, bodies=False, workers=workers, chunk=2))
+    said = [r.getMessage() for r in caplog.records if "compose.full_render" in r.getMessage()]
+    assert said == [
+        f"compose.full_render template={HTML_TEMPLATE} "
+        "reason=a recipient output is safe HTML (|safe, a macro)"
+    ]
+
+
+def test_the_builtin_templates_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    digests = [recipient(BASE, i, f"R{i}", ("ml",)) for i in range(3)]
+    with caplog.at_level(logging.INFO):
+        list(compose_many(spec(), digests, count=3, bodies=True))
+    assert "compose.full_render" not in caplog.text
+
+
+def test_check_names_the_template_rendered_in_full_and_why(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    override(mine, HTML_TEMPLATE, "<title>", SET_LINE)
+    override(mine, CARD_TEMPLATE, "Why:", "{{ recipient_email }} Why:")
+    (mine / TEXT_TEMPLATE).write_text(
+        (BUILTIN / TEXT_TEMPLATE).read_text(encoding="utf-8")
+        + "{% macro sig() %}{{ title }}{% endmacro %}{{ sig() }}\n",
+        encoding="utf-8",
+    )
+    warnings = compose.check_templates(mine)
+    assert len(warnings) == 2
+    html, text = sorted(warnings)
+    prefix = "cannot be rendered once for many recipients, so each one's email is rendered in full"
+    assert html.startswith(f"{mine / HTML_TEMPLATE}: {prefix} (slower): line ")
+    assert html.endswith(
+        "reads recipient_email other than in {{ ... }} or {% if recipient_email %}"
+    )
+    assert text.startswith(f"{mine / TEXT_TEMPLATE}: {prefix} (slower): line ")
+    assert text.endswith(": {% macro %} (the recipient may be read in it)")
+    assert compose.check_templates(None) == []
+
+
+def test_newsletter_check_warns_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import write_config
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", "k" * 32)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    override(mine, CARD_TEMPLATE, "Why:", "{{ recipient_email }} Why:")
+    cfg = write_config(tmp_path / "subs.yaml", hf_url="http://127.0.0.1:9")
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(
+        text.replace("  state: state.db\n", "  state: state.db\n  templates_dir: mine\n")
+    )
+    result = CliRunner().invoke(cli, ["check", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {HTML_TEMPLATE}: cannot be rendered once for many recipients" in result.output
+    assert "_paper.html.j2 prints recipient_email" in result.output
+    assert result.output.endswith(": ok: 3 topics, 3 subscribers\n")

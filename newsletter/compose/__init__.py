@@ -7,7 +7,7 @@ making a ``Composer``). The face:
     message   = Composer(spec).compose(digest)          # reference=True: the slow reference
     messages  = compose_many(spec, digests, count=n, bodies=...)              # on a pool
     messages  = select_and_compose(spec, selecting, requests, count=n, bodies=...)
-    check_templates(templates_dir)                      # TemplateError naming file and line
+    warnings  = check_templates(templates_dir)          # TemplateError naming file and line
 
 ``bodies`` is the caller's choice: whether the messages keep their HTML and text (a preview
 writes the HTML) or only the bytes to send come back (SMTP). How the fast path works, and

@@ -48,11 +48,13 @@ def sample_digests() -> list[Digest]:
     ]
 
 
-def check_templates(templates_dir: Path | None) -> None:
+def check_templates(templates_dir: Path | None) -> list[str]:
     """Render sample digests through the templates; raise TemplateError naming file and line.
 
     Every branch of the built-in templates is taken at least once: optional fields set and
-    unset, a name and none, one paper and several, summaries shown and dropped.
+    unset, a name and none, one paper and several, summaries shown and dropped. Returns one
+    warning per digest template that each recipient's email is rendered from in full
+    (slower), saying why.
     """
     spec = ComposeSpec(templates_dir, _SAMPLE, b"check", dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
     composer = Composer(spec)
@@ -61,3 +63,15 @@ def check_templates(templates_dir: Path | None) -> None:
             composer.render(
                 digest, unsubscribe_url="https://example.org/unsubscribe/x?a=1&b=2", limit=limit
             )
+    return [
+        f"{_where(templates_dir, name)}: cannot be rendered once for many recipients, so each "
+        f"one's email is rendered in full (slower): {reason}"
+        for name, reason in composer.full_renders.items()
+    ]
+
+
+def _where(templates_dir: Path | None, name: str) -> str:
+    """The operator's own file of that name, or the name of the built-in template."""
+    if templates_dir is not None and (templates_dir / name).is_file():
+        return str(templates_dir / name)
+    return name

@@ -21,7 +21,9 @@ each subscriber's history and passes it on.
 
 Workers are started with "spawn": a fresh interpreter with only this package imported, not
 a fork of a parent holding every subscriber and paper (smaller, and safe with threads).
-Their log records are forwarded to the parent's handlers.
+Their log records are forwarded to the parent's handlers. A digest template that each
+recipient's email is rendered from in full (``Composer.full_renders``) is logged once per
+call, however many workers find it (``compose.full_render template=... reason=...``).
 
 On a machine with as many cores as workers, each microsecond the parent spends per digest
 is one a worker lacks, so what crosses goes in cheap forms (``wire``): the run's papers
@@ -42,7 +44,7 @@ import os
 import pickle
 import tempfile
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -89,11 +91,16 @@ def compose_many(
     ``email.text`` are empty (``data`` holds both), for a consumer that only sends the bytes;
     they are not carried back from a worker.
     """
+    told = _Told()
     workers = workers_for(count) if workers is None else workers
     if workers <= 1:
         here = Composer(spec)
+        told.say(here.full_renders)
         for digest in digests:
-            yield _bodies(here.compose(digest), bodies)
+            message = here.compose(digest)
+            if len(here.full_renders) > len(told):
+                told.say(here.full_renders)
+            yield _bodies(message, bodies)
         return
     numbers = {id(p): i for i, p in enumerate(papers)}
     job = _Job(spec, tuple(papers), None, bodies)
@@ -102,7 +109,7 @@ def compose_many(
         while batch := list(islice(source, chunk)):
             yield wire.pack_digests(batch, papers, numbers), None
 
-    for wires, _ in _pooled(job, workers, _compose_chunk, payloads(iter(digests))):
+    for wires, _ in _pooled(job, workers, _compose_chunk, payloads(iter(digests)), told):
         for found in wires:
             if found is None:  # a chunk of digests is composed in full
                 raise RuntimeError("compose worker returned no message")
@@ -179,13 +186,18 @@ def select_and_compose(
     and each request goes out as a few plain values, so this process does neither the
     selection nor the pickling of digests.
     """
+    told = _Told()
     workers = workers_for(count) if workers is None else workers
     if workers <= 1:
         here = Composer(spec)
+        told.say(here.full_renders)
         for r in requests:
             digest = selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
             if selecting.wanted(digest):
-                yield _bodies(here.compose(digest), bodies)
+                message = here.compose(digest)
+                if len(here.full_renders) > len(told):
+                    told.say(here.full_renders)
+                yield _bodies(message, bodies)
             else:
                 yield NothingNew(r.subscriber, selecting.day)
         return
@@ -196,7 +208,8 @@ def select_and_compose(
         while batch := list(islice(source, chunk)):
             yield wire.pack_requests(batch, known), [r.subscriber for r in batch]
 
-    for wires, subscribers in _pooled(job, workers, _select_chunk, payloads(iter(requests))):
+    pooled = _pooled(job, workers, _select_chunk, payloads(iter(requests)), told)
+    for wires, subscribers in pooled:
         for found, subscriber in zip(wires, subscribers, strict=True):
             yield NothingNew(subscriber, selecting.day) if found is None else wire.from_wire(found)
 
@@ -214,6 +227,23 @@ def _bodies(m: Outgoing, bodies: bool) -> Outgoing:
     return dataclasses.replace(m, email=dataclasses.replace(m.email, html="", text=""))
 
 
+class _Told:
+    """The digest templates logged as rendered in full, once per call whatever the workers."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def say(self, reasons: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        items = reasons.items() if isinstance(reasons, Mapping) else reasons
+        for name, reason in items:
+            if name not in self.names:
+                self.names.add(name)
+                log.warning("compose.full_render template=%s reason=%s", name, reason)
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """What every worker gets once, at start."""
@@ -224,8 +254,9 @@ class _Job:
     bodies: bool
 
 
-#: What a worker returns for a chunk: a message per item (None for "nothing new").
-_Result = list[wire.Wire | None]
+#: What a worker returns for a chunk: a message per item (None for "nothing new"), and the
+#: digest templates it newly renders in full, with why.
+_Result = tuple[list[wire.Wire | None], list[tuple[str, str]]]
 
 
 def _pooled(
@@ -233,6 +264,7 @@ def _pooled(
     workers: int,
     task: Callable[[bytes], _Result],
     payloads: Iterator[tuple[bytes, _C]],
+    told: _Told,
 ) -> Iterator[tuple[list[wire.Wire | None], _C]]:
     """Each payload's result from a pool of ``workers`` started with ``job``, in order.
 
@@ -246,7 +278,10 @@ def _pooled(
     try:
         with os.fdopen(fd, "wb") as f:
             pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
-        yield from _run_pool(job_path, workers, task, payloads)
+        for (wires, reasons), kept in _run_pool(job_path, workers, task, payloads):
+            if reasons:
+                told.say(reasons)
+            yield wires, kept
     finally:
         os.unlink(job_path)
 
@@ -305,6 +340,16 @@ class _Worker:
 
     job: _Job
     composer: Composer
+    told: set[str] = field(default_factory=set)  # full renders reported to the parent
+
+    def news(self) -> list[tuple[str, str]]:
+        """Full renders found since the last chunk."""
+        found = self.composer.full_renders
+        if len(found) == len(self.told):
+            return []
+        new = [(name, reason) for name, reason in found.items() if name not in self.told]
+        self.told.update(name for name, _ in new)
+        return new
 
 
 _worker: _Worker | None = None  # in a worker process, set by _start_worker
@@ -333,7 +378,7 @@ def _compose_chunk(payload: bytes) -> _Result:
         wire.to_wire(composer.compose(d), job.bodies)
         for d in wire.unpack_digests(payload, job.papers)
     ]
-    return wires
+    return wires, worker.news()
 
 
 def _select_chunk(payload: bytes) -> _Result:
@@ -349,4 +394,4 @@ def _select_chunk(payload: bytes) -> _Result:
         out.append(
             wire.to_wire(composer.compose(digest), job.bodies) if selecting.wanted(digest) else None
         )
-    return out
+    return out, worker.news()
