@@ -21,6 +21,7 @@ from newsletter.models import Digest, Outgoing, PaperData, Pick, Subscriber, Top
 from newsletter.sources import huggingface
 from tests.conftest import fixture_path
 from tests.digests import fixture_digest, hostile_digest, load_digest, spec
+from tests.fakes import FakeSource, OutboxSender
 
 NOW = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
 SPEC = spec(now=NOW)
@@ -99,6 +100,31 @@ def test_a_preview_refuses_a_message_without_bodies(tmp_path: Path) -> None:
     with pytest.raises(SendError, match="without its HTML body"):
         preview.deliver(bare)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_senders_know_nothing_of_bodies() -> None:
+    """Whether messages keep their HTML and text is composing's option (``bodies``), which
+    the pipeline chooses: a preview writes the HTML, a real send sends the bytes."""
+    assert "needs_bodies" not in deliver.Sender.__annotations__
+    for sender in (deliver.PreviewSender, deliver.SmtpSender, OutboxSender):
+        assert not hasattr(sender, "needs_bodies")
+
+
+def test_the_pipeline_chooses_the_bodies_not_the_sender(tmp_path: Path) -> None:
+    """A preview's messages keep their HTML and text (it writes the HTML); a real send's come
+    as the bytes only, with the HTML inside them."""
+    from tests.test_catchup import DAILY, day, make_config, paper, run
+
+    cfg = make_config(tmp_path, DAILY)
+    source = FakeSource({day(0): [paper("p0", day(0))]})
+    preview = OutboxSender()
+    preview.records_deliveries = False
+    run(cfg, source, preview, day(0))
+    real = OutboxSender()
+    run(cfg, source, real, day(0))
+    assert preview.sent[0].email.html and preview.sent[0].email.text
+    assert (real.sent[0].email.html, real.sent[0].email.text) == ("", "")
+    assert real.sent[0].email.paper_ids == ("p0",) and "Diffusion p0" in real.html(0)
 
 
 def test_papers_of_the_run_go_to_workers_by_number() -> None:
