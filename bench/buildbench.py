@@ -1,16 +1,16 @@
 """Build: complete MIME digests per second, the production path against a naive one.
 
 The production path is what ``pipeline.run_once`` runs for a preview: ``selection.match_topics``
-once, then ``build.select_and_compose`` (select + render + message on a pool of processes,
+once, then ``compose.select_and_compose`` (select + render + message on a pool of processes,
 which get the matches once), the messages without their HTML and text as an SMTP sender
 asks for them (a real send selects in this process first, for its ledger). DKIM is off. Every message
 is hashed (SHA-256 over all bytes, in order) and counted; ``--outbox DIR`` also writes them.
 CPU per digest after matching is reported for this process and its pool apart: on a machine
 with as many cores as workers, every microsecond the parent spends is one a worker lacks.
 
-The naive baseline renders the same templates with the same Jinja environment per message
-(cards and text blocks too, no caches), runs premailer once per message, and serialises an
-``email.message.EmailMessage`` per message (``message.build_with_email_package``).
+The naive baseline is the composer's reference path (``Composer(spec, reference=True)``): it
+renders the same templates in full per message (cards and text blocks too, no caches), runs
+premailer once per message, and serialises an ``email.message.EmailMessage`` per message.
 
     python -m bench.buildbench --subscribers 10000 [--workers 2] [--naive 300] [--outbox DIR]
 
@@ -29,32 +29,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from markupsafe import Markup
-
 from bench import workload
-from newsletter import build, message, render, selection, unsubscribe
-from newsletter.models import Digest, Email, Pick, Subscriber
+from newsletter import compose, selection
+from newsletter.compose.pool import NothingNew, Request, Selecting, workers_for
+from newsletter.models import Digest, Subscriber
 
-IDENTITY = render.Identity(
+MASTHEAD = compose.Masthead(
     title="Trending Papers",
     base_url="https://papers.example.org",
-    operator_address="papers@example.org",
-    subject_template="{title}: {count} new papers for {date}",
-)
-SENDER = message.Sender(
     from_header="Trending Papers <papers@example.org>",
     list_id="trending-papers.example.org",
-    list_name="Trending Papers",
+    subject_template="{title}: {count} new papers for {date}",
 )
 KEY = b"benchmark-unsubscribe-key-0123456789"
-SPEC = build.ComposeSpec(
-    templates_dir=None,
-    identity=IDENTITY,
-    sender=SENDER,
-    key=KEY,
-    base_url=IDENTITY.base_url,
-    now=workload.NOW,
-)
+SPEC = compose.ComposeSpec(templates_dir=None, masthead=MASTHEAD, key=KEY, now=workload.NOW)
 SINCE = workload.DAY - dt.timedelta(days=workload.WINDOW_DAYS - 1)
 
 
@@ -105,11 +93,14 @@ def fast(w: workload.Workload, workers: int, outbox: Path | None) -> dict[str, A
     cpu = time.process_time()
     children = _children_cpu()
     nothing_new = 0
-    selecting = build.Selecting(matches, workload.NOW, workload.DAY)
-    requests = (build.Request(sub, SINCE) for sub in w.subscriber_models())
+    selecting = Selecting(matches, workload.NOW, workload.DAY)
+    requests = (Request(sub, SINCE) for sub in w.subscriber_models())
     # Only the bytes are hashed, as an SMTP sender only sends them: no bodies back.
-    for msg in build.select_and_compose(SPEC, selecting, requests, workers=workers, bodies=False):
-        if isinstance(msg, build.NothingNew):
+    messages = compose.select_and_compose(
+        SPEC, selecting, requests, count=w.subscribers, bodies=False, workers=workers
+    )
+    for msg in messages:
+        if isinstance(msg, NothingNew):
             nothing_new += 1
             continue
         out.add(msg.data)
@@ -145,50 +136,14 @@ def _children_cpu() -> float:
 # --- the naive baseline ------------------------------------------------------------------
 
 
-def naive_compose(env: render.Environment, digest: Digest) -> message.Outgoing:
-    sub = digest.subscriber
-    url = f"{IDENTITY.base_url}/unsubscribe/{unsubscribe.make_token(KEY, sub.email)}"
-    context = render.base_context(digest, IDENTITY, sub.name, url) | {
-        "digest": digest,
-        "picks": digest.picks,
-        "more": 0,
-    }
-
-    def card(pick: Pick) -> Markup:
-        page = env.get_template(render.CARD_TEMPLATE)
-        return Markup(
-            page.render(context | {"pick": pick, "paper": pick.paper, "show_summary": True})
-        )
-
-    def paper_text(pick: Pick, index: int) -> str:
-        return env.get_template(render.TEXT_CARD_TEMPLATE).render(
-            context | {"pick": pick, "index": index}
-        )
-
-    html = env.get_template(render.HTML_TEMPLATE).render(context | {"card": card})
-    html = render.inline_css(html)  # one premailer transform per message
-    text = env.get_template(render.TEXT_TEMPLATE).render(context | {"paper_text": paper_text})
-    email = Email(
-        to=sub.email,
-        to_name=sub.name,
-        subject=render.subject(IDENTITY, digest),
-        html=html,
-        text=text,
-        paper_ids=digest.paper_ids,
-    )
-    return message.build_with_email_package(
-        email, SENDER, unsubscribe_url=url, digest_key="bench", now=workload.NOW
-    )
-
-
 def naive(w: workload.Workload, sample: int) -> dict[str, Any]:
     """The first ``sample`` digests of the same workload, the naive way, in one process."""
-    env = render.make_env()  # the same environment; without slots its finalize passes values
+    composer = compose.Composer(SPEC, reference=True)
     matches = match(w)
     matched = time.perf_counter()
     out = Output(None)
     for digest in digests(matches, w.subscriber_models()):
-        out.add(naive_compose(env, digest).data)
+        out.add(composer.compose(digest).data)
         if out.count >= sample:
             break
     end = time.perf_counter()
@@ -210,7 +165,7 @@ def main() -> None:
     parser.add_argument("--outbox", type=Path, default=None)
     args = parser.parse_args()
     w = workload.make(args.subscribers, args.papers)
-    workers = args.workers or build.workers_for(10**9)
+    workers = args.workers or workers_for(10**9)
     result: dict[str, Any] = {"fast": fast(w, workers, args.outbox)}
     if args.naive:
         result["naive"] = naive(w, args.naive)

@@ -26,10 +26,9 @@ from typing import Any
 import aiosmtplib
 
 from bench import buildbench, workload
-from newsletter import build, ledger
+from newsletter import compose, ledger
 from newsletter.deliver import Outcome, SmtpSender, SmtpSettings
-from newsletter.message import Outgoing
-from newsletter.models import Digest
+from newsletter.models import Digest, Outgoing
 from newsletter.store import SqliteStore
 
 
@@ -70,7 +69,9 @@ def prebuilt(count: int) -> tuple[list[Digest], list[Outgoing]]:
             break
     # The bytes are what is sent; the bodies in .email are not needed to send (the ledger
     # reads paper_ids only) and would cost memory.
-    messages = list(build.compose_all(buildbench.SPEC, digests, workers=2, bodies=False))
+    messages = list(
+        compose.compose_many(buildbench.SPEC, digests, count=len(digests), bodies=False, workers=2)
+    )
     return digests, messages
 
 

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, message, preflight, render, schedule, sources, unsubscribe
+from newsletter import __version__, compose, preflight, schedule, sources, unsubscribe
 from newsletter import config as config_mod
 from newsletter.deliver import (
     Outcome,
@@ -894,8 +894,8 @@ class _Daemon:
     def reload(self) -> None:
         try:
             config = _load_config(self.path)
-            render.check_templates(config.templates_path)
-            message.load_sender(config)
+            compose.check_templates(config.templates_path)
+            compose.load_masthead(config)
             _smtp_settings(config)
         except ConfigError as e:
             for line in e.problems:

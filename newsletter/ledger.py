@@ -26,8 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from newsletter.deliver import Outcome
-from newsletter.message import Outgoing
-from newsletter.models import Digest, LedgerRow, PaperData, Subscriber
+from newsletter.models import Digest, LedgerRow, Outgoing, PaperData, Subscriber
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)

@@ -135,6 +135,22 @@ class Email:
     dropped_ids: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready to go: made by ``compose``, read by ``deliver`` and the ledger.
+
+    ``data`` is the bytes to send; ``envelope_from`` the SMTP ``MAIL FROM`` (it becomes the
+    Return-Path: bounces go there). ``email`` is what it was made from; its ``html`` and
+    ``text`` are "" when it was composed without bodies (a sender that sends the bytes only).
+    """
+
+    recipient: str
+    envelope_from: str
+    message_id: str
+    data: bytes
+    email: Email
+
+
 def digest_id(digest: Digest) -> str:
     """The digest's key in the ledger and in its Message-ID: its day and cadence."""
     return f"{digest.day.isoformat()}/{digest.subscriber.cadence}"

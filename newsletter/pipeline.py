@@ -3,14 +3,15 @@
     now         = clock()
     day         = options.day or sources.latest_day(sources, now)               (I/O: HTTP)
     subscribers = config's: --subscriber, due (selection.is_due), without a state (store.states())
-    composer    = build.Composer(spec: templates, masthead, signing key, now)   (reads templates)
+    spec        = compose.ComposeSpec(templates, compose.load_masthead(config), key, now)
+                                                     (reads the DKIM key, if any)
 
     preview, dry run, test send (sender.records_deliveries is false; the store is a copy):
         frozen   = ledger.frozen_for_test(store, day, subscribers)   a test send only: the
                                                      digest the day's run froze, if any
         selecting, requests = match(the others)
-        messages = build.compose_all(frozen digests, bodies=True)
-                 + build.select_and_compose(selecting, requests, bodies=True)
+        messages = compose.compose_many(spec, frozen digests, bodies=True)
+                 + compose.select_and_compose(spec, selecting, requests, bodies=True)
                    # on a pool the workers select too; nothing new -> reported, not composed
         sender.send_all(messages, tally)             (I/O: the preview folder, or SMTP)
 
@@ -22,7 +23,7 @@
             selecting, requests = match(missing)
             run.freeze(selecting.select(r) for r in requests)    before any message goes out
         rows     = run.due(retry_unknown, smtp.daily_cap)
-        messages = build.compose_all(run.digests(rows, ...), bodies=False, papers=run.papers())
+        messages = compose.compose_many(spec, run.digests(rows, ...), bodies=False, papers=...)
         sender.send_all(messages, run.recorder(rows))  (I/O: SMTP; each outcome committed)
         report   = run.totals(); run.close()
 
@@ -50,14 +51,15 @@ import datetime as dt
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from newsletter import build, ledger, message, render, selection, sources
+from newsletter import compose, ledger, selection, sources
+from newsletter.compose.pool import NothingNew, Request, Selecting
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
-from newsletter.models import Digest, PaperData, Subscriber
+from newsletter.models import Subscriber
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
@@ -146,9 +148,10 @@ def run_once(
         log.info("run.no_papers sources=%s", ",".join(s.name for s in group))
         return report
     subscribers = _recipients(config, options, day, store.states(), report)
-    spec = _spec(config, key, now, test_links=options.test)
-    composer = build.Composer(spec)  # reads the templates: a broken one fails before fetching
-    job = _Job(config, options, group, store, sender, now, day, composer, report)
+    spec = compose.ComposeSpec(
+        config.templates_path, compose.load_masthead(config), key, now, test_links=options.test
+    )
+    job = _Job(config, options, group, store, sender, now, day, spec, report)
     try:
         if not sender.records_deliveries:
             _preview(job, subscribers)
@@ -188,8 +191,8 @@ def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
     """A preview, a dry run or a test send: composed with bodies (the preview folder shows
     them), counted, recorded nowhere."""
     config, options, store, sender = job.config, job.options, job.store, job.sender
-    day, composer, report = job.day, job.composer, job.report
-    messages: Iterator[message.Outgoing] = iter(())
+    day, spec, report = job.day, job.spec, job.report
+    messages: Iterator[compose.Outgoing] = iter(())
     if options.test:
         frozen = ledger.frozen_for_test(
             store, day, subscribers, send_empty=config.selection.send_empty
@@ -199,16 +202,11 @@ def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
         digests = [f.digest for f in frozen if f.digest is not None]
         subscribers = [s for s in subscribers if s.email not in report.frozen]
         if digests:
-            messages = _compose_all(composer, digests, len(digests), bodies=True)
+            messages = compose.compose_many(spec, digests, count=len(digests), bodies=True)
     if subscribers:
         selecting, requests = job.match(subscribers)
-        built = build.select_and_compose(
-            composer.spec,
-            selecting,
-            requests,
-            workers=build.workers_for(len(subscribers)),
-            bodies=True,
-            composer=composer,
+        built = compose.select_and_compose(
+            spec, selecting, requests, count=len(subscribers), bodies=True
         )
         messages = itertools.chain(messages, _nothing_new_reported(built, report))
     sender.send_all(messages, _Tally(report, options.progress))
@@ -218,7 +216,7 @@ def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
 def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
     """A real send of the day's frozen run: see the module's map."""
     config, options, store, sender = job.config, job.options, job.store, job.sender
-    day, composer, report = job.day, job.composer, job.report
+    day, spec, report = job.day, job.spec, job.report
     with store.send_lock(options.lock_wait):
         run = ledger.open_run(store, day, clock)
         missing = run.missing(subscribers)
@@ -238,8 +236,8 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
             rows, max_deferrals=config.smtp.max_deferrals, progress=options.progress
         )
         # A real send's sender sends the bytes; the ledger reads the papers each one carried.
-        messages = _compose_all(
-            composer, digests, len(rows), bodies=False, papers=list(papers.values())
+        messages = compose.compose_many(
+            spec, digests, count=len(rows), bodies=False, papers=list(papers.values())
         )
         try:
             sender.send_all(messages, recorder)
@@ -276,12 +274,10 @@ class _Job:
     sender: Sender
     now: dt.datetime
     day: dt.date
-    composer: build.Composer
+    spec: compose.ComposeSpec
     report: RunReport
 
-    def match(
-        self, subscribers: list[Subscriber]
-    ) -> tuple[build.Selecting, Iterator[build.Request]]:
+    def match(self, subscribers: list[Subscriber]) -> tuple[Selecting, Iterator[Request]]:
         """Fetch what the subscribers' windows need and match once (eagerly); the requests
         are read from the store lazily, one per subscriber: sent-history, skipped papers."""
         store, day, settings = self.store, self.day, self.config.selection
@@ -321,7 +317,7 @@ class _Job:
             selection.topics_for_run(self.config.topic_models(), subscribers),
             trends=store.trends(p.id for p in candidates),
         )
-        selecting = build.Selecting(
+        selecting = Selecting(
             matches,
             self.now,
             day,
@@ -334,9 +330,9 @@ class _Job:
 
 def _requests(
     store: Store, subscribers: list[Subscriber], since: dict[str, dt.date]
-) -> Iterator[build.Request]:
+) -> Iterator[Request]:
     for subscriber in subscribers:
-        yield build.Request(
+        yield Request(
             subscriber,
             since[subscriber.key],
             store.sent_ids(subscriber.key),
@@ -344,50 +340,12 @@ def _requests(
         )
 
 
-def _spec(config: Config, key: bytes, now: dt.datetime, *, test_links: bool) -> build.ComposeSpec:
-    """What composing needs: this installation's templates, identity and signing key."""
-    nl = config.newsletter
-    return build.ComposeSpec(
-        templates_dir=config.templates_path,
-        identity=render.Identity(
-            title=nl.title,
-            base_url=nl.base_url,
-            operator_address=nl.from_address,
-            subject_template=nl.subject,
-            topic_names=config.topic_names(),
-        ),
-        sender=message.load_sender(config),  # reads the DKIM key, if any
-        key=key,
-        base_url=nl.base_url,
-        now=now,
-        test_links=test_links,
-    )
-
-
-def _compose_all(
-    composer: build.Composer,
-    digests: Iterable[Digest],
-    count: int,
-    *,
-    bodies: bool,
-    papers: Sequence[PaperData] = (),
-) -> Generator[message.Outgoing, None, None]:
-    return build.compose_all(
-        composer.spec,
-        digests,
-        workers=build.workers_for(count),
-        papers=papers,
-        bodies=bodies,
-        composer=composer,
-    )
-
-
 def _nothing_new_reported(
-    built: Iterable[message.Outgoing | build.NothingNew], report: RunReport
-) -> Iterator[message.Outgoing]:
+    built: Iterable[compose.Outgoing | NothingNew], report: RunReport
+) -> Iterator[compose.Outgoing]:
     """The messages; a subscriber with nothing new is logged and reported instead."""
     for item in built:
-        if isinstance(item, build.NothingNew):
+        if isinstance(item, NothingNew):
             log.info("digest.nothing_new subscriber=%s day=%s", item.subscriber.email, item.day)
             report.nothing_new.append(item.subscriber.email)
             continue
@@ -401,13 +359,13 @@ class _Tally:
         self.report = report
         self.progress = progress
 
-    def started(self, msg: message.Outgoing) -> None:
+    def started(self, msg: compose.Outgoing) -> None:
         pass
 
-    def retrying(self, msg: message.Outgoing, detail: str) -> None:
+    def retrying(self, msg: compose.Outgoing, detail: str) -> None:
         pass
 
-    def finished(self, msg: message.Outgoing, outcome: Outcome) -> None:
+    def finished(self, msg: compose.Outgoing, outcome: Outcome) -> None:
         report = self.report
         if outcome.status == "sent":
             report.delivered.append(msg.recipient)

@@ -7,6 +7,7 @@ would see it). Nothing here writes the state or sends a message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from newsletter import message, render, unsubscribe
+from newsletter import compose, unsubscribe
+from newsletter.compose import templates
 from newsletter.config import Config, state_path_problem
 from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
 from newsletter.errors import ConfigError, SendError, TemplateError
@@ -36,11 +38,11 @@ def problems(config: Config) -> list[str]:
     if state is not None:
         found.append(f"{config.path}: newsletter.state: {config.state_path}: {state}")
     try:
-        render.check_templates(config.templates_path)
+        compose.check_templates(config.templates_path)
     except TemplateError as e:
         found.append(str(e))
     try:
-        message.load_sender(config)  # a DKIM key that cannot sign
+        compose.load_masthead(config)  # a DKIM key that cannot sign
     except ConfigError as e:
         found.extend(e.problems)
     return found
@@ -81,15 +83,18 @@ def state_problem(path: Path) -> str | None:
 
 
 def warnings(config: Config) -> Iterator[str]:
-    """A file in ``templates_dir`` that no template uses: most likely a misspelt name."""
+    """A template each recipient's email is rendered from in full (slower); a file in
+    ``templates_dir`` that no template uses: most likely a misspelt name."""
+    with contextlib.suppress(TemplateError):  # a broken template is one of ``problems``
+        yield from compose.check_templates(config.templates_path)
     own = config.templates_path
     if own is None or not own.is_dir():
         return
     builtin = sorted(
-        p.name for p in render.builtin_templates_dir().iterdir() if p.name.endswith(".j2")
+        p.name for p in templates.builtin_templates_dir().iterdir() if p.name.endswith(".j2")
     )
     files = sorted(p.name for p in own.iterdir() if p.is_file() and not p.name.startswith("."))
-    included = _included(render.make_env(own), [*builtin, *files])
+    included = _included(templates.make_env(own), [*builtin, *files])
     for name in files:
         if name not in builtin and name not in included:
             yield (

@@ -1,25 +1,73 @@
-"""Digests for the render, message and browser tests: hand-written, real and hostile."""
+"""Digests for the compose and browser tests (hand-written, real and hostile), and the
+masthead, spec and composers they are composed with."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
-from newsletter import render
-from newsletter.models import Digest, PaperData, Pick, Subscriber
+from bs4 import BeautifulSoup
+
+from newsletter import compose
+from newsletter.models import Digest, Email, PaperData, Pick, Subscriber
 from newsletter.sources import huggingface
 from tests.conftest import DATA, fixture_path
 
-IDENTITY = render.Identity(
+MASTHEAD = compose.Masthead(
     title="Trending Papers",
     base_url="https://papers.example.org",
-    operator_address="papers@example.org",
+    from_header="Trending Papers <papers@example.org>",
+    list_id="trending-papers.example.org",
     subject_template="{title}: {count} new papers for {date}",
 )
+NOW = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.UTC)
 # An & in the URL shows that it is escaped in the HTML (as &amp;) and verbatim in the text.
 UNSUBSCRIBE_URL = "https://papers.example.org/unsubscribe/YWRh.c2ln?x=1&y=2"
+
+
+def spec(templates_dir: Path | None = None, **changes: Any) -> compose.ComposeSpec:
+    base = compose.ComposeSpec(templates_dir, MASTHEAD, b"k" * 32, NOW)
+    return dataclasses.replace(base, **changes)
+
+
+def named(digest: Digest, name: str | None) -> Digest:
+    """The digest for a subscriber of that name."""
+    return dataclasses.replace(digest, subscriber=dataclasses.replace(digest.subscriber, name=name))
+
+
+def render_email(
+    digest: Digest,
+    composer: compose.Composer | None = None,
+    *,
+    url: str = UNSUBSCRIBE_URL,
+    limit: int | None = None,
+) -> Email:
+    """The email the composer (a fresh fast one by default) makes of the digest."""
+    return (composer or compose.Composer(spec())).email(digest, unsubscribe_url=url, limit=limit)
+
+
+def elements(html: str) -> list[tuple[str, dict[str, str], str]]:
+    """Every element with its attributes (styles normalized) and its own text: the same for
+    the fast path's HTML and the reference's (premailer writes a quote in text as it is,
+    the fast path escapes it)."""
+    soup = BeautifulSoup(html, "html.parser")
+    out = []
+    for tag in soup.find_all(True):
+        attrs = {k: " ".join(v) if isinstance(v, list) else v for k, v in tag.attrs.items()}
+        if "style" in attrs:
+            attrs["style"] = "; ".join(sorted(p.strip() for p in attrs["style"].split(";")))
+        own = " ".join(t.strip() for t in tag.find_all(string=True, recursive=False))
+        out.append((tag.name, attrs, " ".join(own.split())))
+    return out
+
+
+def assert_same_email(fast: Email, reference: Email) -> None:
+    """The fast path's email is the reference's: the same fields, text and HTML elements."""
+    assert dataclasses.replace(fast, html="") == dataclasses.replace(reference, html="")
+    assert elements(fast.html) == elements(reference.html)
 
 
 def paper(**fields: Any) -> PaperData:

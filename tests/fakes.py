@@ -9,8 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from newsletter.deliver import Events, Outcome
 from newsletter.errors import FetchError
-from newsletter.message import Outgoing
-from newsletter.models import PaperData
+from newsletter.models import Outgoing, PaperData
 
 
 class FakeSource:

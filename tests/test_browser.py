@@ -24,15 +24,17 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter import cli as cli_mod
-from newsletter import render
+from newsletter import compose
 from tests.conftest import ROOT, require
 from tests.digests import (
     HOSTILE_NAME,
-    IDENTITY,
-    UNSUBSCRIBE_URL,
+    MASTHEAD,
     fixture_digest,
     hostile_digest,
     load_digest,
+    named,
+    render_email,
+    spec,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -106,9 +108,7 @@ def browser() -> Iterator[Any]:
 
 
 def _render(digest: Any, name: str | None) -> str:
-    return render.render(
-        digest, render.make_env(), IDENTITY, recipient_name=name, unsubscribe_url=UNSUBSCRIBE_URL
-    ).html
+    return render_email(named(digest, name)).html
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +135,9 @@ def emails(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     found["real-2024-11-11"] = _render(
         fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json"), None
     )
-    found["long-words"] = render.render(
-        long_words_digest(),
-        render.make_env(),
-        dataclasses.replace(IDENTITY, topic_names={"ml": LONG_WORD}),
-        recipient_name=LONG_WORD,
-        unsubscribe_url=UNSUBSCRIBE_URL,
+    masthead = dataclasses.replace(MASTHEAD, topic_names={"ml": LONG_WORD})
+    found["long-words"] = render_email(
+        named(long_words_digest(), LONG_WORD), compose.Composer(spec(masthead=masthead))
     ).html
     return found
 

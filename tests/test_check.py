@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from newsletter import render
 from newsletter.cli import cli
+from newsletter.compose import templates
 from tests.conftest import write_config
 from tests.httpserver import FixtureServer
 from tests.smtpserver import SmtpServer, free_port, make_test_ca, password_authenticator
@@ -161,7 +161,7 @@ def test_a_broken_template_and_a_missing_key_are_both_reported(
 def test_an_unknown_template_name_is_a_warning(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
-    builtin = render.builtin_templates_dir()
+    builtin = templates.builtin_templates_dir()
     (mine / "digest.htm.j2").write_text("misspelt: never used\n")
     # A partial of the operator's own, included by an override, is in use.
     card = (builtin / "_paper.txt.j2").read_text(encoding="utf-8")
@@ -172,9 +172,13 @@ def test_an_unknown_template_name_is_a_warning(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert warnings == [
+        # Each recipient's text is rendered in full: their text blocks could differ.
+        "warning: digest.txt.j2: cannot be rendered once for many recipients, so each one's "
+        "email is rendered in full (slower): _paper.txt.j2 includes or imports another "
+        "template (which may print the recipient)",
         f"warning: {mine / 'digest.htm.j2'}: not a template this program uses "
         "(_paper.html.j2, _paper.txt.j2, digest.html.j2, digest.txt.j2) "
-        "and not included by one: it is ignored"
+        "and not included by one: it is ignored",
     ]
     assert result.output.endswith(": ok: 3 topics, 3 subscribers\n")
 

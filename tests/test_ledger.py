@@ -12,8 +12,7 @@ import pytest
 
 from newsletter import ledger
 from newsletter.deliver import Events, Outcome
-from newsletter.message import Outgoing
-from newsletter.models import Digest, Email, LedgerStatus, PaperData, Pick, Subscriber
+from newsletter.models import Digest, Email, LedgerStatus, Outgoing, PaperData, Pick, Subscriber
 from newsletter.store import SqliteStore
 
 DAY = dt.date(2026, 5, 8)

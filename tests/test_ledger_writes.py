@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.deliver import Outcome, SmtpSender, SmtpSettings
-from newsletter.message import Outgoing
+from newsletter.models import Outgoing
 from tests.conftest import require
 from tests.smtpserver import SmtpServer
 from tests.test_crash import start

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from newsletter import build
+from newsletter import compose
 from newsletter.cli import cli
+from newsletter.compose import pool
 from newsletter.sources import HuggingFaceApi
 from newsletter.sources.http import HttpClient
 from newsletter.store import SqliteStore
@@ -110,15 +111,15 @@ def test_preview_on_a_pool_writes_the_html_bodies(
     tmp_path: Path, hf_server: FixtureServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Selected on the pool too; carl's nothing new still reported, the pages written."""
-    monkeypatch.setattr(build, "workers_for", lambda count: 2)  # a pool, even for 3
+    monkeypatch.setattr(pool, "workers_for", lambda count: 2)  # a pool, even for 3
     used: list[object] = []
-    real = build.select_and_compose
+    real = compose.select_and_compose
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        used.append((kwargs["workers"], kwargs["bodies"]))
+        used.append((pool.workers_for(kwargs["count"]), kwargs["bodies"]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "select_and_compose", spy)
+    monkeypatch.setattr(compose, "select_and_compose", spy)
     cfg = write_config(tmp_path / "subs.yaml", hf_url=hf_server.url)
     code, output, out = run_preview(tmp_path, "-c", str(cfg), "--date", "2026-05-08")
     assert code == 0, output

@@ -13,7 +13,7 @@ from bs4 import BeautifulSoup
 from click.testing import CliRunner
 
 from newsletter import cli as cli_mod
-from newsletter import render
+from newsletter.compose import templates
 from newsletter.store import SqliteStore
 from tests.conftest import ROOT
 
@@ -93,7 +93,7 @@ def test_check_reports_a_broken_override(tmp_path: Path) -> None:
     text = config.read_text(encoding="utf-8").replace("templates_dir: null", "templates_dir: mine")
     config.write_text(text, encoding="utf-8")
     (tmp_path / "mine").mkdir()
-    source = (render.builtin_templates_dir() / "_paper.html.j2").read_text(encoding="utf-8")
+    source = (templates.builtin_templates_dir() / "_paper.html.j2").read_text(encoding="utf-8")
     broken = tmp_path / "mine" / "_paper.html.j2"
     broken.write_text(source.replace("{{ pick.reason }}", "{{ pick.why }}"), encoding="utf-8")
     line = next(i for i, x in enumerate(broken.read_text().splitlines(), 1) if "pick.why" in x)

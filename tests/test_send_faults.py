@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from newsletter import build
 from newsletter.cli import cli
+from newsletter.compose import pool
 from newsletter.deliver import Outcome, SmtpSender, SmtpSettings
-from newsletter.message import Outgoing
-from newsletter.models import Email
+from newsletter.models import Email, Outgoing
 from tests.smtpserver import BrokenServer, Faults, SmtpServer, free_port
 from tests.test_crash import start
 from tests.test_send import addresses, ledger, make_config, send
@@ -182,7 +181,7 @@ def test_an_outage_costs_a_few_connection_attempts_not_a_few_per_recipient(
 def test_an_outage_stops_a_send_large_enough_for_the_compose_pool(tmp_path: Path) -> None:
     # From POOL_THRESHOLD recipients on, digests are composed on a pool of processes, some
     # ahead of the sender: stopping early must end the pool, not hang at its shutdown.
-    n = build.POOL_THRESHOLD
+    n = pool.POOL_THRESHOLD
     cfg = make_config(tmp_path, free_port(), n=n, smtp="  max_retries: 0")
     proc = start(cfg)
     try:

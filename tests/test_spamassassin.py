@@ -14,7 +14,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from newsletter import cli as cli_mod
-from newsletter.message import unfolded_headers
+from newsletter.compose.mime import unfolded_headers
 from tests.conftest import ROOT, require
 
 SPAMASSASSIN = shutil.which("spamassassin")

@@ -56,7 +56,7 @@ def test_wheel_ships_templates_and_previews_from_a_temp_dir(tmp_path: Path) -> N
     where = run(
         py,
         "-c",
-        "import newsletter.render as r; print(r.builtin_templates_dir())",
+        "import newsletter.compose.templates as t; print(t.builtin_templates_dir())",
         cwd=work,
         env=env,
     )

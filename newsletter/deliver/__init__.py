@@ -20,7 +20,7 @@ from newsletter.deliver.events import Events, Outcome, Status
 from newsletter.deliver.preview import PreviewSender
 from newsletter.deliver.replies import SmtpStatus
 from newsletter.deliver.smtp import SendAborted, SmtpSender, SmtpSettings, default_helo_name
-from newsletter.message import Outgoing
+from newsletter.models import Outgoing
 
 
 class Sender(Protocol):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from newsletter.message import Outgoing
+from newsletter.models import Outgoing
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from newsletter.message import Outgoing
+from newsletter.models import Outgoing
 
 Status = Literal["sent", "failed", "unknown", "pending", "deferred"]
 

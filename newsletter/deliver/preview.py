@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from newsletter.deliver.events import Events, Outcome
 from newsletter.errors import SendError
-from newsletter.message import Outgoing
+from newsletter.models import Outgoing
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from newsletter.deliver.backlog import Backlog, Queued
 from newsletter.deliver.events import Events, Outcome
 from newsletter.deliver.replies import ReplyAction, SmtpStatus, action, describe, permanent
 from newsletter.errors import SendError
-from newsletter.message import Outgoing
+from newsletter.models import Outgoing
 
 log = logging.getLogger(__name__)
 

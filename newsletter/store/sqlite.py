@@ -601,7 +601,7 @@ class SqliteStore:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache.
 
         Known before the first digest is rebuilt, they can go to the workers that compose
-        once, and each digest refers to them by number (``build.compose_all(papers=)``).
+        once, and each digest refers to them by number (``compose.compose_many(papers=)``).
         """
         rows = self.db.execute(
             "SELECT DISTINCT json_extract(p.value, '$.id') "

@@ -1,4 +1,5 @@
-"""build.compose_all: the same messages, in the same order, from one process or a pool."""
+"""compose_many and select_and_compose: the same messages, in the same order, from one
+process or a pool."""
 
 from __future__ import annotations
 
@@ -12,22 +13,33 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import build, deliver, message, selection
+from newsletter import compose, deliver, selection
+from newsletter.compose import pool, wire
+from newsletter.compose.pool import NothingNew, Request, Selecting
 from newsletter.errors import SendError, TemplateError
-from newsletter.models import Digest, PaperData, Pick, Subscriber, Topic
+from newsletter.models import Digest, Outgoing, PaperData, Pick, Subscriber, Topic
 from newsletter.sources import huggingface
 from tests.conftest import fixture_path
-from tests.digests import IDENTITY, fixture_digest, hostile_digest, load_digest
+from tests.digests import fixture_digest, hostile_digest, load_digest, spec
+from tests.fakes import FakeSource, OutboxSender
 
 NOW = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
-SPEC = build.ComposeSpec(
-    templates_dir=None,
-    identity=IDENTITY,
-    sender=message.Sender("Trending Papers <papers@example.org>", "tp.example.org", "TP"),
-    key=b"k" * 32,
-    base_url="https://papers.example.org",
-    now=NOW,
-)
+SPEC = spec(now=NOW)
+
+
+def many(
+    digests: list[Digest] | Iterator[Digest],
+    *,
+    workers: int = 1,
+    chunk: int = pool.CHUNK,
+    bodies: bool = True,
+    spec: compose.ComposeSpec = SPEC,
+    papers: list[PaperData] | None = None,
+) -> Iterator[Outgoing]:
+    """``compose_many`` with the number of processes chosen by the test."""
+    return compose.compose_many(
+        spec, digests, count=0, bodies=bodies, papers=papers or (), workers=workers, chunk=chunk
+    )
 
 
 def digests(n: int) -> list[Digest]:
@@ -45,10 +57,24 @@ def digests(n: int) -> list[Digest]:
     return out
 
 
+def selected(
+    selecting: Selecting,
+    requests: list[Request],
+    *,
+    workers: int = 1,
+    chunk: int = pool.CHUNK,
+    bodies: bool = True,
+) -> Iterator[Outgoing | NothingNew]:
+    """``select_and_compose`` with the number of processes chosen by the test."""
+    return compose.select_and_compose(
+        SPEC, selecting, requests, count=0, bodies=bodies, workers=workers, chunk=chunk
+    )
+
+
 def test_pool_gives_the_same_messages_in_order() -> None:
     items = digests(40)
-    alone = list(build.compose_all(SPEC, items, workers=1))
-    pooled = list(build.compose_all(SPEC, items, workers=2, chunk=3))
+    alone = list(many(items, workers=1))
+    pooled = list(many(items, workers=2, chunk=3))
     assert [m.recipient for m in pooled] == [f"reader{i}@example.org" for i in range(40)]
     assert [m.data for m in pooled] == [m.data for m in alone]
     assert [m.email for m in pooled] == [m.email for m in alone]
@@ -58,8 +84,8 @@ def test_pool_gives_the_same_messages_in_order() -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_without_bodies_the_same_bytes_and_no_html_or_text(workers: int) -> None:
     items = digests(12)
-    full = list(build.compose_all(SPEC, items))
-    bare = list(build.compose_all(SPEC, items, workers=workers, chunk=5, bodies=False))
+    full = list(many(items))
+    bare = list(many(items, workers=workers, chunk=5, bodies=False))
     assert [m.data for m in bare] == [m.data for m in full]
     assert [m.message_id for m in bare] == [m.message_id for m in full]
     # Everything a sender and the ledger read is there; the bodies are empty with one
@@ -69,32 +95,56 @@ def test_without_bodies_the_same_bytes_and_no_html_or_text(workers: int) -> None
 
 
 def test_a_preview_refuses_a_message_without_bodies(tmp_path: Path) -> None:
-    (bare,) = build.compose_all(SPEC, digests(1), bodies=False)
+    (bare,) = many(digests(1), bodies=False)
     preview = deliver.PreviewSender(tmp_path)
     with pytest.raises(SendError, match="without its HTML body"):
         preview.deliver(bare)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_papers_of_the_run_go_to_workers_by_number(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_senders_know_nothing_of_bodies() -> None:
+    """Whether messages keep their HTML and text is composing's option (``bodies``), which
+    the pipeline chooses: a preview writes the HTML, a real send sends the bytes."""
+    assert "needs_bodies" not in deliver.Sender.__annotations__
+    for sender in (deliver.PreviewSender, deliver.SmtpSender, OutboxSender):
+        assert not hasattr(sender, "needs_bodies")
+
+
+def test_the_pipeline_chooses_the_bodies_not_the_sender(tmp_path: Path) -> None:
+    """A preview's messages keep their HTML and text (it writes the HTML); a real send's come
+    as the bytes only, with the HTML inside them."""
+    from tests.test_catchup import DAILY, day, make_config, paper, run
+
+    cfg = make_config(tmp_path, DAILY)
+    source = FakeSource({day(0): [paper("p0", day(0))]})
+    preview = OutboxSender()
+    preview.records_deliveries = False
+    run(cfg, source, preview, day(0))
+    real = OutboxSender()
+    run(cfg, source, real, day(0))
+    assert preview.sent[0].email.html and preview.sent[0].email.text
+    assert (real.sent[0].email.html, real.sent[0].email.text) == ("", "")
+    assert real.sent[0].email.paper_ids == ("p0",) and "Diffusion p0" in real.html(0)
+
+
+def test_papers_of_the_run_go_to_workers_by_number() -> None:
     items = digests(8)
     papers = list({id(p.paper): p.paper for d in items for p in d.picks}.values())
     numbers = {id(p): i for i, p in enumerate(papers)}
-    payload = build._dumps(items, papers, numbers)
+    payload = wire.pack_digests(items, papers, numbers)
     assert papers[0].title.encode() not in payload
     assert len(payload) * 3 < len(pickle.dumps(items))
-    monkeypatch.setattr(build, "_papers", tuple(papers))  # what a worker gets at start
-    assert build._loads(payload) == items
+    assert wire.unpack_digests(payload, papers) == items  # papers: what a worker got at start
     # A paper not in the table (an equal copy is another object) goes whole.
     copy = dataclasses.replace(papers[0])
-    assert build._loads(build._dumps(items, [copy], {id(copy): 0})) == items
-    pooled = build.compose_all(SPEC, items, workers=2, chunk=3, papers=papers)
-    assert [m.data for m in pooled] == [m.data for m in build.compose_all(SPEC, items)]
+    assert wire.unpack_digests(wire.pack_digests(items, [copy], {id(copy): 0}), [copy]) == items
+    pooled = many(items, workers=2, chunk=3, papers=papers)
+    assert [m.data for m in pooled] == [m.data for m in many(items)]
 
 
 def test_a_digest_goes_out_with_every_field() -> None:
     """The lean form names the fields it carries: a new one must be added to it too."""
-    assert tuple(f.name for f in dataclasses.fields(Digest)) == build._DIGEST_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(Digest)) == wire.DIGEST_FIELDS
     assert dataclasses.fields(Pick)[0].name == "paper"  # sent as its number
     items = [
         dataclasses.replace(
@@ -109,7 +159,7 @@ def test_a_digest_goes_out_with_every_field() -> None:
         )
         for d in digests(4)
     ]
-    assert build._loads(build._dumps(items, [], {})) == items
+    assert wire.unpack_digests(wire.pack_digests(items, [], {}), []) == items
 
 
 # -- selection in the workers -------------------------------------------------------------
@@ -146,19 +196,17 @@ def subscriber(i: int) -> Subscriber:
     ][i % 6]
 
 
-def selecting_and_requests(
-    n: int, *, send_empty: bool = False
-) -> tuple[build.Selecting, list[build.Request]]:
+def selecting_and_requests(n: int, *, send_empty: bool = False) -> tuple[Selecting, list[Request]]:
     papers = run_papers()
     subs = [subscriber(i) for i in range(n)]
     matches = selection.match_topics(papers, selection.topics_for_run(TOPICS, subs))
-    selecting = build.Selecting(
+    selecting = Selecting(
         matches, dt.datetime(2026, 5, 9, 6, tzinfo=dt.UTC), DAY, send_empty=send_empty
     )
     today = [p.id for p in papers if p.day == DAY]
     older = frozenset(p.id for p in papers if p.day < DAY)
     requests = [
-        build.Request(
+        Request(
             sub,
             since=DAY - dt.timedelta(days=6),
             # Some were sent already (and some ids are of papers not in this run at all).
@@ -170,16 +218,14 @@ def selecting_and_requests(
     return selecting, requests
 
 
-def in_parent(
-    selecting: build.Selecting, requests: list[build.Request]
-) -> list[message.Outgoing | build.NothingNew]:
+def in_parent(selecting: Selecting, requests: list[Request]) -> list[Outgoing | NothingNew]:
     """Select here, then compose: what the pool must give."""
-    composer = build.Composer(SPEC)
-    out: list[message.Outgoing | build.NothingNew] = []
+    composer = compose.Composer(SPEC)
+    out: list[Outgoing | NothingNew] = []
     for r in requests:
         digest = selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
         wanted = digest.picks or selecting.send_empty
-        out.append(composer.compose(digest) if wanted else build.NothingNew(r.subscriber, DAY))
+        out.append(composer.compose(digest) if wanted else NothingNew(r.subscriber, DAY))
     return out
 
 
@@ -194,20 +240,18 @@ def test_selection_in_workers_gives_the_same_messages() -> None:
     assert any(d.skipped_ids for d in digests)
     expected = in_parent(selecting, requests)
 
-    alone = list(build.select_and_compose(SPEC, selecting, requests))
-    pooled = list(build.select_and_compose(SPEC, selecting, requests, workers=2, chunk=4))
+    alone = list(selected(selecting, requests))
+    pooled = list(selected(selecting, requests, workers=2, chunk=4))
     assert alone == expected
     assert pooled == expected
-    bare = list(
-        build.select_and_compose(SPEC, selecting, requests, workers=2, chunk=7, bodies=False)
-    )
+    bare = list(selected(selecting, requests, workers=2, chunk=7, bodies=False))
     assert [getattr(m, "data", m) for m in bare] == [getattr(m, "data", m) for m in expected]
 
 
 def test_send_empty_composes_the_digests_without_papers() -> None:
     selecting, requests = selecting_and_requests(6, send_empty=True)
-    pooled = list(build.select_and_compose(SPEC, selecting, requests, workers=2, chunk=2))
-    assert not any(isinstance(m, build.NothingNew) for m in pooled)
+    pooled = list(selected(selecting, requests, workers=2, chunk=2))
+    assert not any(isinstance(m, NothingNew) for m in pooled)
     assert pooled == in_parent(selecting, requests)
 
 
@@ -216,10 +260,10 @@ def test_matches_cross_to_a_worker_whole() -> None:
     selecting, requests = selecting_and_requests(12)
     warm = [selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests]
     assert selecting.matches.cache  # ranked lists built by those selections
-    shipped = pickle.loads(pickle.dumps(build._bare(selecting.matches)))
+    copy = pickle.loads(pickle.dumps(pool.shipped(selecting)))
+    shipped = copy.matches
     assert not shipped.cache
-    copy = dataclasses.replace(selecting, matches=shipped)
-    lean = pickle.loads(build._dump_requests(requests, frozenset(shipped.papers)))
+    lean = pickle.loads(wire.pack_requests(requests, frozenset(shipped.papers)))
     # Only the run's papers of a sent-history or the skipped cross.
     assert "2401.99999" not in lean[0][2] and len(lean[0][2]) == 3
     assert "2401.99998" not in lean[0][3] and lean[0][3]
@@ -236,7 +280,7 @@ def test_pool_reads_digests_lazily() -> None:
             consumed += 1
             yield d
 
-    stream = build.compose_all(SPEC, source(), workers=2, chunk=5)
+    stream = many(source(), workers=2, chunk=5)
     next(stream)
     assert consumed <= 2 * 2 * 5 + 5  # the chunks in flight, and the one being refilled
     assert sum(1 for _ in stream) == 199
@@ -250,11 +294,11 @@ def test_template_error_in_a_worker_reaches_the_caller(
     jobs.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(jobs))
     (tmp_path / "_paper.html.j2").write_text("<tr><td>{{ paper.no_such_field }}</td></tr>\n")
-    spec = dataclasses.replace(SPEC, templates_dir=tmp_path)
+    broken = dataclasses.replace(SPEC, templates_dir=tmp_path)
     with pytest.raises(TemplateError, match=r"_paper\.html\.j2:1: undefined") as info:
-        list(build.compose_all(spec, digests(4), workers=2, chunk=1))
+        list(many(digests(4), workers=2, chunk=1, spec=broken))
     assert info.value.line == 1
-    assert len(list(build.compose_all(SPEC, digests(3), workers=2, chunk=1))) == 3
+    assert len(list(many(digests(3), workers=2, chunk=1))) == 3
     assert list(jobs.iterdir()) == []  # removed, after a failure as after a success
 
 
@@ -263,23 +307,23 @@ def test_worker_log_records_reach_the_parent(caplog: pytest.LogCaptureFixture) -
     two = fixture_digest("hf_api_daily_papers_latest_2026-06-12_30papers.json")
     big = dataclasses.replace(one, picks=one.picks + two.picks)  # 67 papers: too big
     with caplog.at_level(logging.WARNING):
-        list(build.compose_all(SPEC, [big], workers=1))
+        list(many([big], workers=1))
         alone = [r.getMessage() for r in caplog.records]
         caplog.clear()
-        list(build.compose_all(SPEC, [big, big], workers=2, chunk=1))
+        list(many([big, big], workers=2, chunk=1))
     guarded = [r for r in caplog.records if r.getMessage().startswith("render.size_guard")]
     assert any(m.startswith("render.size_guard") for m in alone)
     assert len(guarded) == 2
-    assert all(r.name == "newsletter.render" for r in guarded)
+    assert all(r.name == "newsletter.compose.size" for r in guarded)
 
 
 def test_workers_for() -> None:
-    assert build.workers_for(10) == 1
-    assert build.workers_for(build.POOL_THRESHOLD) >= 1
+    assert pool.workers_for(10) == 1
+    assert pool.workers_for(pool.POOL_THRESHOLD) >= 1
 
 
 def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pipeline -> build.compose_all's pool -> SmtpSender -> the ledger, end to end."""
+    """pipeline -> compose_many's pool -> SmtpSender -> the ledger, end to end."""
     import email as email_pkg
     import email.policy
 
@@ -287,18 +331,18 @@ def test_a_real_send_composes_on_the_pool(tmp_path: Path, monkeypatch: pytest.Mo
     from tests.test_send import addresses, ledger, make_config, send
 
     monkeypatch.setenv("NEWSLETTER_SECRET", "test-signing-key-of-at-least-32-bytes")
-    monkeypatch.setattr(build, "workers_for", lambda count: 2)  # a pool, even for 6
+    monkeypatch.setattr(pool, "workers_for", lambda count: 2)  # a pool, even for 6
     used: list[int] = []
-    real = build.compose_all
+    real = compose.compose_many
 
     def spy(*args: object, **kwargs: object) -> object:
-        used.append(kwargs.get("workers", 1))  # type: ignore[arg-type]
+        used.append(pool.workers_for(kwargs["count"]))  # type: ignore[arg-type]
         assert kwargs.get("bodies") is False  # an SMTP sender sends the bytes only
         papers = kwargs.get("papers")  # the run's, once to each worker
         assert isinstance(papers, list) and papers and type(papers[0]) is PaperData
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(build, "compose_all", spy)
+    monkeypatch.setattr(compose, "compose_many", spy)
     with SmtpServer() as server:
         result = send(make_config(tmp_path, server.port, n=6))
         assert result.exit_code == 0, result.output

@@ -10,11 +10,11 @@ reads the template's syntax tree and, when the recipient appears only in
 
 returns the template with each such ``{{ expression }}`` replaced by a slot
 (``__nl_slot(i)``) and each test by a flag, plus a small template that evaluates the
-original expressions for a given recipient. ``render.py`` renders the
-template with slots once per distinct digest and evaluates only the slots per
-recipient: the same output, without running the template again. Anything else (the
-recipient in a ``{% set %}``, a loop, a macro, an include) returns None, and the
-template is rendered for every recipient as before.
+original expressions for a given recipient. ``once.RenderedOnce`` renders the template with
+slots once per distinct digest and evaluates only the slots per recipient: the same output,
+without running the template again. Anything else (the recipient in a ``{% set %}``, a
+loop, a macro, an include) raises ``CannotSplit`` saying where, and the template is
+rendered in full for every recipient.
 
     template  = split.template.render(context without the recipient, flags)   (once)
     values    = split.outputs evaluated in the recipient's whole context         (each)
@@ -41,6 +41,32 @@ FLAG = "__nl_has_"
 _ALLOWED = (nodes.Output, nodes.If, nodes.For, nodes.Assign)
 
 
+class CannotSplit(Exception):
+    """Why a template is rendered in full for every recipient: ``reason``, naming the line.
+    ``reason`` is None when the template does not compile (rendering reports that)."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason or "the template does not compile")
+        self.reason = reason
+
+
+#: How an operator wrote the statements a split refuses.
+_STATEMENTS = {
+    "Include": "{% include %}",
+    "Import": "{% import %}",
+    "FromImport": "{% from ... import %}",
+    "Macro": "{% macro %}",
+    "CallBlock": "{% call %}",
+    "FilterBlock": "{% filter %}",
+    "With": "{% with %}",
+    "Block": "{% block %}",
+    "Extends": "{% extends %}",
+    "ScopedEvalContextModifier": "{% autoescape %}",
+    "EvalContextModifier": "{% autoescape %}",
+    "ExprStmt": "{% do %}",
+}
+
+
 @dataclass(frozen=True)
 class Split:
     """A template rendered once per digest, and what to evaluate per recipient."""
@@ -52,22 +78,25 @@ class Split:
     reads: tuple[str, ...]  # the other context names the template reads: the memo key
 
 
-def split(env: jinja2.Environment, name: str) -> Split | None:
-    """The template split at its recipient outputs; None when it cannot be (see above)."""
+def split(env: jinja2.Environment, name: str) -> Split:
+    """The template split at its recipient outputs; ``CannotSplit`` when it cannot be."""
     if env.loader is None:
-        return None
+        raise CannotSplit("no template loader")
     try:
         source, filename, _ = env.loader.get_source(env, name)
         tree = env.parse(source, name, filename)
     except jinja2.TemplateError:
-        return None  # rendering reports it, with file and line
+        raise CannotSplit(None) from None  # rendering reports it, with file and line
     for node in tree.find_all(nodes.Stmt):
         if not isinstance(node, _ALLOWED):
-            return None
+            kind = type(node).__name__
+            statement = _STATEMENTS.get(kind, f"a {kind} statement")
+            raise CannotSplit(f"line {node.lineno}: {statement} (the recipient may be read in it)")
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     assigned.add("loop")
-    if assigned & RECIPIENT:
-        return None
+    for n in tree.find_all(nodes.Name):
+        if n.ctx in ("store", "param") and n.name in RECIPIENT:
+            raise CannotSplit(f"line {n.lineno}: sets {n.name}, a name for the recipient")
     outputs: list[nodes.Expr] = []
     for output in tree.find_all(nodes.Output):
         for i, child in enumerate(output.nodes):
@@ -76,8 +105,11 @@ def split(env: jinja2.Environment, name: str) -> Split | None:
             used = _loaded(child)
             if not used & RECIPIENT:
                 continue
-            if used & assigned:
-                return None  # it needs the loop or a variable: not evaluable on its own
+            if used & assigned:  # it needs the loop or a variable: not evaluable on its own
+                raise CannotSplit(
+                    f"line {child.lineno}: prints {_names(used & RECIPIENT)} with "
+                    f"{_names(used & assigned)}, which the template sets"
+                )
             output.nodes[i] = _call(SLOT, [nodes.Const(len(outputs))], child.lineno)
             outputs.append(child)
     tested: set[str] = set()
@@ -89,13 +121,17 @@ def split(env: jinja2.Environment, name: str) -> Split | None:
             test.test = (
                 nodes.Not(flag, lineno=flag.lineno) if isinstance(test.test, nodes.Not) else flag
             )
-    if any(n.name in RECIPIENT for n in tree.find_all(nodes.Name)):
-        return None  # the recipient somewhere else: in a loop, a condition, a filter
+    for n in tree.find_all(nodes.Name):
+        if n.name in RECIPIENT:  # in a loop, a condition, a filter's argument
+            raise CannotSplit(
+                f"line {n.lineno}: reads {n.name} other than in {{{{ ... }}}} or "
+                f"{{% if {n.name} %}}"
+            )
     tree.set_environment(env)
     try:  # analysing compiles: an unknown filter or test is found here
         reads = jinja2.meta.find_undeclared_variables(tree) - {SLOT} - {FLAG + t for t in tested}
     except jinja2.TemplateError:
-        return None  # rendering reports it, with file and line
+        raise CannotSplit(None) from None  # rendering reports it, with file and line
     captures = [
         nodes.Output([_call(CAPTURE, [nodes.Const(i), expr], expr.lineno)])
         for i, expr in enumerate(outputs)
@@ -104,7 +140,7 @@ def split(env: jinja2.Environment, name: str) -> Split | None:
         template = _compile(env, tree, name, filename)
         evaluator = _compile(env, nodes.Template(captures), name, filename)
     except jinja2.TemplateError:
-        return None
+        raise CannotSplit(None) from None
     return Split(template, evaluator, len(outputs), tuple(sorted(tested)), tuple(sorted(reads)))
 
 
@@ -132,6 +168,10 @@ def _loaded(expr: nodes.Node) -> set[str]:
     if isinstance(expr, nodes.Name) and expr.ctx == "load":
         names.add(expr.name)
     return names
+
+
+def _names(names: set[str]) -> str:
+    return ", ".join(sorted(names))
 
 
 def _tested(test: nodes.Node) -> str | None:

@@ -1,19 +1,18 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import re
 from collections import Counter
 from pathlib import Path
 
-import jinja2
 import pytest
 from bs4 import BeautifulSoup
-from markupsafe import Markup
 
-from newsletter import message, qp, render
+from newsletter import compose
+from newsletter.compose import qp, templates
+from newsletter.compose.size import HTML_LIMIT
 from newsletter.config import NewsletterSettings
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, Pick
@@ -21,35 +20,37 @@ from tests.conftest import DATA
 from tests.digests import (
     HOSTILE_NAME,
     HOSTILE_TITLE,
-    IDENTITY,
+    MASTHEAD,
+    NOW,
     UNSUBSCRIBE_URL,
+    elements,
     fixture_digest,
     hostile_digest,
     load_digest,
+    named,
+    render_email,
+    spec,
 )
 from tests.httpserver import FixtureServer, Reply
 
 GOLDEN = DATA / "golden"
-NOW = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.UTC)
-SENDER = message.Sender("Trending Papers <papers@example.org>", "trending-papers.example.org")
+BUILTIN = templates.builtin_templates_dir()
 
 
 def do_render(
     digest: Digest,
-    env: render.Environment | None = None,
+    composer: compose.Composer | None = None,
     *,
     name: str | None = "Ada",
     url: str = UNSUBSCRIBE_URL,
-    limit: int = render.HTML_LIMIT,
+    limit: int | None = None,
 ) -> Email:
-    return render.render(
-        digest,
-        env or render.make_env(),
-        IDENTITY,
-        recipient_name=name,
-        unsubscribe_url=url,
-        limit=limit,
-    )
+    return render_email(named(digest, name), composer, url=url, limit=limit)
+
+
+def wire_size(html: str) -> int:
+    """The HTML's bytes on the wire, as the fast path encodes it."""
+    return qp.Encoder().size(html)
 
 
 def normalize(text: str, *, keep_blank_lines: bool) -> str:
@@ -193,65 +194,41 @@ def test_recipient_values_are_escaped_after_inlining() -> None:
 
 
 def test_inlining_is_done_once_per_layout_not_per_recipient() -> None:
-    env = render.make_env()
+    env = compose.Composer(spec())
     base = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=10)
     do_render(base, env)
-    first = env.inline_count
+    first = env.counts().premailer_runs
     assert 1 < first <= 1 + 10  # the shell, plus one per card layout at most
     for i in range(20):
         picks = base.picks[i % 3 : i % 3 + 7]
         sub = dataclasses.replace(base.subscriber, email=f"r{i}@example.org", name=f"R{i}")
         email = do_render(dataclasses.replace(base, subscriber=sub, picks=picks), env, name=f"R{i}")
         assert f"Hi R{i}," in email.html
-    assert env.inline_count == first
+    assert env.counts().premailer_runs == first
 
 
-def elements(html: str) -> list[tuple[str, dict[str, str], str]]:
-    """Every element with its attributes (styles normalized) and its own text."""
-    soup = BeautifulSoup(html, "html.parser")
-    out = []
-    for tag in soup.find_all(True):
-        attrs = {k: " ".join(v) if isinstance(v, list) else v for k, v in tag.attrs.items()}
-        if "style" in attrs:
-            attrs["style"] = "; ".join(sorted(p.strip() for p in attrs["style"].split(";")))
-        own = " ".join(t.strip() for t in tag.find_all(string=True, recursive=False))
-        out.append((tag.name, attrs, " ".join(own.split())))
-    return out
-
-
-def test_piecewise_inlining_equals_inlining_the_whole_document() -> None:
-    """Cards inlined apart, values put in afterwards: the same as premailer on the whole."""
-    digest = load_digest()
-    env = render.make_env()
-    email = do_render(digest, env, name="Ada")
-    # The plain way: render everything in one go, cards included, then inline once.
-    plain = jinja2.Environment(
-        loader=env.loader,
-        autoescape=env.autoescape,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    plain.filters.update(env.filters)
-    context = render.base_context(digest, IDENTITY, "Ada", UNSUBSCRIBE_URL) | {
-        "digest": digest,
-        "picks": digest.picks,
-        "more": 0,
-    }
-
-    def card(pick: Pick) -> Markup:
-        card_context = context | {"pick": pick, "paper": pick.paper, "show_summary": True}
-        return Markup(plain.get_template(render.CARD_TEMPLATE).render(card_context))
-
-    whole = render.inline_css(
-        plain.get_template(render.HTML_TEMPLATE).render(context | {"card": card})
-    )
-    assert elements(email.html) == elements(whole)
+@pytest.mark.parametrize(
+    "make",
+    [
+        load_digest,
+        hostile_digest,
+        lambda: fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=10),
+    ],
+    ids=["golden", "hostile", "2026-05-08"],
+)
+def test_piecewise_inlining_equals_inlining_the_whole_document(make: object) -> None:
+    """Cards inlined apart, values put in afterwards: the same as the reference, which runs
+    premailer on the whole page rendered in one go."""
+    digest = make()  # type: ignore[operator]
+    email = do_render(digest)
+    reference = do_render(digest, compose.Composer(spec(), reference=True))
+    assert elements(email.html) == elements(reference.html)
+    assert email.text == reference.text
 
 
 def test_cached_rendering_matches_a_fresh_environment() -> None:
     digest = fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json")
-    env = render.make_env()
+    env = compose.Composer(spec())
     do_render(digest, env, name="Someone else", url="https://other.example/u")
     assert do_render(digest, env).html == do_render(digest).html
 
@@ -259,7 +236,7 @@ def test_cached_rendering_matches_a_fresh_environment() -> None:
 def test_cssutils_stays_out_of_the_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    builtin = (render.builtin_templates_dir() / "digest.html.j2").read_text(encoding="utf-8")
+    builtin = (BUILTIN / "digest.html.j2").read_text(encoding="utf-8")
     # Properties and values cssutils does not know, and a broken rule.
     noisy = builtin.replace(
         "<style>\n",
@@ -267,7 +244,7 @@ def test_cssutils_stays_out_of_the_log(
     )
     (tmp_path / "digest.html.j2").write_text(noisy, encoding="utf-8")
     caplog.set_level(logging.DEBUG)
-    do_render(load_digest(), render.make_env(tmp_path))
+    do_render(load_digest(), compose.Composer(spec(tmp_path)))
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     out, err = capfd.readouterr()
     assert err == "" and out == ""
@@ -276,10 +253,10 @@ def test_cssutils_stays_out_of_the_log(
 def test_a_linked_stylesheet_is_never_fetched(tmp_path: Path) -> None:
     with FixtureServer() as server:
         server.routes["/style.css"] = lambda req: Reply(200, b".paper { color: red; }")
-        builtin = (render.builtin_templates_dir() / "digest.html.j2").read_text(encoding="utf-8")
+        builtin = (BUILTIN / "digest.html.j2").read_text(encoding="utf-8")
         link = f'<link rel="stylesheet" href="{server.url}/style.css">\n<style>\n'
         (tmp_path / "digest.html.j2").write_text(builtin.replace("<style>\n", link, 1), "utf-8")
-        do_render(load_digest(), render.make_env(tmp_path))
+        do_render(load_digest(), compose.Composer(spec(tmp_path)))
         assert server.requests == []
 
 
@@ -338,14 +315,14 @@ def test_hostile_input_stays_escaped() -> None:
 
 
 def test_http_url_filter() -> None:
-    assert render.http_url("https://github.com/a/b") == "https://github.com/a/b"
+    assert templates.http_url("https://github.com/a/b") == "https://github.com/a/b"
     for bad in ("javascript:alert(1)", "data:text/html,x", "//evil.example", "", None, "http://"):
-        assert render.http_url(bad) == ""
+        assert templates.http_url(bad) == ""
 
 
 def test_subject_is_one_line() -> None:
-    identity = dataclasses.replace(IDENTITY, title="A\r\nBcc: x@example.org\u2028\x00 B")
-    assert render.subject(identity, load_digest()) == (
+    masthead = dataclasses.replace(MASTHEAD, title="A\r\nBcc: x@example.org\u2028\x00 B")
+    assert templates.subject(masthead, load_digest()) == (
         "A Bcc: x@example.org B: 3 new papers for 2026-11-23"
     )
 
@@ -354,19 +331,19 @@ def test_subject_is_one_line() -> None:
 
 
 def test_authors_short() -> None:
-    assert render.authors_short(["A", "B", "C"]) == "A, B, C"
-    assert render.authors_short(["A", "B", "C", "D"]) == "A, B, C et al."
-    assert render.authors_short([]) == ""
+    assert templates.authors_short(["A", "B", "C"]) == "A, B, C"
+    assert templates.authors_short(["A", "B", "C", "D"]) == "A, B, C et al."
+    assert templates.authors_short([]) == ""
 
 
 def test_excerpt_cuts_at_a_sentence_boundary() -> None:
     text = "First sentence here. " * 30
-    cut = render.excerpt(text, 100)
+    cut = templates.excerpt(text, 100)
     assert cut.endswith("here.") and len(cut) <= 100
-    assert render.excerpt("short. text", 100) == "short. text"
-    words = render.excerpt("word " * 100, 50)
+    assert templates.excerpt("short. text", 100) == "short. text"
+    words = templates.excerpt("word " * 100, 50)
     assert words.endswith(" …") and len(words) <= 52
-    assert render.excerpt("x" * 500, 50) == "x" * 50 + " …"
+    assert templates.excerpt("x" * 500, 50) == "x" * 50 + " …"
 
 
 # --- the size guard -------------------------------------------------------------------------
@@ -385,9 +362,9 @@ def big_digest(n: int) -> Digest:
 def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> None:
     digest = big_digest(37)
     full = do_render(digest)
-    limit = qp.size(full.html) - 2000  # a few summaries too many
+    limit = wire_size(full.html) - 2000  # a few summaries too many
     email = do_render(digest, limit=limit)
-    assert qp.size(email.html) <= limit
+    assert wire_size(email.html) <= limit
     assert email.paper_ids == digest.paper_ids and email.dropped_ids == ()
     soup = BeautifulSoup(email.html, "html.parser")
     cards = soup.find_all("td", class_="paper")
@@ -400,7 +377,7 @@ def test_size_guard_drops_summaries_first(caplog: pytest.LogCaptureFixture) -> N
 def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture) -> None:
     digest = big_digest(100)
     email = do_render(digest)
-    assert qp.size(email.html) <= render.HTML_LIMIT
+    assert wire_size(email.html) <= HTML_LIMIT
     kept = len(email.paper_ids)
     assert 0 < kept < 100
     assert email.paper_ids == digest.paper_ids[:kept]
@@ -415,7 +392,10 @@ def test_size_guard_drops_lowest_ranked_papers(caplog: pytest.LogCaptureFixture)
 
 
 def test_default_limit_is_gmail_safe() -> None:
-    assert render.HTML_LIMIT <= 100_000
+    assert (
+        HTML_LIMIT <= 100_000
+        and compose.ComposeSpec(None, MASTHEAD, b"", NOW).html_limit == HTML_LIMIT
+    )
 
 
 def html_on_the_wire(data: bytes) -> bytes:
@@ -431,29 +411,12 @@ def test_size_guard_measures_the_html_as_it_goes_on_the_wire() -> None:
     every byte of a non-ASCII character takes three bytes, and long lines a soft break."""
     digest = big_digest(37)
     full = do_render(digest)
-    decoded, wire = len(full.html.encode()), qp.size(full.html)
+    decoded, wire = len(full.html.encode()), wire_size(full.html)
     assert wire > decoded * 1.05
     limit = (decoded + wire) // 2  # the decoded HTML fits; on the wire it does not
-    email, parts = render.render_parts(
-        digest,
-        render.make_env(),
-        IDENTITY,
-        recipient_name="Ada",
-        unsubscribe_url=UNSUBSCRIBE_URL,
-        limit=limit,
-    )
-    sent = message.build(
-        email,
-        SENDER,
-        unsubscribe_url=UNSUBSCRIBE_URL,
-        digest_key="k",
-        now=NOW,
-        html_parts=parts.html,
-        text_parts=parts.text,
-    )
-    assert len(html_on_the_wire(sent.data)) == qp.size(email.html) == parts.html_size
-    assert parts.html_size <= limit
-    assert len(email.paper_ids) == 37  # summaries went first
+    sent = compose.Composer(spec(html_limit=limit)).compose(named(digest, "Ada"))
+    assert len(html_on_the_wire(sent.data)) == wire_size(sent.email.html) <= limit
+    assert len(sent.email.paper_ids) == 37  # summaries went first
 
 
 # --- what spam filters and readers count ----------------------------------------------------
@@ -471,12 +434,12 @@ def urls(email: Email) -> tuple[Counter[str], Counter[str]]:
 @pytest.mark.parametrize(
     ("make", "limit"),
     [
-        (load_digest, render.HTML_LIMIT),
-        (hostile_digest, render.HTML_LIMIT),
+        (load_digest, HTML_LIMIT),
+        (hostile_digest, HTML_LIMIT),
         (lambda: fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json"), 60_000),
         (
             lambda: fixture_digest("hf_api_daily_papers_date_2024-11-11_8papers_reserialized.json"),
-            render.HTML_LIMIT,
+            HTML_LIMIT,
         ),
     ],
     ids=["golden", "hostile", "2026-05-08-cut", "2024-11-11"],
@@ -491,7 +454,7 @@ def test_both_parts_carry_the_same_urls_as_often(make: object, limit: int) -> No
     assert html == text
     assert sum(html.values()) >= 4
     assert UNSUBSCRIBE_URL in html
-    if limit < render.HTML_LIMIT:  # "see all papers of the day" in both
+    if limit < HTML_LIMIT:  # "see all papers of the day" in both
         assert email.dropped_ids and any("/papers/date/" in url for url in html)
 
 
@@ -507,11 +470,11 @@ def test_counts_are_singular_when_they_should_be() -> None:
     soup = BeautifulSoup(email.html, "html.parser")
     assert soup.find(class_="preheader").get_text().startswith("1 new paper on diffusion")
     assert "here is 1 trending paper on" in soup.find("td", class_="intro").get_text()
-    default = dataclasses.replace(IDENTITY, subject_template=NewsletterSettings().subject)
-    assert render.subject(default, digest) == "Trending Papers: 1 new paper for 2026-11-23"
-    assert render.subject(default, base) == "Trending Papers: 3 new papers for 2026-11-23"
+    default = dataclasses.replace(MASTHEAD, subject_template=NewsletterSettings().subject)
+    assert templates.subject(default, digest) == "Trending Papers: 1 new paper for 2026-11-23"
+    assert templates.subject(default, base) == "Trending Papers: 3 new papers for 2026-11-23"
     # Existing configs keep {count}.
-    assert render.subject(IDENTITY, digest) == "Trending Papers: 1 new papers for 2026-11-23"
+    assert templates.subject(MASTHEAD, digest) == "Trending Papers: 1 new papers for 2026-11-23"
 
 
 def test_text_intro_carries_the_date_like_the_html() -> None:
@@ -524,14 +487,8 @@ def test_text_intro_carries_the_date_like_the_html() -> None:
 
 def test_topics_are_named_by_their_display_names() -> None:
     names = {"diffusion": "Diffusion models", "efficient-models": "Efficient <models> & co"}
-    identity = dataclasses.replace(IDENTITY, topic_names=names)
-    email = render.render(
-        load_digest(),
-        render.make_env(),
-        identity,
-        recipient_name="Ada",
-        unsubscribe_url=UNSUBSCRIBE_URL,
-    )
+    masthead = dataclasses.replace(MASTHEAD, topic_names=names)
+    email = render_email(load_digest(), compose.Composer(spec(masthead=masthead)))
     shown = "Diffusion models, Efficient <models> & co"
     soup = BeautifulSoup(email.html, "html.parser")
     assert soup.find(class_="preheader").get_text().startswith(f"3 new papers on {shown}:")
@@ -550,14 +507,14 @@ def test_override_replaces_one_file(tmp_path: Path) -> None:
         '<tr><td class="paper"><p class="paper-title">OVERRIDE {{ paper.title }}</p></td></tr>\n',
         encoding="utf-8",
     )
-    email = do_render(load_digest(), render.make_env(tmp_path))
+    email = do_render(load_digest(), compose.Composer(spec(tmp_path)))
     assert "OVERRIDE Denoising Diffusion Probabilistic Models" in email.html
     assert "Unsubscribe" in email.html  # digest.html.j2 is still the built-in one
-    render.check_templates(tmp_path)
+    assert compose.check_templates(tmp_path) == []
 
 
 def write_override(tmp_path: Path, name: str, old: str, new: str) -> Path:
-    source = (render.builtin_templates_dir() / name).read_text(encoding="utf-8")
+    source = (BUILTIN / name).read_text(encoding="utf-8")
     assert old in source
     (tmp_path / name).write_text(source.replace(old, new, 1), encoding="utf-8")
     return tmp_path / name
@@ -569,7 +526,7 @@ def line_of(path: Path, needle: str) -> int:
 
 
 def test_builtin_templates_pass_check() -> None:
-    render.check_templates(None)
+    assert compose.check_templates(None) == []
 
 
 @pytest.mark.parametrize(
@@ -599,7 +556,7 @@ def test_check_names_template_and_line(
 ) -> None:
     path = write_override(tmp_path, name, old, new)
     with pytest.raises(TemplateError) as info:
-        render.check_templates(tmp_path)
+        compose.check_templates(tmp_path)
     error = info.value
     assert Path(error.template) == path
     assert error.line == line_of(path, new)
@@ -610,4 +567,4 @@ def test_check_names_template_and_line(
 def test_check_rejects_a_template_without_unsubscribe_link(tmp_path: Path) -> None:
     write_override(tmp_path, "digest.html.j2", '<a href="{{ unsubscribe_url }}">', "<a>")
     with pytest.raises(TemplateError, match="no unsubscribe link"):
-        render.check_templates(tmp_path)
+        compose.check_templates(tmp_path)

@@ -1,5 +1,6 @@
-"""message.build writes MIME itself; the email package's parser must read back what
-message.build_with_email_package (the reference) writes: the same headers, parts and bodies."""
+"""The fast MIME writer writes the message itself; the email package's parser must read back
+what the reference (``mime.ReferenceWriter``, the email package) writes: the same headers,
+parts and bodies. The same for a whole composer and its reference path."""
 
 from __future__ import annotations
 
@@ -16,30 +17,39 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from newsletter import message, qp, render
-from newsletter.models import Digest, Email
+from newsletter import compose
+from newsletter.compose import headers as fields
+from newsletter.compose import mime, qp
+from newsletter.models import Digest, Email, Outgoing
 from tests.digests import (
     HOSTILE_NAME,
-    IDENTITY,
+    MASTHEAD,
     UNSUBSCRIBE_URL,
+    elements,
     fixture_digest,
     hostile_digest,
     load_digest,
+    named,
+    spec,
 )
 
 NOW = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
-SENDER = message.Sender(
-    from_header="Trending Papers <papers@example.org>",
-    list_id="trending-papers.example.org",
-    list_name="Trending Papers",
-)
-ENV = render.make_env()
+COMPOSER = compose.Composer(spec(now=NOW))
 
 
-def both(mail: Email, sender: message.Sender = SENDER) -> tuple[bytes, bytes]:
-    kwargs = {"unsubscribe_url": UNSUBSCRIBE_URL, "digest_key": "2026-11-24/daily", "now": NOW}
-    fast = message.build(mail, sender, **kwargs)  # type: ignore[arg-type]
-    reference = message.build_with_email_package(mail, sender, **kwargs)  # type: ignore[arg-type]
+def write(
+    writer: type[mime.Writer] | type[mime.ReferenceWriter],
+    mail: Email,
+    masthead: compose.Masthead = MASTHEAD,
+    **kwargs: object,
+) -> Outgoing:
+    options = {"unsubscribe_url": UNSUBSCRIBE_URL, "digest_key": "2026-11-24/daily"} | kwargs
+    return writer(masthead, NOW).write(mail, **options)  # type: ignore[arg-type]
+
+
+def both(mail: Email, masthead: compose.Masthead = MASTHEAD) -> tuple[bytes, bytes]:
+    fast = write(mime.Writer, mail, masthead)
+    reference = write(mime.ReferenceWriter, mail, masthead)
     assert fast.message_id == reference.message_id
     assert (fast.recipient, fast.envelope_from) == (reference.recipient, reference.envelope_from)
     return fast.data, reference.data
@@ -91,9 +101,7 @@ def assert_wire_safe(data: bytes) -> None:
 
 
 def rendered(digest: Digest, name: str | None) -> Email:
-    return render.render(
-        digest, ENV, IDENTITY, recipient_name=name, unsubscribe_url=UNSUBSCRIBE_URL
-    )
+    return COMPOSER.email(named(digest, name), unsubscribe_url=UNSUBSCRIBE_URL)
 
 
 DIGESTS = {
@@ -118,11 +126,32 @@ def test_same_message_as_the_email_package(name: str) -> None:
     assert_equivalent(*both(rendered(digest, recipient_name)))
 
 
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_a_composer_makes_the_message_of_its_reference_path(name: str) -> None:
+    """Rendered once, cards cached, inlined by piece, written fast: the same message as the
+    one rendered in full with premailer over the whole page and written by the email package."""
+    digest, recipient_name = DIGESTS[name]
+    digest = named(digest, recipient_name)
+    fast = COMPOSER.compose(digest)
+    reference = compose.Composer(spec(now=NOW), reference=True).compose(digest)
+    assert (fast.recipient, fast.envelope_from, fast.message_id) == (
+        reference.recipient,
+        reference.envelope_from,
+        reference.message_id,
+    )
+    a, b = parse(fast.data), parse(reference.data)
+    assert headers(a) == headers(b)
+    text_a, html_a = (p.get_content() for p in a.iter_parts())
+    text_b, html_b = (p.get_content() for p in b.iter_parts())
+    assert text_a == text_b
+    assert elements(html_a) == elements(html_b)
+    assert dataclasses.replace(fast.email, html="") == dataclasses.replace(reference.email, html="")
+    assert_wire_safe(fast.data)
+
+
 def test_body_decodes_to_the_rendered_parts() -> None:
     mail = rendered(*DIGESTS["hostile"])
-    msg = parse(
-        message.build(mail, SENDER, unsubscribe_url=UNSUBSCRIBE_URL, digest_key="k", now=NOW).data
-    )
+    msg = parse(write(mime.Writer, mail, digest_key="k").data)
     text, html = (p.get_content().replace("\r\n", "\n") for p in msg.iter_parts())
 
     def lines(s: str) -> str:  # MIME has one line end; a CR inside a title becomes one too
@@ -142,9 +171,9 @@ def test_boundary_is_stable_and_absent_from_the_bodies() -> None:
     assert fast.count(b"--" + boundary.group(1)) == 3  # two parts and the close
 
 
-def test_sender_constants_are_not_cached_across_senders() -> None:
+def test_masthead_constants_are_not_kept_across_mastheads() -> None:
     other = dataclasses.replace(
-        SENDER, from_header="Other <news@example.net>", list_id="o.example.net"
+        MASTHEAD, from_header="Other <news@example.net>", list_id="o.example.net"
     )
     mail = rendered(*DIGESTS["golden"])
     assert parse(both(mail, other)[0])["From"] == "Other <news@example.net>"
@@ -156,11 +185,11 @@ def test_signed_message_is_the_fast_one(tmp_path: object) -> None:
 
     import dkim
 
-    from tests.test_message import dns_for, make_key, signing_config  # DKIM helpers
+    from tests.test_compose_mime import dns_for, make_key, signing_config  # DKIM helpers
 
     folder = Path(str(tmp_path))
     key_path, record = make_key(folder)
-    sender = message.load_sender(signing_config(folder, key_path.name))
+    sender = compose.load_masthead(signing_config(folder, key_path.name))
     fast, reference = both(rendered(*DIGESTS["hostile"]), sender)
     assert dkim.verify(fast, dnsfunc=dns_for(record))
 
@@ -198,11 +227,11 @@ header_text = st.text(
 )
 
 
-def outcome(build: object, mail: Email) -> tuple[str, bytes | str]:
+def outcome(
+    writer: type[mime.Writer] | type[mime.ReferenceWriter], mail: Email
+) -> tuple[str, bytes | str]:
     try:
-        out = build(  # type: ignore[operator]
-            mail, SENDER, unsubscribe_url=UNSUBSCRIBE_URL, digest_key="k", now=NOW
-        )
+        out = write(writer, mail, digest_key="k")
     except Exception as e:  # the reference refuses some values; the fast path must too
         return ("error", type(e).__name__)
     return ("ok", out.data)
@@ -220,15 +249,15 @@ def test_headers_match_the_email_package_for_any_value(subject: str, name: str) 
         text="hi\n",
         paper_ids=("1",),
     )
-    fast = outcome(message.build, mail)
-    reference = outcome(message.build_with_email_package, mail)
+    fast = outcome(mime.Writer, mail)
+    reference = outcome(mime.ReferenceWriter, mail)
     assert fast[0] == reference[0]
     if fast[0] == "error":
         assert fast == reference
         return
     assert isinstance(fast[1], bytes) and isinstance(reference[1], bytes)
     assert_equivalent(fast[1], reference[1])
-    for name_value in message.unfolded_headers(fast[1]):
+    for name_value in mime.unfolded_headers(fast[1]):
         assert "\r" not in name_value[1] and "\n" not in name_value[1]
     assert parse(fast[1])["Bcc"] is None
 
@@ -239,7 +268,7 @@ def test_headers_match_the_email_package_for_any_value(subject: str, name: str) 
 )
 def test_unusual_addresses_match_the_email_package(address: str) -> None:
     mail = dataclasses.replace(rendered(*DIGESTS["golden"]), to=address)
-    fast, reference = outcome(message.build, mail), outcome(message.build_with_email_package, mail)
+    fast, reference = outcome(mime.Writer, mail), outcome(mime.ReferenceWriter, mail)
     assert fast[0] == reference[0]
     if fast[0] == "ok":
         assert isinstance(fast[1], bytes) and isinstance(reference[1], bytes)
@@ -280,28 +309,30 @@ piece = st.sampled_from(["", "a", "\n", "ab\ncd", "x\n", "\ny", "  \n", "é—\n
 @example(parts=[])
 @example(parts=["a\nb", "a\nb"])  # the same piece again: its cached entry
 def test_pieces_encode_like_the_whole_body(parts: list[str]) -> None:
-    assert qp.quoted_printable_parts(parts) == qp.quoted_printable("".join(parts))
+    assert qp.Encoder().quoted_printable_parts(parts) == qp.Encoder().quoted_printable(
+        "".join(parts)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
     digest, recipient_name = DIGESTS[name]
-    kwargs = {"unsubscribe_url": UNSUBSCRIBE_URL, "digest_key": "k", "now": NOW}
+    digest = named(digest, recipient_name)
     for _ in range(2):  # the second time from the caches
-        mail, parts = render.render_parts(
-            digest, ENV, IDENTITY, recipient_name=recipient_name, unsubscribe_url=UNSUBSCRIBE_URL
-        )
-        assert "".join(parts.html) == mail.html and "".join(parts.text) == mail.text
-        assert mail == rendered(digest, recipient_name)
-        by_piece = message.build(
+        rendered = COMPOSER.render(digest, unsubscribe_url=UNSUBSCRIBE_URL)
+        mail = rendered.email
+        assert rendered.html_parts is not None and rendered.text_parts is not None
+        assert "".join(rendered.html_parts) == mail.html
+        assert "".join(rendered.text_parts) == mail.text
+        assert mail == COMPOSER.email(digest, unsubscribe_url=UNSUBSCRIBE_URL)
+        by_piece = write(
+            mime.Writer,
             mail,
-            SENDER,
-            html_parts=parts.html,
-            text_parts=parts.text,
-            **kwargs,  # type: ignore[arg-type]
+            digest_key="k",
+            html_parts=rendered.html_parts,
+            text_parts=rendered.text_parts,
         )
-        whole = message.build(mail, SENDER, **kwargs)  # type: ignore[arg-type]
-        assert by_piece.data == whole.data
+        assert by_piece.data == write(mime.Writer, mail, digest_key="k").data
 
 
 url_text = st.lists(
@@ -316,7 +347,7 @@ url_text = st.lists(
 @example(value="<https://e.org/u/x?a=1&b=2>, <mailto:p@e.org?subject=unsubscribe>")
 @example(value="<https://e.org/=?utf-8?q?x?=>")
 def test_verbatim_headers_match_the_email_package(value: str) -> None:
-    policy = message._POLICY
+    policy = fields.POLICY
 
     def outcome(write: Callable[[], bytes]) -> object:
         try:
@@ -327,7 +358,7 @@ def test_verbatim_headers_match_the_email_package(value: str) -> None:
     expected = outcome(
         lambda: policy.fold_binary(*policy.header_store_parse("List-Unsubscribe", value))
     )
-    assert outcome(lambda: message._verbatim("List-Unsubscribe", value)) == expected
+    assert outcome(lambda: fields.verbatim("List-Unsubscribe", value)) == expected
 
 
 # --- display names in To: the fast encoder against the email package -------------------
@@ -346,7 +377,7 @@ addresses = st.sampled_from(
 
 
 def reference_to(name: str, address: str) -> bytes | str:
-    policy = message._POLICY
+    policy = fields.POLICY
     try:
         value = email.headerregistry.Address(display_name=name, addr_spec=address)
         return policy.fold_binary(*policy.header_store_parse("To", value))  # type: ignore[arg-type]
@@ -363,9 +394,9 @@ def reference_to(name: str, address: str) -> bytes | str:
 @example(name="Zoë-Ann O'Neil", address="r@example.org")
 @example(name="Δημήτρης Παπαδόπουλος Παπαδόπουλος", address="r@example.org")
 def test_a_display_name_is_written_as_the_email_package_writes_it(name: str, address: str) -> None:
-    name = render.one_line(name)  # as build() passes it
+    name = fields.one_line(name)  # as the writer passes it
     try:
-        fast: bytes | str = message._to_header(name, address)
+        fast: bytes | str = fields.to_header(name, address)
     except Exception as e:
         fast = type(e).__name__
     assert fast == reference_to(name, address)
@@ -373,6 +404,6 @@ def test_a_display_name_is_written_as_the_email_package_writes_it(name: str, add
 
 def test_common_non_ascii_names_take_the_fast_path() -> None:
     for name in ("Jörg Müller", "José de Sá", "Ana Müller", "李小龙", "Zoë-Ann O'Neil"):
-        assert message._encoded_phrase(name) is not None
-    assert message._encoded_phrase("Ada Lovelace") is None  # plain ASCII: written as is
-    assert message._encoded_phrase("Müller, Jörg") is None  # a comma: quoted by the package
+        assert fields.encoded_phrase(name) is not None
+    assert fields.encoded_phrase("Ada Lovelace") is None  # plain ASCII: written as is
+    assert fields.encoded_phrase("Müller, Jörg") is None  # a comma: quoted by the package

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import email
 import email.policy
 import re
@@ -12,18 +11,22 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from newsletter import compose
 from newsletter import config as config_mod
-from newsletter import message, render
+from newsletter.compose import mime
 from newsletter.errors import ConfigError
-from newsletter.models import Email
-from tests.digests import HOSTILE_NAME, IDENTITY, UNSUBSCRIBE_URL, hostile_digest, load_digest
-
-NOW = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.UTC)
-SENDER = message.Sender(
-    from_header="Trending Papers <papers@example.org>",
-    list_id="trending-papers.example.org",
-    list_name="Trending Papers",
+from newsletter.models import Email, Outgoing
+from tests.digests import (
+    HOSTILE_NAME,
+    MASTHEAD,
+    NOW,
+    UNSUBSCRIBE_URL,
+    hostile_digest,
+    load_digest,
+    named,
+    render_email,
 )
+
 EXPECTED_HEADERS = [
     "From",
     "To",
@@ -42,22 +45,12 @@ EXPECTED_HEADERS = [
 
 def rendered(digest_name: str = "golden", name: str | None = "Ada") -> Email:
     digest = hostile_digest() if digest_name == "hostile" else load_digest()
-    return render.render(
-        digest,
-        render.make_env(),
-        IDENTITY,
-        recipient_name=name,
-        unsubscribe_url=UNSUBSCRIBE_URL,
-    )
+    return render_email(named(digest, name))
 
 
-def build(mail: Email | None = None, sender: message.Sender = SENDER) -> message.Outgoing:
-    return message.build(
-        mail or rendered(),
-        sender,
-        unsubscribe_url=UNSUBSCRIBE_URL,
-        digest_key="2026-11-23/daily",
-        now=NOW,
+def build(mail: Email | None = None, sender: compose.Masthead = MASTHEAD) -> Outgoing:
+    return mime.Writer(sender, NOW).write(
+        mail or rendered(), unsubscribe_url=UNSUBSCRIBE_URL, digest_key="2026-11-23/daily"
     )
 
 
@@ -70,7 +63,7 @@ def parse(data: bytes) -> email.message.EmailMessage:
 def test_headers() -> None:
     out = build()
     msg = parse(out.data)
-    assert [name for name, _ in message.unfolded_headers(out.data)] == EXPECTED_HEADERS
+    assert [name for name, _ in mime.unfolded_headers(out.data)] == EXPECTED_HEADERS
     assert msg["From"] == "Trending Papers <papers@example.org>"
     assert msg["To"] == "Ada <ada@example.org>"
     assert msg["Subject"] == "Trending Papers: 3 new papers for 2026-11-23"
@@ -116,9 +109,7 @@ def test_message_id_changes_with_the_papers() -> None:
 
 
 def test_envelope_sender_is_the_bounce_address() -> None:
-    sender = message.Sender(
-        SENDER.from_header, SENDER.list_id, bounce_address="bounces@example.org"
-    )
+    sender = dataclasses.replace(MASTHEAD, bounce_address="bounces@example.org")
     out = build(sender=sender)
     assert out.envelope_from == "bounces@example.org"
     assert parse(out.data)["From"] == "Trending Papers <papers@example.org>"
@@ -130,7 +121,7 @@ def test_hostile_input_keeps_every_header_one_line() -> None:
     evil_subject = mail.subject + "\r\nBcc: evil@example.com"
     mail = Email(mail.to, mail.to_name, evil_subject, mail.html, mail.text, mail.paper_ids)
     out = build(mail)
-    fields = message.unfolded_headers(out.data)
+    fields = mime.unfolded_headers(out.data)
     assert [name for name, _ in fields] == EXPECTED_HEADERS
     for name, value in fields:
         assert "\r" not in value and "\n" not in value, name
@@ -156,7 +147,7 @@ EW_NUL = "=?utf-8?q?a=00b?="
 MAIL = Email("ada@example.org", "Ada", "Subject", "<p>hi</p>\n", "hi\n", ("1",))
 
 
-@pytest.mark.parametrize("writer", [message.build, message.build_with_email_package])
+@pytest.mark.parametrize("writer", [mime.Writer, mime.ReferenceWriter])
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -172,7 +163,7 @@ MAIL = Email("ada@example.org", "Ada", "Subject", "<p>hi</p>\n", "hi\n", ("1",))
         ("to_name", EW_FOLD),
         ("to_name", EW_NUL),
         ("to_name", "Ada " + EW_CRLF),
-        ("list_name", EW_CRLF.replace(":", "=3A").replace("@", "=40").replace(".", "=2E")),
+        ("title", EW_CRLF.replace(":", "=3A").replace("@", "=40").replace(".", "=2E")),
         ("from_header", f"{EW_NUL} <papers@example.org>"),
         ("from_header", f'"{EW_CRLF}" <papers@example.org>'),
         ("from_header", f"{EW_FOLD} <papers@example.org>"),
@@ -181,7 +172,7 @@ MAIL = Email("ada@example.org", "Ada", "Subject", "<p>hi</p>\n", "hi\n", ("1",))
 )
 def test_no_value_becomes_a_header_line(field: str, value: str, writer: object) -> None:
     """Whatever a value hides, the message has the same headers, each on its own line(s)."""
-    mail, sender, url = MAIL, SENDER, UNSUBSCRIBE_URL
+    mail, sender, url = MAIL, MASTHEAD, UNSUBSCRIBE_URL
     if field in ("subject", "to_name"):
         mail = dataclasses.replace(mail, **{field: value})
     elif field == "unsubscribe_url":
@@ -189,7 +180,7 @@ def test_no_value_becomes_a_header_line(field: str, value: str, writer: object) 
     else:
         sender = dataclasses.replace(sender, **{field: value})
     try:
-        out = writer(mail, sender, unsubscribe_url=url, digest_key="k", now=NOW)  # type: ignore[operator]
+        out = writer(sender, NOW).write(mail, unsubscribe_url=url, digest_key="k")  # type: ignore[operator]
     except ValueError:  # refused (a From that cannot be written): nothing is sent
         assert field == "from_header"
         return
@@ -197,7 +188,7 @@ def test_no_value_becomes_a_header_line(field: str, value: str, writer: object) 
     assert b"\0" not in head
     for line in head.split(b"\r\n")[1:]:
         assert re.match(rb"[A-Z][A-Za-z-]*: |[ \t]+\S", line), line  # a header, or a fold of one
-    assert [name for name, _ in message.unfolded_headers(out.data)] == EXPECTED_HEADERS
+    assert [name for name, _ in mime.unfolded_headers(out.data)] == EXPECTED_HEADERS
     msg = parse(out.data)
     assert msg["Bcc"] is None
     if field == "unsubscribe_url":  # a URL is written as it is: it holds no encoded word
@@ -208,7 +199,7 @@ def test_no_value_becomes_a_header_line(field: str, value: str, writer: object) 
 
 
 def test_list_id_phrase_falls_back_to_the_label() -> None:
-    sender = message.Sender(SENDER.from_header, "x.example.org", list_name='Papers: "Daily"')
+    sender = dataclasses.replace(MASTHEAD, list_id="x.example.org", title='Papers: "Daily"')
     assert parse(build(sender=sender).data)["List-Id"] == "x <x.example.org>"
 
 
@@ -265,12 +256,12 @@ subscribers:
 
 def test_dkim_signature_verifies(tmp_path: Path) -> None:
     key_path, record = make_key(tmp_path)
-    sender = message.load_sender(signing_config(tmp_path, key_path.name))
+    sender = compose.load_masthead(signing_config(tmp_path, key_path.name))
     assert sender.envelope_from == "bounces@example.org"
     out = build(sender=sender)
     assert out.data.startswith(b"DKIM-Signature: ")
     assert dkim.verify(out.data, dnsfunc=dns_for(record))
-    fields = dict(message.unfolded_headers(out.data))
+    fields = dict(mime.unfolded_headers(out.data))
     tags = dict(t.strip().split("=", 1) for t in fields["DKIM-Signature"].split(";") if "=" in t)
     assert tags["d"] == "example.org" and tags["s"] == "news"
     assert tags["c"] == "relaxed/relaxed"
@@ -281,7 +272,7 @@ def test_dkim_signature_verifies(tmp_path: Path) -> None:
 
 def test_dkim_breaks_when_list_unsubscribe_is_changed(tmp_path: Path) -> None:
     key_path, record = make_key(tmp_path)
-    out = build(sender=message.load_sender(signing_config(tmp_path, key_path.name)))
+    out = build(sender=compose.load_masthead(signing_config(tmp_path, key_path.name)))
     forged = out.data.replace(b"/unsubscribe/YWRh", b"/unsubscribe/ZZZZ")
     assert forged != out.data
     assert not dkim.verify(forged, dnsfunc=dns_for(record))
@@ -298,10 +289,10 @@ def test_dkim_key_problems_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"newsletter\.dkim\.key_file: cannot read .*missing\.pem"
     ):
-        message.load_sender(signing_config(tmp_path, "missing.pem"))
+        compose.load_masthead(signing_config(tmp_path, "missing.pem"))
     (tmp_path / "garbage.pem").write_text("not a key", encoding="utf-8")
     with pytest.raises(ConfigError, match="not a usable DKIM private key"):
-        message.load_sender(signing_config(tmp_path, "garbage.pem"))
+        compose.load_masthead(signing_config(tmp_path, "garbage.pem"))
 
 
 def test_dkim_domain_must_match_from(tmp_path: Path) -> None:
