@@ -27,11 +27,9 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from newsletter.models import Subscriber
+from newsletter.models import WEEKDAYS, Subscriber
 
 log = logging.getLogger(__name__)
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 #: ``serve`` looks for an unfinished run of the day at least this often (seconds).
 RESUME_EVERY = 15 * 60
@@ -46,16 +44,6 @@ class Group:
     @property
     def job_id(self) -> str:
         return f"{self.cadence}-{self.at.strftime('%H%M%S').removesuffix('00')}-{self.timezone}"
-
-
-def parse_time(text: str) -> dt.time:
-    """``HH:MM`` or ``HH:MM:SS`` (24 h)."""
-    for fmt in ("%H:%M", "%H:%M:%S"):
-        try:
-            return dt.datetime.strptime(text, fmt).time()
-        except ValueError:
-            continue
-    raise ValueError(f"expected HH:MM (24 h), got {text!r}")
 
 
 def group_subscribers(

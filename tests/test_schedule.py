@@ -7,7 +7,7 @@ import zoneinfo
 
 import pytest
 
-from newsletter import schedule
+from newsletter import config, schedule
 from newsletter.models import Subscriber
 
 UTC = dt.UTC
@@ -155,10 +155,10 @@ def test_next_fire_times_are_sorted() -> None:
 
 
 def test_parse_time() -> None:
-    assert schedule.parse_time("08:00") == dt.time(8)
-    assert schedule.parse_time("23:59:30") == dt.time(23, 59, 30)
+    assert config.parse_time("08:00") == dt.time(8)
+    assert config.parse_time("23:59:30") == dt.time(23, 59, 30)
     with pytest.raises(ValueError, match="HH:MM"):
-        schedule.parse_time("8am")
+        config.parse_time("8am")
 
 
 def test_groups_firing_together_share_one_run() -> None:
