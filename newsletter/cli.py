@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, compose, preflight, schedule, sources, unsubscribe
+from newsletter import __version__, compose, preflight, schedule, sources
 from newsletter import config as config_mod
 from newsletter.deliver import (
     Outcome,
@@ -39,7 +39,8 @@ from newsletter.health import logged, silence_warning
 from newsletter.models import Subscriber
 from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.store import SqliteStore
-from newsletter.web import UnsubscribeServer
+from newsletter.web import tokens
+from newsletter.web.server import UnsubscribeServer
 
 log = logging.getLogger(__name__)
 
@@ -471,9 +472,9 @@ def _signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
     links someone will use.
     """
     env = config.newsletter.secret_env
-    key = unsubscribe.key_from_env(env, preview=preview)
+    key = tokens.key_from_env(env, preview=preview)
     if key is None:
-        problem = unsubscribe.key_problem(env) or f"${env} is not usable"
+        problem = tokens.key_problem(env) or f"${env} is not usable"
         raise ConfigError(str(config.path), [f"{config.path}: newsletter.secret_env: {problem}"])
     return key
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from newsletter import compose, unsubscribe
+from newsletter import compose
 from newsletter.compose import templates
 from newsletter.config import Config, state_path_problem
 from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
 from newsletter.errors import ConfigError, SendError, TemplateError
+from newsletter.web import tokens
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def problems(config: Config) -> list[str]:
     """One ``FILE: key: message`` line per thing a run would fail on."""
     found: list[str] = []
-    key = unsubscribe.key_problem(config.newsletter.secret_env)
+    key = tokens.key_problem(config.newsletter.secret_env)
     if key is not None:
         found.append(f"{config.path}: newsletter.secret_env: {key}")
     password = password_problem(config)

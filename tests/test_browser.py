@@ -331,8 +331,8 @@ def test_text_keeps_its_contrast(
 def test_the_unsubscribe_button_sends_one_click(browser: Any, tmp_path: Path) -> None:
     """The confirm page's form, submitted by a real browser, is a valid one-click POST."""
     from newsletter.store import SqliteStore
-    from newsletter.unsubscribe import make_token
-    from newsletter.web import UnsubscribeServer
+    from newsletter.web.server import UnsubscribeServer
+    from newsletter.web.tokens import make_token
 
     state, key = tmp_path / "state.db", b"browser-test-signing-key-0123456789ab"
     SqliteStore(state).close()

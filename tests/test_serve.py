@@ -316,7 +316,9 @@ def test_tokens_never_reach_the_log_even_at_vv(tmp_path: Path, hf: FixtureServer
             assert daemon.stop() == 0, daemon.log()
     log = daemon.log()
     token = url.rsplit("/", 1)[1]
-    assert "DEBUG newsletter.web http " in log  # the requests are logged, without their token
+    assert (
+        "DEBUG newsletter.web.server http " in log
+    )  # the requests are logged, without their token
     for part in (token, *token.split(".")):
         assert part not in log
     assert not re.search(r"/unsubscribe/[A-Za-z0-9_.-]{8,}", log), log
