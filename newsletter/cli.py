@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
-import os
 import re
 import signal
 import sys
@@ -24,23 +23,19 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import __version__, compose, preflight, schedule, sources
+from newsletter import __version__, preflight, schedule, sources, wiring
 from newsletter import config as config_mod
 from newsletter.deliver import (
     Outcome,
     PreviewSender,
     Sender,
     SmtpSender,
-    SmtpSettings,
-    default_helo_name,
 )
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.health import logged, silence_warning
-from newsletter.models import Subscriber
 from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
-from newsletter.web.server import UnsubscribeServer
 
 log = logging.getLogger(__name__)
 
@@ -117,30 +112,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@contextmanager
-def _sources(
-    config: config_mod.Config,
-    from_file: Path | None,
-    store: SqliteStore,
-    *,
-    replay: bool = False,
-) -> Iterator[list[sources.Source]]:
-    """The configured sources (responses kept in ``store``), or the one ``--from`` file."""
-    if from_file is not None:
-        yield [sources.FileSource(from_file)]
-        return
-    with sources.open_sources(config.sources, store=store, replay=replay) as found:
-        if not found:
-            raise ConfigError(
-                str(config.path),
-                [
-                    f"{config.path}: sources: both huggingface and arxiv are disabled "
-                    "and no --from FILE was given"
-                ],
-            )
-        yield found
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", help="Show the version and exit.")
 @click.option(
@@ -198,7 +169,7 @@ def check(config_path: Path, connect: bool) -> None:
 def _connect_checks(config: config_mod.Config) -> Iterator[tuple[str, int]]:
     """One line and exit code for the SMTP server, then one for the first source."""
     try:
-        settings = _smtp_settings(config)
+        settings = wiring.smtp_settings(config)
     except ConfigError:  # reported with the other problems
         yield (
             f"smtp: skipped: {config.smtp.host}:{config.smtp.port}: no password to log in with",
@@ -281,7 +252,7 @@ def preview(
     now = _now()
     with (
         SqliteStore.scratch(config.state_path) as store,
-        _sources(config, from_file, store) as found,
+        wiring.open_sources(config, from_file, store) as found,
     ):
         report = run_once(
             config,
@@ -420,12 +391,12 @@ def send(
         sender = PreviewSender(out)
     else:
         sender = SmtpSender(
-            _smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
+            wiring.smtp_settings(config), records_deliveries=test_to is None, redirect_to=test_to
         )
     progress = _Progress()
     # A dry run or a test send reads the state but records nothing: a copy in memory.
     state = _state(config) if sender.records_deliveries else SqliteStore.scratch(config.state_path)
-    with state as store, _sources(config, from_file, store) as found:
+    with state as store, wiring.open_sources(config, from_file, store) as found:
 
         def send_once() -> RunReport:
             return run_once(
@@ -549,30 +520,6 @@ def _graceful_stop(sender: Sender) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _smtp_settings(config: config_mod.Config) -> SmtpSettings:
-    smtp = config.smtp
-    problem = preflight.password_problem(config)
-    if problem is not None:
-        raise ConfigError(str(config.path), [problem])
-    password = os.environ.get(smtp.password_env) if smtp.username else None
-    ca_file = str(config.base_dir / smtp.ca_file) if smtp.ca_file else None
-    return SmtpSettings(
-        host=smtp.host,
-        port=smtp.port,
-        security=smtp.security,
-        username=smtp.username,
-        password=password,
-        connections=smtp.connections,
-        rate_per_second=smtp.rate_per_second,
-        timeout=smtp.timeout,
-        max_retries=smtp.max_retries,
-        retry_backoff=smtp.retry_backoff,
-        ca_file=ca_file,
-        connect_timeout=smtp.connect_timeout,
-        helo_name=smtp.helo_name or default_helo_name(config.newsletter.from_address),
-    )
-
-
 class _Progress:
     """A progress line on a terminal; a plain log line every 100 messages otherwise."""
 
@@ -668,7 +615,7 @@ def fetch(
     period = _period(date_, week, month, trending)
     config = _load_config(config_path)
     with SqliteStore(config.state_path) as store:
-        with _sources(config, from_file, store, replay=replay) as found:
+        with wiring.open_sources(config, from_file, store, replay=replay) as found:
             now = _now()
             if period is None:
                 day = sources.latest_day(found, now.date())
@@ -710,51 +657,6 @@ def main() -> None:
 # -- scheduled operation ----------------------------------------------------------------
 
 
-def _groups(config: config_mod.Config) -> dict[schedule.Group, list[Subscriber]]:
-    return schedule.group_subscribers(config.subscriber_models(), config.schedule.daily_time)
-
-
-def _unfinished(config: config_mod.Config, day: dt.date) -> set[str]:
-    """Recipients the run of ``day`` has still to send: ``run`` and ``serve`` resume them."""
-    if not config.state_path.exists():
-        return set()
-    with SqliteStore(config.state_path) as store:
-        return store.unfinished(day)
-
-
-def _run_due(
-    config: config_mod.Config,
-    store: SqliteStore,
-    found: list[sources.Source],
-    sender: SmtpSender,
-    key: bytes,
-    kind: str,
-    due: dict[dt.date, set[str]],
-    lock_wait: float,
-) -> list[RunReport]:
-    """One run per UTC day of the send times due: each fetches once for all its groups."""
-    reports = []
-    for day, keys in sorted(due.items()):
-
-        def once(day: dt.date = day, keys: set[str] = keys) -> RunReport:
-            return run_once(
-                config,
-                RunOptions(day=day, keys=keys, lock_wait=lock_wait),
-                source=found,
-                store=store,
-                sender=sender,
-                key=key,
-                clock=_now,
-            )
-
-        reports.append(logged(store, kind, _now, once))
-    warning = silence_warning(store, config, _now())
-    if warning:
-        log.warning("health.silent %s", warning)
-        click.echo(f"warning: {warning}", err=True)
-    return reports
-
-
 @cli.command()
 @config_option
 @click.option(
@@ -777,9 +679,9 @@ def run(config_path: Path, wait: float) -> None:
     key = _signing_key(config, preview=False)
     now = _now()
     grace = dt.timedelta(minutes=config.schedule.grace_minutes)
-    groups = _groups(config)
+    groups = schedule.groups_of(config)
     due = schedule.due_now(groups, config.schedule.weekly_on, now, grace)
-    unfinished = _unfinished(config, now.date())
+    unfinished = schedule.unfinished(config, now.date())
     if unfinished:  # today's run stopped early (SMTP down, a deferral): resume it now
         log.info("run.resume day=%s subscribers=%d", now.date(), len(unfinished))
         due.setdefault(now.date(), set()).update(unfinished)
@@ -788,13 +690,15 @@ def run(config_path: Path, wait: float) -> None:
         when = f" (next: {nxt[0][0].job_id} at {nxt[0][1]:%Y-%m-%d %H:%M %Z})" if nxt else ""
         click.echo(f"nothing due now{when}")
         return
-    sender = SmtpSender(_smtp_settings(config))
+    sender = SmtpSender(wiring.smtp_settings(config))
     with (
         _state(config) as store,
-        _sources(config, None, store) as found,
+        wiring.open_sources(config, None, store) as found,
         _graceful_stop(sender),
     ):
-        reports = _run_due(config, store, found, sender, key, "run", due, wait)
+        reports, warning = schedule.run_due(config, store, found, sender, key, "run", due, wait)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     for report in reports:
         _report(report, dry_run=False)
     if not all(r.ok for r in reports):
@@ -814,11 +718,13 @@ def serve(config_path: Path) -> None:
     """
     config = _load_config(config_path)
     key = _signing_key(config, preview=False)
-    _smtp_settings(config)  # a missing password is a config error now, not at 08:00
+    wiring.smtp_settings(config)  # a missing password is a config error now, not at 08:00
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
     try:
-        daemon = _Daemon(config_path, config, key)
+        daemon = schedule.Daemon(
+            config_path, config, key, echo=lambda line: click.echo(line, err=True)
+        )
     except OSError as e:
         where = f"{config.server.host}:{config.server.port}"
         hint = (
@@ -831,118 +737,17 @@ def serve(config_path: Path) -> None:
         raise ConfigError(str(config.path), [line]) from e
     with _state(config):  # a state file that cannot be opened: said now, not at 08:00
         pass
-    daemon.serve()
-
-
-class _Daemon:
-    def __init__(self, path: Path, config: config_mod.Config, key: bytes) -> None:
-        self.path = path
-        self.config = config
-        self.key = key
-        self.lock = threading.Lock()  # guards config and the current sender
-        self.sender: SmtpSender | None = None
-        self.stop_requested = threading.Event()
-        self.reload_requested = threading.Event()
-        grace = config.schedule.grace_minutes * 60
-        self.scheduler = schedule.Scheduler(self.run, grace_seconds=grace, resume=self.resume)
-        self.web = UnsubscribeServer(
-            config.server.host,
-            config.server.port,
-            state_path=config.state_path,
-            key=key,
-            title=lambda: self.config.newsletter.title,
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, daemon.on_signal)
+    daemon.start()
+    host, port = daemon.web.address
+    click.echo(f"serving: unsubscribe endpoint on http://{host}:{port}/unsubscribe/", err=True)
+    for job_id, when in daemon.scheduler.next_runs():
+        click.echo(
+            f"  next {job_id}: {when:%Y-%m-%d %H:%M:%S %Z}" if when else f"  {job_id}: paused",
+            err=True,
         )
-
-    def run(self, now: dt.datetime, keys: set[str]) -> None:
-        with self.lock:
-            config = self.config
-            if self.stop_requested.is_set():
-                return
-            sender = self.sender = SmtpSender(_smtp_settings(config))
-        try:
-            with SqliteStore(config.state_path) as store, _sources(config, None, store) as found:
-                due = {now.astimezone(dt.UTC).date(): keys}
-                for report in _run_due(config, store, found, sender, self.key, "serve", due, 3600):
-                    log.log(
-                        logging.INFO if report.ok else logging.WARNING,
-                        "run.done day=%s sent=%d failed=%d unknown=%d deferred=%d nothing_new=%d "
-                        "pending=%d%s",
-                        report.day,
-                        report.this_run["sent"],
-                        report.this_run["failed"],
-                        report.this_run["unknown"],
-                        len(report.deferred),
-                        len(report.nothing_new),
-                        report.pending,
-                        f" error={report.aborted or report.source_errors}" if not report.ok else "",
-                    )
-        except NewsletterError as e:
-            log.error("run.failed error=%s", e)
-        finally:
-            with self.lock:
-                self.sender = None
-
-    def resume(self) -> None:
-        """Send what today's run left (SMTP down, deferred, stopped), whatever the send times."""
-        with self.lock:
-            config = self.config
-        now = _now()
-        keys = _unfinished(config, now.date())
-        if keys:
-            log.info("run.resume day=%s subscribers=%d", now.date(), len(keys))
-            self.run(now, keys)
-
-    def reload(self) -> None:
-        try:
-            config = _load_config(self.path)
-            compose.check_templates(config.templates_path)
-            compose.load_masthead(config)
-            _smtp_settings(config)
-        except ConfigError as e:
-            for line in e.problems:
-                log.error("reload.failed %s", line)
-            log.error("reload.failed keeping the configuration loaded before")
-            return
-        except NewsletterError as e:
-            log.error("reload.failed %s; keeping the configuration loaded before", e)
-            return
-        with self.lock:
-            self.config = config
-        self.scheduler.set_groups(_groups(config), config.schedule.weekly_on)
-        log.info(
-            "reload.done subscribers=%d jobs=%d", len(config.subscribers), len(_groups(config))
-        )
-
-    def _signal(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGHUP:
-            self.reload_requested.set()
-            return
-        self.stop_requested.set()
-        with self.lock:
-            if self.sender is not None:
-                self.sender.stop()
-
-    def serve(self) -> None:
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._signal)
-        self.web.start()
-        self.scheduler.set_groups(_groups(self.config), self.config.schedule.weekly_on)
-        self.scheduler.start()
-        host, port = self.web.address
-        click.echo(f"serving: unsubscribe endpoint on http://{host}:{port}/unsubscribe/", err=True)
-        for job_id, when in self.scheduler.next_runs():
-            click.echo(
-                f"  next {job_id}: {when:%Y-%m-%d %H:%M:%S %Z}" if when else f"  {job_id}: paused",
-                err=True,
-            )
-        while not self.stop_requested.wait(0.5):
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
-                self.reload()
-        log.info("serve.stopping (finishing the message in flight)")
-        self.scheduler.stop(wait=True)
-        self.web.stop()
-        log.info("serve.stopped")
+    daemon.wait()
 
 
 @cli.command()
@@ -979,7 +784,7 @@ def status(config_path: Path, runs: int) -> None:
         )
         click.echo(line + (f"\n    error: {r.error}" if r.error else ""))
     click.echo("next send times:")
-    groups = _groups(config)
+    groups = schedule.groups_of(config)
     for group, when in schedule.next_fire_times(groups, config.schedule.weekly_on, now):
         members = sum(1 for s in groups[group] if s.key not in states)  # who will be mailed
         click.echo(

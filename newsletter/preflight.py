@@ -8,7 +8,6 @@ would see it). Nothing here writes the state or sends a message.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from newsletter.config import Config, state_path_problem
 from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
 from newsletter.errors import ConfigError, SendError, TemplateError
 from newsletter.web import tokens
+from newsletter.wiring import password_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -47,16 +47,6 @@ def problems(config: Config) -> list[str]:
     except ConfigError as e:
         found.extend(e.problems)
     return found
-
-
-def password_problem(config: Config) -> str | None:
-    smtp = config.smtp
-    if smtp.username and not os.environ.get(smtp.password_env):
-        return (
-            f"{config.path}: smtp.password_env: ${smtp.password_env} is not set "
-            f"(smtp.username is {smtp.username!r})"
-        )
-    return None
 
 
 def state_problem(path: Path) -> str | None:
