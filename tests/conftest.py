@@ -7,8 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.httpserver import FixtureServer, Reply, Request
+
+# Property tests: 100 examples each for CI and the README's test command (``ci``, also the
+# default here); ``--hypothesis-profile=dev`` tries ten times as many. No deadline: the
+# machine is shared and an example's time says nothing about its correctness.
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=1000)
+settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"

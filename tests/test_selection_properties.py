@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter import selection
@@ -101,7 +101,6 @@ def eligible(
     return out
 
 
-@settings(max_examples=300, deadline=None)
 @given(scenario())
 def test_select_properties(
     case: tuple[list[PaperData], dict[str, Topic], Subscriber, frozenset[str], dt.date],
@@ -165,7 +164,6 @@ def many_subscribers(
     return papers, topics, subs, trends
 
 
-@settings(max_examples=300, deadline=None)
 @given(many_subscribers(), st.data())
 def test_merged_ranking_equals_the_plain_scan(
     case: tuple[list[PaperData], dict[str, Topic], list[Subscriber], dict[str, Trend]],
@@ -183,7 +181,6 @@ def test_merged_ranking_equals_the_plain_scan(
         assert merged == plain
 
 
-@settings(max_examples=300, deadline=None)
 @given(papers_st, st.lists(st.sampled_from([*WORDS, "Flow-Matching", "video graph"]), max_size=4))
 def test_personal_topic_matches_like_one_pattern(
     papers: list[PaperData], keywords: list[str]
@@ -207,7 +204,6 @@ def test_personal_topic_matches_like_one_pattern(
 TERM_PIECES = ["ab", "AB", "a-b", "a b", "b", "x1", "_", "é", "É", "K", "ſ", "C++", "(a)", ".", "-"]
 
 
-@settings(max_examples=500, deadline=None)
 @given(
     st.lists(st.sampled_from(TERM_PIECES), min_size=1, max_size=3),
     st.lists(st.sampled_from([*TERM_PIECES, " ", "  ", "-", "\n", "z", "9", "·"]), max_size=20),
@@ -273,7 +269,6 @@ def tricky_run(draw: st.DrawFn) -> tuple[list[PaperData], dict[str, Topic]]:
     return papers, selection.topics_for_run(topics, subs)
 
 
-@settings(max_examples=600, deadline=None)
 @given(tricky_run())
 def test_match_topics_equals_searching_every_paper(
     case: tuple[list[PaperData], dict[str, Topic]],
