@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.httpserver import FixtureServer, Reply, Request
+
+# The run caches bytecode even where PYTHONDONTWRITEBYTECODE is set (as on the shared test
+# machine): each `newsletter` subprocess, pool worker and xdist worker would otherwise compile
+# the package again, an eighth of the suite's CPU.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Property tests: 100 examples each for CI and the README's test command (``ci``, also the
 # default here); ``--hypothesis-profile=dev`` tries ten times as many. No deadline: the
