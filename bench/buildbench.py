@@ -31,8 +31,9 @@ from typing import Any
 
 from bench import workload
 from newsletter import compose, selection
-from newsletter.compose.pool import NothingNew, Request, Selecting, workers_for
-from newsletter.models import Digest, Subscriber
+from newsletter.compose.pool import workers_for
+from newsletter.models import Digest, NothingNew, Subscriber
+from newsletter.selection import Request, Selecting
 
 MASTHEAD = compose.Masthead(
     title="Trending Papers",

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from newsletter import models, selection
+from newsletter import models
 from newsletter.errors import ConfigError
 
 DEFAULT_PATH = "newsletter.yaml"
@@ -176,7 +176,7 @@ class NewsletterSettings(_Model):
         return self
 
 
-class HuggingFaceSource(_Model):
+class HuggingFaceSettings(_Model):
     enabled: bool = True
     base_url: str = "https://huggingface.co"
     mode: Literal["api", "page"] = "api"  # api falls back to the page when the API fails
@@ -196,7 +196,7 @@ class HuggingFaceSource(_Model):
 _CATEGORY_RE = re.compile(r"^[a-z-]+(\.[A-Za-z-]+)?$")  # cs.CL, stat.ML, hep-th
 
 
-class ArxivSource(_Model):
+class ArxivSettings(_Model):
     enabled: bool = False
     categories: Annotated[list[str], Field(validate_default=True)] = []
     announce_types: Annotated[list[Literal["new", "cross", "replace"]], Field(min_length=1)] = [
@@ -229,8 +229,8 @@ class ArxivSource(_Model):
 
 
 class Sources(_Model):
-    huggingface: HuggingFaceSource = HuggingFaceSource()
-    arxiv: ArxivSource = ArxivSource()
+    huggingface: HuggingFaceSettings = HuggingFaceSettings()
+    arxiv: ArxivSettings = ArxivSettings()
     # All the fetching of one run, every source and retry included: a hung or trickling
     # server must not hold the run (and the send lock) for longer.
     fetch_deadline_seconds: Annotated[float, Field(gt=0)] = 300.0
@@ -288,15 +288,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _parse_time(value: str) -> dt.time:
-    from newsletter.schedule import parse_time
-
-    return parse_time(value)
+def parse_time(text: str) -> dt.time:
+    """``HH:MM`` or ``HH:MM:SS`` (24 h)."""
+    for fmt in ("%H:%M", "%H:%M:%S"):
+        try:
+            return dt.datetime.strptime(text, fmt).time()
+        except ValueError:
+            continue
+    raise ValueError(f"expected HH:MM (24 h), got {text!r}")
 
 
 def _check_time(value: str) -> str:
-    from newsletter.schedule import parse_time
-
     parse_time(value)
     return value
 
@@ -315,8 +317,6 @@ class Schedule(_Model):
 
     @property
     def daily_time(self) -> dt.time:
-        from newsletter.schedule import parse_time
-
         return parse_time(self.daily_at)
 
 
@@ -359,10 +359,10 @@ class TopicSettings(_Model):
         return self
 
 
-_DEFAULT_WEIGHTS = selection.Weights()
+_DEFAULT_WEIGHTS = models.Weights()
 
 
-class Weights(_Model):
+class WeightSettings(_Model):
     upvotes: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.upvotes
     velocity: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.velocity
     match: Annotated[float, Field(ge=0)] = _DEFAULT_WEIGHTS.match
@@ -373,11 +373,11 @@ class SelectionSettings(_Model):
     max_age_days: Annotated[int, Field(ge=1, le=60)] = 7
     send_empty: bool = False
     trending_count: Annotated[int, Field(ge=0, le=50)] = 3
-    weights: Weights = Weights()
+    weights: WeightSettings = WeightSettings()
 
-    def weights_model(self) -> selection.Weights:
+    def weights_model(self) -> models.Weights:
         w = self.weights
-        return selection.Weights(w.upvotes, w.velocity, w.match, w.half_life_days)
+        return models.Weights(w.upvotes, w.velocity, w.match, w.half_life_days)
 
 
 class SubscriberSettings(_Model):
@@ -473,7 +473,7 @@ class Config(_Model):
                 keywords=tuple(s.keywords),
                 exclude=tuple(s.exclude),
                 sections=s.sections,
-                send_at=_parse_time(s.send_at) if s.send_at else None,
+                send_at=parse_time(s.send_at) if s.send_at else None,
             )
             for s in self.subscribers
         ]
@@ -659,7 +659,7 @@ def _topic_name_problems(topics: object) -> Iterable[tuple[tuple[str | int, ...]
     """Two topics shown under one name would share a section heading: refuse it."""
     if not isinstance(topics, dict):
         return
-    reserved = (selection.TRENDING_SECTION, selection.RISING_SECTION, selection.PERSONAL_SECTION)
+    reserved = (models.TRENDING_SECTION, models.RISING_SECTION, models.PERSONAL_SECTION)
     named: dict[str, str] = {}  # slug -> its name, for the topics that have one
     slugs: dict[str, list[str]] = {}  # what prose calls a topic -> the topics called so
     for slug, topic in topics.items():

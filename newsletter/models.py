@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Cadence = Literal["daily", "weekly"]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,33 @@ class Outgoing:
     message_id: str
     data: bytes
     email: Email
+
+
+@dataclass(frozen=True, slots=True)
+class NothingNew:
+    """A subscriber whose digest has no papers while ``send_empty`` is off: made by compose's
+    select-and-compose instead of a message, read by the pipeline (reported, nothing sent)."""
+
+    subscriber: Subscriber
+    day: dt.date
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """``selection.weights``: made by the config, read by selection's ranking. The defaults
+    favour what the community upvotes, and fast."""
+
+    upvotes: float = 1.0
+    velocity: float = 1.5
+    match: float = 2.0
+    half_life_days: float = 3.0
+
+
+#: Section headings of their own in a digest with sections (selection writes them, the
+#: config refuses a topic named like one).
+TRENDING_SECTION = "Trending across your topics"
+RISING_SECTION = "Rising"
+PERSONAL_SECTION = "Your keywords"
 
 
 def digest_id(digest: Digest) -> str:

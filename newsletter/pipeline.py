@@ -55,11 +55,11 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from newsletter import compose, ledger, selection, sources
-from newsletter.compose.pool import NothingNew, Request, Selecting
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
-from newsletter.models import Subscriber
+from newsletter.models import NothingNew, Subscriber
+from newsletter.selection import Request, Selecting
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)

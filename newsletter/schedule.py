@@ -1,37 +1,54 @@
-"""When digests go out: send-time groups, a DST-safe trigger, and the ``serve`` daemon's scheduler.
+"""When digests go out, and the ``serve`` daemon that sends them.
 
 Subscribers who share cadence, send time and timezone form a group with one job and a
-stable id (``daily-0800-Europe/Berlin``). ``LocalTimeTrigger`` fires once per local day (or
-week) at the local time: on the day clocks go forward a time in the gap fires at the same
-distance after the transition (02:30 -> 03:30), and on the day they go back an ambiguous
-time fires at its first occurrence only, so no job is lost or doubled.
+stable id (``daily-0800-Europe/Berlin``). ``LocalTimeTrigger`` (an APScheduler trigger)
+fires once per local day (or week) at the local time: on the day clocks go forward a time in
+the gap fires at the same distance after the transition (02:30 -> 03:30), and on the day
+they go back an ambiguous time fires at its first occurrence only, so no job is lost or
+doubled.
 
-The daemon is a thin loop: jobs only queue their group; one runner thread takes every group
-queued at that moment and calls the pipeline once, so groups due together share one fetch.
-Between runs the same thread calls ``resume`` soon after the start and then at least every
-``RESUME_EVERY`` seconds: a run of the day that stopped early (SMTP down, a deferral) goes on.
+The daemon is a thin loop over ``pipeline.run_once``:
+
+    serve:    start the unsubscribe endpoint; one job per group
+    runner:   every group whose send time came -> run_due(...)       one run per UTC day,
+              (those due together share one run, so one fetch)       pipeline.run_once
+              soon after the start, then every RESUME_EVERY -> resume: the day's unfinished run
+    SIGHUP:   reload the config (a broken file is reported, the old one kept)
+    SIGTERM:  finish the message in flight, stop
+
+Every instant comes from an injected ``Clock`` (the system's in production): the runner
+asks the triggers for their next fire time and waits on the clock until then, so a test
+drives a day of sends in simulated time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
 import threading
-import time
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from newsletter.models import Subscriber
+from newsletter import compose, wiring
+from newsletter import config as config_mod
+from newsletter.config import Config
+from newsletter.deliver import SmtpSender
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.health import logged, silence_warning
+from newsletter.models import WEEKDAYS, Subscriber
+from newsletter.pipeline import RunOptions, RunReport, run_once
+from newsletter.sources import Source
+from newsletter.store import SqliteStore
+from newsletter.web.server import UnsubscribeServer
 
 log = logging.getLogger(__name__)
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 #: ``serve`` looks for an unfinished run of the day at least this often (seconds).
 RESUME_EVERY = 15 * 60
@@ -46,16 +63,6 @@ class Group:
     @property
     def job_id(self) -> str:
         return f"{self.cadence}-{self.at.strftime('%H%M%S').removesuffix('00')}-{self.timezone}"
-
-
-def parse_time(text: str) -> dt.time:
-    """``HH:MM`` or ``HH:MM:SS`` (24 h)."""
-    for fmt in ("%H:%M", "%H:%M:%S"):
-        try:
-            return dt.datetime.strptime(text, fmt).time()
-        except ValueError:
-            continue
-    raise ValueError(f"expected HH:MM (24 h), got {text!r}")
 
 
 def group_subscribers(
@@ -142,11 +149,45 @@ def next_fire_times(
     return sorted(out, key=lambda gw: gw[1])
 
 
+class Clock(Protocol):
+    """Now, and waiting on it: the system clock in production, a simulated one in tests."""
+
+    def __call__(self) -> dt.datetime:
+        """Now, timezone-aware."""
+        ...
+
+    def wait(self, event: threading.Event, seconds: float | None) -> bool:
+        """Until ``event`` is set (True) or ``seconds`` have passed on this clock (False)."""
+        ...
+
+
+class SystemClock:
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def wait(self, event: threading.Event, seconds: float | None) -> bool:
+        return event.wait(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
+
 RunGroups = Callable[[dt.datetime, set[str]], None]
 
 
+@dataclass(slots=True)
+class _Job:
+    trigger: LocalTimeTrigger
+    members: set[str]  # subscriber keys
+    next_at: dt.datetime | None
+
+
 class Scheduler:
-    """APScheduler 3 in a background thread; jobs hand their group to one runner thread."""
+    """A job per group on its trigger; one runner thread fires them and resumes.
+
+    Semantics of APScheduler's jobs with ``coalesce`` and ``misfire_grace_time``: a job
+    whose send time passed more than ``grace_seconds`` ago (the machine slept, a long run)
+    is skipped, and however many times it was missed, it runs once.
+    """
 
     def __init__(
         self,
@@ -156,21 +197,15 @@ class Scheduler:
         batch_seconds: float = 2.0,
         resume: Callable[[], None] | None = None,
         resume_every: float = RESUME_EVERY,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.run = run
+        self.grace = dt.timedelta(seconds=grace_seconds)
         self.batch_seconds = batch_seconds
         self.resume = resume
-        self.resume_every = resume_every
-        self.scheduler = BackgroundScheduler(
-            timezone=dt.UTC,
-            job_defaults={
-                "coalesce": True,
-                "misfire_grace_time": grace_seconds,
-                "max_instances": 1,
-            },
-        )
-        self.members: dict[str, set[str]] = {}
-        self.queued: set[str] = set()
+        self.resume_every = dt.timedelta(seconds=resume_every)
+        self.clock = clock
+        self.jobs: dict[str, _Job] = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -178,62 +213,84 @@ class Scheduler:
 
     def set_groups(self, groups: Mapping[Group, list[Subscriber]], weekly_on: str) -> None:
         """Add, replace and remove jobs so they match ``groups`` (on start and on reload)."""
+        now = self.clock()
         with self.lock:
             wanted = {g.job_id: (g, {s.key for s in members}) for g, members in groups.items()}
-            for job in self.scheduler.get_jobs():
-                if job.id not in wanted:
-                    job.remove()
-                    log.info("schedule.removed job=%s", job.id)
+            for job_id in [j for j in self.jobs if j not in wanted]:
+                del self.jobs[job_id]
+                log.info("schedule.removed job=%s", job_id)
             for job_id, (group, keys) in wanted.items():
-                self.members[job_id] = keys
                 trigger = trigger_for(group, weekly_on)
-                if self.scheduler.get_job(job_id) is None:
-                    self.scheduler.add_job(
-                        self._fire, trigger, id=job_id, args=[job_id], name=str(trigger)
-                    )
+                if job_id not in self.jobs:
                     log.info("schedule.added job=%s trigger=%s", job_id, trigger)
-                else:
-                    self.scheduler.reschedule_job(job_id, trigger=trigger)
-            self.members = {k: v[1] for k, v in wanted.items()}
+                self.jobs[job_id] = _Job(trigger, keys, trigger.get_next_fire_time(None, now))
+        self.wake.set()
 
     def next_runs(self) -> list[tuple[str, dt.datetime | None]]:
-        # A job added before start() has no next_run_time yet.
-        jobs = ((j.id, getattr(j, "next_run_time", None)) for j in self.scheduler.get_jobs())
+        with self.lock:
+            jobs = [(job_id, job.next_at) for job_id, job in self.jobs.items()]
         return sorted(jobs, key=lambda x: (str(x[1]), x[0]))
 
     def start(self) -> None:
         self.runner.start()
-        self.scheduler.start()
 
-    def _fire(self, job_id: str) -> None:
-        with self.lock:
-            self.queued.add(job_id)
+    def stop(self, wait: bool = True) -> None:
+        self.stopping.set()
         self.wake.set()
+        if wait and self.runner.is_alive():
+            self.runner.join()
 
     def _runner(self) -> None:
-        resume_at = time.monotonic() + self.batch_seconds  # soon: a restart resumes at once
+        resume_at = self.clock() + dt.timedelta(
+            seconds=self.batch_seconds
+        )  # a restart resumes soon
         while not self.stopping.is_set():
-            timeout = None if self.resume is None else max(0.0, resume_at - time.monotonic())
-            if self.wake.wait(timeout) and not self.stopping.is_set():
-                self._run_queued()
-            if self.resume is not None and time.monotonic() >= resume_at:
-                if not self.stopping.is_set():
-                    self._resume()
-                resume_at = time.monotonic() + self.resume_every
-
-    def _run_queued(self) -> None:
-        # Groups that fire together (several timezones, daily and weekly) share one run.
-        self.stopping.wait(self.batch_seconds)
-        with self.lock:
+            now = self.clock()
+            if self._due(now):
+                # Groups that fire together (several timezones, daily and weekly) share one run.
+                if not self.clock.wait(self.stopping, self.batch_seconds):
+                    self._fire()
+                continue
+            if self.resume is not None and now >= resume_at:
+                self._resume()
+                resume_at = self.clock() + self.resume_every
+                continue
+            times = [j.next_at for j in self._jobs() if j.next_at is not None]
+            if self.resume is not None:
+                times.append(resume_at)
+            until = min(times, default=None)
+            self.clock.wait(self.wake, None if until is None else (until - now).total_seconds())
             self.wake.clear()
-            keys = set().union(*(self.members.get(j, set()) for j in self.queued))
-            jobs, self.queued = sorted(self.queued), set()
+
+    def _jobs(self) -> list[_Job]:
+        with self.lock:
+            return list(self.jobs.values())
+
+    def _due(self, now: dt.datetime) -> bool:
+        return any(j.next_at is not None and j.next_at <= now for j in self._jobs())
+
+    def _fire(self) -> None:
+        now = self.clock()
+        fired: list[str] = []
+        keys: set[str] = set()
+        with self.lock:
+            for job_id, job in sorted(self.jobs.items()):
+                if job.next_at is None or job.next_at > now:
+                    continue
+                if now - job.next_at > self.grace:
+                    log.warning(
+                        "schedule.missed job=%s at=%s (beyond the grace)", job_id, job.next_at
+                    )
+                else:
+                    fired.append(job_id)
+                    keys |= job.members
+                job.next_at = job.trigger.get_next_fire_time(job.next_at, now)
         if keys and not self.stopping.is_set():
-            log.info("schedule.fire jobs=%s subscribers=%d", ",".join(jobs), len(keys))
+            log.info("schedule.fire jobs=%s subscribers=%d", ",".join(fired), len(keys))
             try:
-                self.run(dt.datetime.now(dt.UTC), keys)
+                self.run(now, keys)
             except Exception:
-                log.exception("schedule.run_failed jobs=%s", ",".join(jobs))
+                log.exception("schedule.run_failed jobs=%s", ",".join(fired))
 
     def _resume(self) -> None:
         assert self.resume is not None
@@ -242,17 +299,193 @@ class Scheduler:
         except Exception:
             log.exception("schedule.resume_failed")
 
-    def stop(self, wait: bool = True) -> None:
-        self.stopping.set()
-        self.wake.set()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        if wait and self.runner.is_alive():
-            self.runner.join()
 
-    def busy(self) -> bool:
-        return self.runner.is_alive()
+# -- one run per day due: ``newsletter run`` and the daemon ------------------------------
 
 
-def describe(jobs: list[tuple[str, Any]]) -> str:
-    return ", ".join(f"{j}: {t}" for j, t in jobs)
+def groups_of(config: Config) -> dict[Group, list[Subscriber]]:
+    return group_subscribers(config.subscriber_models(), config.schedule.daily_time)
+
+
+def unfinished(config: Config, day: dt.date) -> set[str]:
+    """Recipients the run of ``day`` has still to send: ``run`` and ``serve`` resume them."""
+    if not config.state_path.exists():
+        return set()
+    with SqliteStore(config.state_path) as store:
+        return store.unfinished(day)
+
+
+def run_due(
+    config: Config,
+    store: SqliteStore,
+    found: list[Source],
+    sender: SmtpSender,
+    key: bytes,
+    kind: str,
+    due: dict[dt.date, set[str]],
+    lock_wait: float,
+    clock: Callable[[], dt.datetime] = SYSTEM_CLOCK,
+) -> tuple[list[RunReport], str | None]:
+    """One run per UTC day of the send times due, each fetching once for all its groups;
+    and the warning when digests stopped going out (logged here, the caller says it)."""
+    reports = []
+    for day, keys in sorted(due.items()):
+
+        def once(day: dt.date = day, keys: set[str] = keys) -> RunReport:
+            return run_once(
+                config,
+                RunOptions(day=day, keys=keys, lock_wait=lock_wait),
+                source=found,
+                store=store,
+                sender=sender,
+                key=key,
+                clock=clock,
+            )
+
+        reports.append(logged(store, kind, clock, once))
+    warning = silence_warning(store, config, clock())
+    if warning:
+        log.warning("health.silent %s", warning)
+    return reports, warning
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+class Daemon:
+    """``newsletter serve``: the scheduler's runs, the unsubscribe endpoint, reload and stop.
+
+    ``echo`` says to the operator what the command line shows (a silence warning).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: Config,
+        key: bytes,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        echo: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.key = key
+        self.clock = clock
+        self.echo = echo
+        self.lock = threading.Lock()  # guards config and the current sender
+        self.sender: SmtpSender | None = None
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        grace = config.schedule.grace_minutes * 60
+        self.scheduler = Scheduler(self.run, grace_seconds=grace, resume=self.resume, clock=clock)
+        # Listens now: a port in use is said before anything else happens.
+        self.web = UnsubscribeServer(
+            config.server.host,
+            config.server.port,
+            state_path=config.state_path,
+            key=key,
+            title=lambda: self.config.newsletter.title,
+            clock=clock,
+        )
+
+    def run(self, now: dt.datetime, keys: set[str]) -> None:
+        """The run of the UTC day of ``now`` for ``keys``; its outcome is logged."""
+        with self.lock:
+            config = self.config
+            if self.stop_requested.is_set():
+                return
+            sender = self.sender = SmtpSender(wiring.smtp_settings(config))
+        try:
+            with (
+                SqliteStore(config.state_path) as store,
+                wiring.open_sources(config, None, store) as found,
+            ):
+                due = {now.astimezone(dt.UTC).date(): keys}
+                reports, warning = run_due(
+                    config, store, found, sender, self.key, "serve", due, 3600, self.clock
+                )
+            for report in reports:
+                log.log(
+                    logging.INFO if report.ok else logging.WARNING,
+                    "run.done day=%s sent=%d failed=%d unknown=%d deferred=%d nothing_new=%d "
+                    "pending=%d%s",
+                    report.day,
+                    report.this_run["sent"],
+                    report.this_run["failed"],
+                    report.this_run["unknown"],
+                    len(report.deferred),
+                    len(report.nothing_new),
+                    report.pending,
+                    f" error={report.aborted or report.source_errors}" if not report.ok else "",
+                )
+            if warning:
+                self.echo(f"warning: {warning}")
+        except NewsletterError as e:
+            log.error("run.failed error=%s", e)
+        finally:
+            with self.lock:
+                self.sender = None
+
+    def resume(self) -> None:
+        """Send what today's run left (SMTP down, deferred, stopped), whatever the send times."""
+        with self.lock:
+            config = self.config
+        now = self.clock()
+        keys = unfinished(config, now.date())
+        if keys:
+            log.info("run.resume day=%s subscribers=%d", now.date(), len(keys))
+            self.run(now, keys)
+
+    def reload(self) -> None:
+        """Read the config file again; a broken one is logged and the one loaded before kept."""
+        try:
+            config = config_mod.load(self.path)
+            compose.check_templates(config.templates_path)
+            compose.load_masthead(config)
+            wiring.smtp_settings(config)
+        except ConfigError as e:
+            for line in e.problems:
+                log.error("reload.failed %s", line)
+            log.error("reload.failed keeping the configuration loaded before")
+            return
+        except NewsletterError as e:
+            log.error("reload.failed %s; keeping the configuration loaded before", e)
+            return
+        with self.lock:
+            self.config = config
+        groups = groups_of(config)
+        self.scheduler.set_groups(groups, config.schedule.weekly_on)
+        log.info("reload.done subscribers=%d jobs=%d", len(config.subscribers), len(groups))
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """SIGHUP asks for a reload; SIGTERM and SIGINT for a stop after the message in flight."""
+        if signum == signal.SIGHUP:
+            self.reload_requested.set()
+            return
+        self.stop()
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+        with self.lock:
+            if self.sender is not None:
+                self.sender.stop()
+
+    def start(self) -> None:
+        self.web.start()
+        self.scheduler.set_groups(groups_of(self.config), self.config.schedule.weekly_on)
+        self.scheduler.start()
+
+    def wait(self) -> None:
+        """Until a stop is asked for, reloading when asked; then finish and close."""
+        while not self.stop_requested.wait(0.5):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+        self.close()
+
+    def close(self) -> None:
+        log.info("serve.stopping (finishing the message in flight)")
+        self.stop()
+        self.scheduler.stop(wait=True)
+        self.web.stop()
+        log.info("serve.stopped")

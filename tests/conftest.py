@@ -3,12 +3,29 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.httpserver import FixtureServer, Reply, Request
+
+# The run caches bytecode even where PYTHONDONTWRITEBYTECODE is set (as on the shared test
+# machine): each `newsletter` subprocess, pool worker and xdist worker would otherwise compile
+# the package again, an eighth of the suite's CPU.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+# Property tests: 100 examples each for CI and the README's test command (``ci``, also the
+# default here); ``--hypothesis-profile=dev`` tries ten times as many. No deadline: the
+# machine is shared and an example's time says nothing about its correctness.
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=1000)
+settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"

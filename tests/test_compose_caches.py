@@ -9,7 +9,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter import compose
@@ -103,7 +103,6 @@ def test_whole_pick_used_means_whole_pick_keys(tmp_path: Path) -> None:
     assert "zebra" in do(env, dataclasses.replace(BASE, picks=tuple(others))).html
 
 
-@settings(max_examples=500, deadline=None)
 @given(
     st.lists(
         st.text(st.sampled_from("ab-/.:é€"), min_size=1, max_size=30)

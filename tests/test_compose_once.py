@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter import compose
@@ -82,7 +82,6 @@ TOPICS = st.lists(
 SHARED, WHOLE = fast(), whole()  # one of each for every example: the caches fill up
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(NAMES, TOPICS, st.integers(1, 6)), min_size=1, max_size=8))
 def test_once_for_many_recipients_is_each_alone(
     readers: list[tuple[str | None, list[str], int]],

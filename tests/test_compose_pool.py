@@ -15,9 +15,18 @@ import pytest
 
 from newsletter import compose, deliver, selection
 from newsletter.compose import pool, wire
-from newsletter.compose.pool import NothingNew, Request, Selecting
 from newsletter.errors import SendError, TemplateError
-from newsletter.models import Digest, Outgoing, PaperData, Pick, Subscriber, Topic
+from newsletter.models import (
+    PERSONAL_SECTION,
+    Digest,
+    NothingNew,
+    Outgoing,
+    PaperData,
+    Pick,
+    Subscriber,
+    Topic,
+)
+from newsletter.selection import Request, Selecting
 from newsletter.sources import huggingface
 from tests.conftest import fixture_path
 from tests.digests import fixture_digest, hostile_digest, load_digest, spec
@@ -236,7 +245,7 @@ def test_selection_in_workers_gives_the_same_messages() -> None:
     picks = [p for d in digests for p in d.picks]
     assert sum(not d.picks for d in digests) == 5
     assert any(p.rising for p in picks) and any(p.section for p in picks)
-    assert any(p.topic == selection.PERSONAL_SECTION for p in picks)
+    assert any(p.topic == PERSONAL_SECTION for p in picks)
     assert any(d.skipped_ids for d in digests)
     expected = in_parent(selecting, requests)
 

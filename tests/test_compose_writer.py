@@ -14,7 +14,7 @@ from collections.abc import Callable
 from email.parser import BytesParser
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from newsletter import compose
@@ -237,7 +237,6 @@ def outcome(
     return ("ok", out.data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(subject=header_text, name=header_text)
 @example(subject="Trending Papers: 3 new papers", name="Eve\r\nBcc: evil@example.com")
 def test_headers_match_the_email_package_for_any_value(subject: str, name: str) -> None:
@@ -285,7 +284,6 @@ body_text = st.text(
 ).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
 @given(body=body_text)
 @example(body="")
 @example(body=".\n.\n")
@@ -304,7 +302,6 @@ def test_bodies_decode_like_the_email_package(body: str) -> None:
 piece = st.sampled_from(["", "a", "\n", "ab\ncd", "x\n", "\ny", "  \n", "é—\n=", "t\t", "z" * 90])
 
 
-@settings(max_examples=300, deadline=None)
 @given(parts=st.lists(piece | st.text(max_size=40).map(lambda s: s.replace("\r", "")), max_size=30))
 @example(parts=[])
 @example(parts=["a\nb", "a\nb"])  # the same piece again: its cached entry
@@ -342,7 +339,6 @@ url_text = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
 @given(value=url_text)
 @example(value="<https://e.org/u/x?a=1&b=2>, <mailto:p@e.org?subject=unsubscribe>")
 @example(value="<https://e.org/=?utf-8?q?x?=>")
@@ -385,7 +381,6 @@ def reference_to(name: str, address: str) -> bytes | str:
         return type(e).__name__
 
 
-@settings(max_examples=2000, deadline=None)
 @given(name=display_names, address=addresses)
 @example(name="Jörg Müller", address="r@example.org")
 @example(name="José de Sá", address="r@example.org")

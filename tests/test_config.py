@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import re
 import typing
 from pathlib import Path
@@ -421,3 +422,10 @@ def test_yaml_values_it_cannot_read_are_one_line(
     assert [line.removeprefix(f"{path}:") for line in result.output.splitlines()] == problem.split(
         "\n"
     )
+
+
+def test_parse_time() -> None:
+    assert config.parse_time("08:00") == dt.time(8)
+    assert config.parse_time("23:59:30") == dt.time(23, 59, 30)
+    with pytest.raises(ValueError, match="HH:MM"):
+        config.parse_time("8am")

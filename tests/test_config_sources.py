@@ -99,7 +99,7 @@ def test_every_source_key_is_documented_in_the_example() -> None:
     example = (ROOT / "subscribers.example.yaml").read_text("utf-8")
     loaded = config.load(ROOT / "subscribers.example.yaml")
     assert loaded.sources.huggingface.mode == "api"
-    for model in (config.Sources, config.HuggingFaceSource, config.ArxivSource):
+    for model in (config.Sources, config.HuggingFaceSettings, config.ArxivSettings):
         for key in model.model_fields:
             line = next(
                 (ln for ln in example.splitlines() if ln.strip().startswith(f"{key}:")), None

@@ -47,34 +47,39 @@ def test_killed_sends_lose_nothing_and_duplicate_at_most_the_unknown(tmp_path: P
         # Slow enough that the send spans many kills; the default 4 connections.
         cfg = make_config(tmp_path, server.port, n=RECIPIENTS, smtp="  rate_per_second: 40")
         kills: list[int] = []  # messages the server had at each kill
+        # The next process starts while this one sends and waits for the send lock, which
+        # the kill frees: each kill lands in a send, not in a process starting up.
+        sending = start(cfg, "--wait", "60")
         for _ in range(200):
             if len(kills) >= KILLS:
                 break
             before = len(server.received)
-            proc = start(cfg)
+            if len(kills) == KILLS - 1:  # the process that finishes the send: at full speed
+                make_config(tmp_path, server.port, n=RECIPIENTS)
+            waiting = start(cfg, "--wait", "60")
             # Kill while it delivers: once the server has a new message, at a random moment.
             deadline = time.monotonic() + 20
             while (
                 len(server.received) == before
-                and proc.poll() is None
+                and sending.poll() is None
                 and time.monotonic() < deadline
             ):
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.5))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills.append(len(server.received))
-            else:
-                proc.communicate()
+            if sending.poll() is not None:
+                sending.communicate()
+                sending = waiting
                 break
+            sending.send_signal(signal.SIGKILL)
+            sending.wait()
+            kills.append(len(server.received))
+            sending = waiting
+        out, _ = sending.communicate(timeout=120)  # the last one finishes the send
+        assert sending.returncode == 0, out
         assert len(kills) >= KILLS, f"the send finished after {len(kills)} kills: slow it down"
         assert kills[0] < RECIPIENTS / 2 and kills[-1] < RECIPIENTS, kills  # spread over the send
         assert sum(b > a for a, b in itertools.pairwise(kills)) >= KILLS // 2, kills
 
-        finish = start(cfg)
-        out, _ = finish.communicate(timeout=120)
-        assert finish.returncode == 0, out
         db = sqlite3.connect(tmp_path / "state.db")
         statuses = Counter(
             dict(db.execute("SELECT status, COUNT(*) FROM ledger GROUP BY status").fetchall())

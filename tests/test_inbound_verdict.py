@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.inbound import Verdict, read
@@ -264,13 +264,11 @@ def test_a_person_writing_is_other() -> None:
     assert read(raw.encode()) == Verdict("other", None)
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2000))
 def test_any_bytes_are_read_without_raising(raw: bytes) -> None:
     assert read(raw).kind in ("bounce", "complaint", "auto-reply", "other")
 
 
-@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=400))
 def test_any_text_in_a_report_is_read_without_raising(text: str) -> None:
     v = read(_dsn(("ada@example.com", "failed", "5.0.0", text.replace("\n", " ")), text=text))

@@ -222,4 +222,5 @@ def test_a_full_file_system_stops_the_send_with_one_line(small_disk: Path) -> No
         before = statuses(state)
         assert set(before) <= {"sent", "sending", "pending"} and before["pending"], before
         assert len(server.received) == before["sent"] + before["sending"]
+        make_config(small_disk, server.port, n=n)  # the rest at full speed
         assert_resumed_without_loss_or_duplicate(cfg, state, server, n, before["sending"])

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.errors import ParseError
@@ -36,8 +36,6 @@ SMALL = sorted(
 ALL = sorted(p.name for p in FIXTURES.iterdir() if p.name != "SOURCES.md")
 JSON_FILES = [n for n in ALL if n.startswith("hf_api")]
 _BYTES = {name: (FIXTURES / name).read_bytes() for name in ALL}
-
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def parses_or_raises_parse_error(body: bytes) -> None:
@@ -71,7 +69,6 @@ prefixes = st.sampled_from(
 )
 
 
-@FUZZ
 @given(prefixes, st.binary(max_size=400))
 def test_arbitrary_bytes(prefix: bytes, tail: bytes) -> None:
     parses_or_raises_parse_error(prefix + tail)
@@ -96,13 +93,11 @@ def mutated(draw: st.DrawFn, names: list[str]) -> bytes:
     return bytes(body)
 
 
-@FUZZ
 @given(mutated(SMALL))
 def test_mutated_small_fixtures(body: bytes) -> None:
     parses_or_raises_parse_error(body)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(["hf_html_daily_2024-08-01_13papers.html"]))
 def test_mutated_real_page(body: bytes) -> None:
     parses_or_raises_parse_error(body)
@@ -142,7 +137,6 @@ def retyped_json(draw: st.DrawFn) -> bytes:
     return json.dumps(data).encode()
 
 
-@FUZZ
 @given(retyped_json())
 def test_json_with_any_value_of_any_type(body: bytes) -> None:
     parses_or_raises_parse_error(body)

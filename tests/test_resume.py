@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
-import threading
 from collections import Counter
 from pathlib import Path
 
 from newsletter import schedule
+from tests.clock import FakeClock
 from tests.httpserver import FixtureServer
 from tests.smtpserver import Faults, SmtpServer, free_port
-from tests.test_serve import Daemon, at, cli, wait_for, write_config
+from tests.test_serve import at, cli, daemon_in_process, write_config
 from tests.test_serve import hf as hf  # the fixture: today's list is a real capture
 
 PEOPLE = [f"r{i}@example.org" for i in range(5)]
@@ -69,35 +70,25 @@ def test_serve_resumes_a_send_the_smtp_outage_stopped(tmp_path: Path, hf: Fixtur
     down = cli(cfg, "send")
     assert down.returncode == 1 and "cannot connect" in down.stderr, down.stderr
     assert statuses(tmp_path) == {"pending": 5}
-    with SmtpServer(port=port) as smtp:
-        daemon = Daemon(cfg)
-        try:
-            wait_for(lambda: len(smtp.received) == 5, 60, daemon.log)
-        finally:
-            assert daemon.stop() == 0, daemon.log()
+    clock = FakeClock(dt.datetime.now(dt.UTC))  # today: the day of the stopped send
+    with SmtpServer(port=port) as smtp, daemon_in_process(cfg, clock):
+        clock.run_until(lambda: len(smtp.received) == 5, limit=60)
     assert smtp.handler.count() == dict.fromkeys(PEOPLE, 1)
     assert statuses(tmp_path) == {"sent": 5}
 
 
 def test_the_scheduler_looks_for_unfinished_runs_again_and_again() -> None:
-    calls: list[float] = []
-    done = threading.Event()
-
-    def resume() -> None:
-        calls.append(0)
-        if len(calls) >= 3:
-            done.set()
-
+    start = dt.datetime(2026, 5, 8, 12, tzinfo=dt.UTC)
+    clock = FakeClock(start)
+    calls: list[dt.datetime] = []
     scheduler = schedule.Scheduler(
-        lambda now, keys: None,
-        grace_seconds=60,
-        batch_seconds=0.05,
-        resume=resume,
-        resume_every=0.1,
+        lambda now, keys: None, grace_seconds=60, resume=lambda: calls.append(clock()), clock=clock
     )
     scheduler.start()
     try:
-        assert done.wait(30), calls
+        clock.run_until(lambda: len(calls) >= 3, limit=3600)
     finally:
         scheduler.stop()
+    every = dt.timedelta(seconds=schedule.RESUME_EVERY)
+    assert calls[:3] == [start + dt.timedelta(seconds=2), calls[0] + every, calls[0] + 2 * every]
     assert schedule.RESUME_EVERY <= 15 * 60

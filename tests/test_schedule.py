@@ -9,6 +9,7 @@ import pytest
 
 from newsletter import schedule
 from newsletter.models import Subscriber
+from tests.clock import FakeClock
 
 UTC = dt.UTC
 
@@ -154,25 +155,16 @@ def test_next_fire_times_are_sorted() -> None:
     ]
 
 
-def test_parse_time() -> None:
-    assert schedule.parse_time("08:00") == dt.time(8)
-    assert schedule.parse_time("23:59:30") == dt.time(23, 59, 30)
-    with pytest.raises(ValueError, match="HH:MM"):
-        schedule.parse_time("8am")
-
-
 def test_groups_firing_together_share_one_run() -> None:
-    calls: list[set[str]] = []
-    done = __import__("threading").Event()
-
-    def run(now: dt.datetime, keys: set[str]) -> None:
-        calls.append(keys)
-        done.set()
-
-    scheduler = schedule.Scheduler(run, grace_seconds=60, batch_seconds=0.3)
+    calls: list[tuple[dt.datetime, set[str]]] = []
+    monday = dt.datetime(2026, 5, 11, 7, 59, tzinfo=UTC)
+    clock = FakeClock(monday)
+    scheduler = schedule.Scheduler(
+        lambda now, keys: calls.append((now, keys)), grace_seconds=60, clock=clock
+    )
     groups = schedule.group_subscribers(
         [
-            sub("a@x.org", "Europe/Berlin"),
+            sub("a@x.org", "Europe/Berlin"),  # 06:00 UTC: passed before the start, not fired
             sub("b@x.org", "UTC"),
             sub("c@x.org", "UTC", cadence="weekly"),
         ],
@@ -184,18 +176,22 @@ def test_groups_firing_together_share_one_run() -> None:
         "daily-0800-UTC",
         "weekly-0800-UTC",
     ]
-    scheduler.runner.start()
+    scheduler.start()
     try:
-        scheduler._fire("daily-0800-UTC")
-        scheduler._fire("weekly-0800-UTC")
-        assert done.wait(5)
+        clock.run_until(lambda: clock() >= monday + dt.timedelta(minutes=10), limit=3600)
     finally:
         scheduler.stop()
-    assert calls == [{"b@x.org", "c@x.org"}]
+    assert [keys for _, keys in calls] == [{"b@x.org", "c@x.org"}]
+    at, _ = calls[0]  # after the batch window that lets groups due together join
+    assert dt.datetime(2026, 5, 11, 8, tzinfo=UTC) < at < dt.datetime(2026, 5, 11, 8, 1, tzinfo=UTC)
 
 
 def test_set_groups_removes_jobs_of_groups_that_are_gone() -> None:
-    scheduler = schedule.Scheduler(lambda now, keys: None, grace_seconds=60)
+    calls: list[set[str]] = []
+    clock = FakeClock(dt.datetime(2026, 5, 8, 0, 30, tzinfo=UTC))
+    scheduler = schedule.Scheduler(
+        lambda now, keys: calls.append(keys), grace_seconds=60, clock=clock
+    )
     scheduler.set_groups(
         schedule.group_subscribers(
             [sub("a@x.org", "UTC"), sub("b@x.org", "Asia/Tokyo")], dt.time(8)
@@ -206,4 +202,36 @@ def test_set_groups_removes_jobs_of_groups_that_are_gone() -> None:
         schedule.group_subscribers([sub("b@x.org", "Asia/Tokyo")], dt.time(9)), "monday"
     )
     assert [j for j, _ in scheduler.next_runs()] == ["daily-0900-Asia/Tokyo"]
-    assert scheduler.members == {"daily-0900-Asia/Tokyo": {"b@x.org"}}
+    scheduler.start()
+    try:  # a@x.org's 08:00 UTC and b's old 08:00 Tokyo (23:00 UTC) pass without a run
+        clock.run_until(lambda: len(calls) == 1, limit=86400)
+    finally:
+        scheduler.stop()
+    assert calls == [{"b@x.org"}]
+    assert clock() > dt.datetime(2026, 5, 9, 0, tzinfo=UTC)  # 09:00 in Tokyo
+
+
+@pytest.mark.parametrize(
+    ("grace_hours", "runs"), [(1, ["05-08", "05-10"]), (24, ["05-08", "05-09"])]
+)
+def test_a_send_time_missed_beyond_the_grace_is_skipped_and_within_it_runs_once(
+    grace_hours: int, runs: list[str]
+) -> None:
+    """A run that lasts 30 hours (or a machine asleep) misses the next day's send time:
+    APScheduler's misfire grace and coalescing, in simulated time."""
+    calls: list[dt.datetime] = []
+    clock = FakeClock(dt.datetime(2026, 5, 8, 7, 59, tzinfo=UTC))
+
+    def run(now: dt.datetime, keys: set[str]) -> None:
+        calls.append(now)
+        if len(calls) == 1:
+            clock.advance(30 * 3600)
+
+    scheduler = schedule.Scheduler(run, grace_seconds=grace_hours * 3600, clock=clock)
+    scheduler.set_groups(schedule.group_subscribers([sub("a@x.org")], dt.time(8)), "monday")
+    scheduler.start()
+    try:
+        clock.run_until(lambda: len(calls) == 2, limit=4 * 86400)
+    finally:
+        scheduler.stop()
+    assert [f"{c:%m-%d}" for c in calls] == runs

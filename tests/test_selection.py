@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from newsletter import selection
-from newsletter.models import PaperData, Subscriber, Topic
+from newsletter.models import PaperData, Subscriber, Topic, Trend, Weights
+from newsletter.selection import match
 
 NOW = dt.datetime(2026, 5, 8, 12, tzinfo=dt.UTC)
 DAY = NOW.date()
@@ -215,7 +216,7 @@ def test_prefilter_finds_what_searching_every_paper_finds(
     mine = selection.personal_topic_name(ada)
     assert mine is not None
     fast = selection.match_topics([p], topics)
-    reference = selection._match_topics_reference([p], topics)
+    reference = selection.match_topics([p], topics, reference=True)
     for name in ("t", mine):
         assert dict(fast.by_topic[name]) == dict(reference.by_topic[name])
         found = {pid: x.field for pid, x in fast.by_topic[name].items()}
@@ -225,7 +226,7 @@ def test_prefilter_finds_what_searching_every_paper_finds(
 def test_prefilter_keeps_excludes_that_only_match_ignoring_case() -> None:
     p = PaperData(id="1", title="Diffusion", abstract="o\u212a, with a KELVIN SIGN", day=DAY)
     topics = {"t": Topic("t", ("diffusion",), exclude=("OK",))}
-    assert selection._match_topics_reference([p], topics).by_topic["t"] == {}
+    assert selection.match_topics([p], topics, reference=True).by_topic["t"] == {}
     assert selection.match_topics([p], topics).by_topic["t"] == {}
 
 
@@ -237,14 +238,14 @@ def test_fold_table_holds_every_non_ascii_character_ignorecase_pairs_with_ascii(
         for a in string.ascii_letters + string.digits
         for c in re.findall("(?i)" + a, every)
     }
-    assert paired == selection._IGNORECASE_ASCII
+    assert paired == match.IGNORECASE_ASCII
     assert all(c.isalnum() for c in paired)
 
 
 # -- ranking ------------------------------------------------------------------------------
 
 
-W = selection.Weights()
+W = Weights()
 
 
 @pytest.mark.parametrize(
@@ -252,7 +253,7 @@ W = selection.Weights()
     [
         (dict(upvotes=50), dict(upvotes=10), "more upvotes"),
         (dict(field="title"), dict(field="abstract"), "title beats abstract"),
-        (dict(trend=selection.Trend(40, 24)), dict(trend=None), "gaining upvotes"),
+        (dict(trend=Trend(40, 24)), dict(trend=None), "gaining upvotes"),
         (dict(age=0), dict(age=4), "newer"),
     ],
 )
@@ -272,9 +273,7 @@ def test_title_match_can_outrank_a_few_more_upvotes() -> None:
 
 def test_reason_includes_the_trend() -> None:
     p = paper("a", "diffusion", 154)
-    m = selection.match_topics(
-        [p], {"d": Topic("d", ("diffusion",))}, trends={"a": selection.Trend(40, 22)}
-    )
+    m = selection.match_topics([p], {"d": Topic("d", ("diffusion",))}, trends={"a": Trend(40, 22)})
     (pick,) = selection.select(m, sub("d"), frozenset(), NOW).picks
     assert pick.reason == 'matched "diffusion" in title · 154 upvotes, +40 since yesterday'
 

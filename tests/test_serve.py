@@ -1,10 +1,12 @@
-"""`newsletter serve` as a real process: schedule, unsubscribe endpoint, SIGHUP, SIGTERM."""
+"""`newsletter serve`: the schedule and the unsubscribe endpoint in simulated time (the daemon
+in this process, on a fake clock), and as a real process: SIGHUP, SIGTERM, the port, -vv."""
 
 from __future__ import annotations
 
 import datetime as dt
 import email
 import email.policy
+import logging
 import os
 import re
 import signal
@@ -18,10 +20,14 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from newsletter import config, schedule
+from newsletter.web import tokens
+from tests.clock import FakeClock
 from tests.conftest import fixture_path
 from tests.httpserver import FixtureServer, Reply, Request
 from tests.smtpserver import SmtpServer, free_port
@@ -164,22 +170,38 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+KEY = ENV["NEWSLETTER_SECRET"].encode()
+MAY_8 = dt.datetime(2026, 5, 8, 7, 59, 30, tzinfo=dt.UTC)  # the day of conftest's 37-paper capture
+
+
+@contextmanager
+def daemon_in_process(cfg: Path, clock: FakeClock) -> Iterator[schedule.Daemon]:
+    """What `newsletter serve` runs, in this process, on a simulated clock."""
+    daemon = schedule.Daemon(cfg, config.load(cfg), KEY, clock=clock)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
 def test_scheduled_send_and_the_one_click_unsubscribe_round_trip(
-    tmp_path: Path, hf: FixtureServer
+    tmp_path: Path, hf_server: FixtureServer
 ) -> None:
     web_port = free_port()
+    clock = FakeClock(MAY_8)
     with SmtpServer() as smtp:
         cfg = write_config(
             tmp_path / "c.yaml",
-            hf,
+            hf_server,
             smtp.port,
             web_port,
-            [("ada@example.org", at(4)), ("bob@example.org", at(4))],
+            [("ada@example.org", "08:00"), ("bob@example.org", "08:00")],
         )
-        daemon = Daemon(cfg)
-        try:
+        with daemon_in_process(cfg, clock):
             assert get(f"http://127.0.0.1:{web_port}/healthz") == (200, "ok\n")
-            wait_for(lambda: len(smtp.received) == 2, 30, daemon.log)
+            clock.run_until(lambda: len(smtp.received) == 2, limit=3600)
+            assert dt.time(8) <= clock().time() < dt.time(8, 1)
             ada = next(m for m in smtp.received if m.rcpt_tos == ["ada@example.org"])
             msg = email.message_from_bytes(ada.data, policy=email.policy.default)
             url = re.search(r"<(http://[^>]+)>", str(msg["List-Unsubscribe"])).group(1)  # type: ignore[union-attr]
@@ -196,12 +218,9 @@ def test_scheduled_send_and_the_one_click_unsubscribe_round_trip(
             listing = cli(cfg, "subscribers", "list").stdout
             assert re.search(r"ada@example.org\s+unsubscribed", listing), listing
             assert re.search(r"bob@example.org\s+active", listing), listing
-        finally:
-            assert daemon.stop() == 0, daemon.log()
 
         # The next send skips Ada; Bob gets his next papers.
-        tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
-        nxt = cli(cfg, "send", "--date", tomorrow)
+        nxt = cli(cfg, "send", "--date", "2026-05-09")
         assert nxt.returncode == 0, nxt.stdout + nxt.stderr
         assert re.search(r"unsubscribed\s+1", nxt.stdout), nxt.stdout
         assert Counter(r for m in smtp.received for r in m.rcpt_tos) == {
@@ -217,29 +236,52 @@ def test_scheduled_send_and_the_one_click_unsubscribe_round_trip(
         ), status.stdout
 
 
-def test_sighup_reloads_added_and_removed_subscribers(tmp_path: Path, hf: FixtureServer) -> None:
-    web_port = free_port()
+def test_a_reload_adds_and_removes_subscribers_and_keeps_the_config_when_broken(
+    tmp_path: Path, hf_server: FixtureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="newsletter")
+    clock = FakeClock(MAY_8)
     with SmtpServer() as smtp:
         path = tmp_path / "c.yaml"
-        write_config(path, hf, smtp.port, web_port, [("old@example.org", at(12))])
-        daemon = Daemon(path)
-        try:
+        web_port = free_port()
+        write_config(path, hf_server, smtp.port, web_port, [("old@example.org", "08:00:10")])
+        with daemon_in_process(path, clock) as daemon:
             good = path.read_text()
             path.write_text(good.replace("topics: [everything]", "topics: [nothing]"))  # broken
-            daemon.proc.send_signal(signal.SIGHUP)
-            wait_for(
-                lambda: "keeping the configuration loaded before" in daemon.log(), 10, daemon.log
-            )
-            assert "unknown topic 'nothing'" in daemon.log()
+            daemon.reload()
+            assert "keeping the configuration loaded before" in caplog.text
+            assert "unknown topic 'nothing'" in caplog.text
 
-            write_config(path, hf, smtp.port, web_port, [("new@example.org", at(5))])
-            daemon.proc.send_signal(signal.SIGHUP)
-            wait_for(lambda: "reload.done" in daemon.log(), 10, daemon.log)
-            wait_for(lambda: len(smtp.received) == 1, 30, daemon.log)
-            time.sleep(10)  # past the removed subscriber's send time
-        finally:
-            assert daemon.stop() == 0, daemon.log()
+            write_config(path, hf_server, smtp.port, web_port, [("new@example.org", "08:00:05")])
+            daemon.reload()
+            assert "reload.done subscribers=1 jobs=1" in caplog.text
+            # Until well past the removed subscriber's send time.
+            clock.run_until(lambda: clock() > MAY_8 + dt.timedelta(minutes=5), limit=3600)
     assert [m.rcpt_tos for m in smtp.received] == [["new@example.org"]]
+
+
+def test_sighup_reloads_the_config_file_and_keeps_it_when_broken(
+    tmp_path: Path, hf: FixtureServer
+) -> None:
+    """The signal's path in the real process (what a reload does: the test above)."""
+    path = tmp_path / "c.yaml"
+    web_port = free_port()
+    write_config(path, hf, 25, web_port, [("old@example.org", "08:00")])
+    daemon = Daemon(path)
+    try:
+        good = path.read_text()
+        path.write_text(good.replace("topics: [everything]", "topics: [nothing]"))  # broken
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the configuration loaded before" in daemon.log(), 10, daemon.log)
+        assert "unknown topic 'nothing'" in daemon.log()
+
+        people = [("new@example.org", "09:00"), ("other@example.org", "10:00")]
+        write_config(path, hf, 25, web_port, people)
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload.done subscribers=2 jobs=2" in daemon.log(), 10, daemon.log)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    assert "schedule.removed job=daily-0800-UTC" in daemon.log()
 
 
 def test_sigterm_during_a_send_leaves_a_resumable_ledger(tmp_path: Path, hf: FixtureServer) -> None:
@@ -270,6 +312,7 @@ def test_sigterm_during_a_send_leaves_a_resumable_ledger(tmp_path: Path, hf: Fix
             statuses["sent"] == len(smtp.received) and statuses["pending"] == 120 - statuses["sent"]
         )
         db.close()
+        write_config(cfg, hf, smtp.port, web_port, people)  # the rest at full speed
         resumed = cli(cfg, "send")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     counts = Counter(r for m in smtp.received for r in m.rcpt_tos)
@@ -277,46 +320,54 @@ def test_sigterm_during_a_send_leaves_a_resumable_ledger(tmp_path: Path, hf: Fix
 
 
 def test_serve_and_run_at_once_never_send_twice(tmp_path: Path, hf: FixtureServer) -> None:
-    web_port = free_port()
+    # Both on today (UTC), the day `run` reads off the real clock: the send time passed a
+    # minute ago for `run`, and comes half a minute into the daemon's simulated time.
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start = max(now - dt.timedelta(seconds=90), now.replace(hour=0, minute=0, second=1))
+    send_at = (start + dt.timedelta(seconds=30)).strftime("%H:%M:%S")
     with SmtpServer() as smtp:
-        people = [(f"r{i:02d}@example.org", at(3)) for i in range(40)]
+        people = [(f"r{i:02d}@example.org", send_at) for i in range(40)]
         cfg = write_config(
-            tmp_path / "c.yaml", hf, smtp.port, web_port, people, extra="  rate_per_second: 40"
+            tmp_path / "c.yaml", hf, smtp.port, free_port(), people, extra="  rate_per_second: 10"
         )
-        daemon = Daemon(cfg)
-        try:
-            time.sleep(3)
-            runs = [cli(cfg, "run", "--wait", "60") for _ in range(3)]  # while serve sends
-            wait_for(lambda: len(smtp.received) >= 40, 60, daemon.log)
-            time.sleep(1)
-        finally:
-            assert daemon.stop() == 0, daemon.log()
-    for r in runs:
-        assert r.returncode == 0, r.stdout + r.stderr
+        clock = FakeClock(start)
+        with daemon_in_process(cfg, clock):
+            clock.run_until(lambda: len(smtp.received) >= 1, limit=600)
+            runs = [  # while serve sends
+                subprocess.Popen(
+                    [sys.executable, "-m", "newsletter", "run", "--wait", "60", "-c", str(cfg)],
+                    env=ENV,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for _ in range(3)
+            ]
+            outputs = [r.communicate(timeout=120)[0] for r in runs]
+            clock.run_until(lambda: len(smtp.received) >= 40, limit=600)
+    for r, out in zip(runs, outputs, strict=True):
+        assert r.returncode == 0, out
     counts = Counter(rc for m in smtp.received for rc in m.rcpt_tos)
     assert len(counts) == 40 and set(counts.values()) == {1}, counts
 
 
 def test_tokens_never_reach_the_log_even_at_vv(tmp_path: Path, hf: FixtureServer) -> None:
     web_port = free_port()
-    with SmtpServer() as smtp:
-        cfg = write_config(
-            tmp_path / "c.yaml", hf, smtp.port, web_port, [("ada@example.org", at(4))]
-        )
-        daemon = Daemon(cfg, "-vv")
-        try:
-            wait_for(lambda: len(smtp.received) == 1, 30, daemon.log)
-            msg = email.message_from_bytes(smtp.received[0].data, policy=email.policy.default)
-            url = re.search(r"<(http://[^>]+)>", str(msg["List-Unsubscribe"])).group(1)  # type: ignore[union-attr]
-            assert get(url)[0] == 200
-            assert post(url + "x")[0] == 400  # a forged one is logged too
-            assert post(url)[0] == 200
-            wait_for(lambda: "unsubscribe.done" in daemon.log(), 10, daemon.log)
-        finally:
-            assert daemon.stop() == 0, daemon.log()
+    cfg = write_config(tmp_path / "c.yaml", hf, 25, web_port, [("ada@example.org", "08:00")])
+    token = tokens.make_token(KEY, "ada@example.org")
+    url = f"http://127.0.0.1:{web_port}/unsubscribe/{token}"
+    daemon = Daemon(cfg, "-vv")
+    try:
+        assert get(url)[0] == 200
+        assert post(url + "x")[0] == 400  # a forged one is logged too
+        assert post(url)[0] == 200
+        wait_for(lambda: "unsubscribe.done" in daemon.log(), 10, daemon.log)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
     log = daemon.log()
-    token = url.rsplit("/", 1)[1]
-    assert "DEBUG newsletter.web http " in log  # the requests are logged, without their token
+    assert (
+        "DEBUG newsletter.web.server http " in log
+    )  # the requests are logged, without their token
     for part in (token, *token.split(".")):
         assert part not in log
     assert not re.search(r"/unsubscribe/[A-Za-z0-9_.-]{8,}", log), log

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.store import SqliteStore
-from newsletter.web import UnsubscribeServer
+from newsletter.web.server import UnsubscribeServer
 from tests.conftest import ids_in
 from tests.smtpserver import Received, SmtpServer
 from tests.test_preview import body

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import unsubscribe
 from newsletter.store import SqliteStore
-from newsletter.web import MAX_BODY, UnsubscribeServer
+from newsletter.web import tokens
+from newsletter.web.server import MAX_BODY, UnsubscribeServer
 
 KEY = b"web-test-signing-key-0123456789abcdef"
 ADA = "ada@example.org"
@@ -37,7 +37,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     web.start()
     host, port = web.address
     try:
-        yield f"http://{host}:{port}/unsubscribe/{unsubscribe.make_token(KEY, ADA)}", state
+        yield f"http://{host}:{port}/unsubscribe/{tokens.make_token(KEY, ADA)}", state
     finally:
         web.stop()
 

@@ -42,9 +42,20 @@ def test_wheel_ships_templates_and_previews_from_a_temp_dir(tmp_path: Path) -> N
     assert "newsletter/templates/digest.txt.j2" in names
 
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
+    run(sys.executable, "-m", "venv", "--without-pip", venv)  # pip's own install takes seconds
     py = venv / "bin" / "python"
-    run(py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        py,
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        wheel,
+    )
     # The dependencies come from the test environment (no network); the package itself does
     # not: a .pth in a non-site folder is not processed, so an editable install stays hidden.
     site = Path(run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 import jinja2
 from markupsafe import escape
 
-from newsletter import unsubscribe
 from newsletter.compose import mime, qp, templates
 from newsletter.compose.html import HtmlRenderer, reference_html
 from newsletter.compose.masthead import Masthead
@@ -37,6 +36,7 @@ from newsletter.compose.size import HTML_LIMIT, fit, log_guarded
 from newsletter.compose.templates import HTML_TEMPLATE, TEXT_CARD_TEMPLATE, TEXT_TEMPLATE
 from newsletter.errors import TemplateError
 from newsletter.models import Digest, Email, Outgoing, Pick, digest_id
+from newsletter.web import tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class Composer:
     def compose(self, digest: Digest) -> Outgoing:
         """The message for the digest's subscriber."""
         sub = digest.subscriber
-        token = unsubscribe.make_token(self.spec.key, sub.email, test=self.spec.test_links)
+        token = tokens.make_token(self.spec.key, sub.email, test=self.spec.test_links)
         url = f"{self.spec.masthead.base_url}/unsubscribe/{token}"
         rendered = self.render(digest, unsubscribe_url=url)
         rendered.log(digest)

@@ -36,7 +36,6 @@ when the consumer only sends the bytes.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import logging.handlers
 import multiprocessing
@@ -50,10 +49,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
 
-from newsletter import selection
 from newsletter.compose import wire
 from newsletter.compose.composer import Composer, ComposeSpec
-from newsletter.models import Digest, Outgoing, PaperData, Subscriber
+from newsletter.models import Digest, NothingNew, Outgoing, PaperData, Subscriber
+from newsletter.selection import Request, Selecting
 
 log = logging.getLogger(__name__)
 
@@ -114,58 +113,6 @@ def compose_many(
             if found is None:  # a chunk of digests is composed in full
                 raise RuntimeError("compose worker returned no message")
             yield wire.from_wire(found)
-
-
-@dataclass(frozen=True, slots=True)
-class Selecting:
-    """What ``selection.select`` needs once per run; a pool's workers get it once, at start."""
-
-    matches: selection.Matches
-    now: dt.datetime
-    day: dt.date
-    weights: selection.Weights = field(default_factory=selection.Weights)
-    trending_count: int = 3
-    send_empty: bool = False  # compose a digest without papers (else: ``NothingNew``)
-
-    def select(
-        self,
-        subscriber: Subscriber,
-        since: dt.date | None,
-        sent_ids: frozenset[str],
-        skipped: frozenset[str],
-    ) -> Digest:
-        return selection.select(
-            self.matches,
-            subscriber,
-            sent_ids,
-            self.now,
-            day=self.day,
-            since=since,
-            skipped=skipped,
-            weights=self.weights,
-            trending_count=self.trending_count,
-        )
-
-    def wanted(self, digest: Digest) -> bool:
-        return bool(digest.picks) or self.send_empty
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One subscriber's share of ``selection.select``'s arguments."""
-
-    subscriber: Subscriber
-    since: dt.date | None = None
-    sent_ids: frozenset[str] = frozenset()
-    skipped: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class NothingNew:
-    """A subscriber whose digest has no papers: nothing composed (``send_empty`` is off)."""
-
-    subscriber: Subscriber
-    day: dt.date
 
 
 def select_and_compose(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from newsletter.models import Digest, Email, Outgoing, PaperData, Pick, Subscriber
 
 if TYPE_CHECKING:
-    from newsletter.compose.pool import Request
+    from newsletter.selection import Request
 
 
 # A digest goes out as plain values, which pickle (and unpickle) in a fraction of the time

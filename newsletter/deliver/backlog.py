@@ -86,10 +86,14 @@ class Backlog:
                     waiter.cancel()
             return task.result() if task.done() else None
         finally:
-            if not task.done():
+            # Cancelled until it takes: Python 3.11's wait_for (inside aiosmtplib's connect)
+            # swallows a cancel that meets the connection being made (gh-86296), and the
+            # connect would then wait for a greeting for the whole connect_timeout.
+            while not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await asyncio.wait({task}, timeout=0.1)
+            if not task.cancelled():
+                task.exception()  # retrieved: an error after the stop is not reported
 
     async def put(self, message: Outgoing) -> bool:
         """Add a fresh message when there is room; False if the send stopped meanwhile."""

@@ -80,12 +80,6 @@ class Source(Protocol):
         ...
 
 
-class PeriodSource(Source, Protocol):
-    def fetch_period(self, period: Period) -> list[PaperData] | None:
-        """The papers of a week, a month or trending; None if the source has no such list."""
-        ...
-
-
 class HuggingFace:
     """Hugging Face Daily Papers, from the JSON API or the papers pages.
 

@@ -1,14 +1,15 @@
 """``newsletter check``: what a run will need, checked before a cron job finds out.
 
 Each check gives one line for the operator: ``problems`` (exit 2: the configuration cannot
-work), ``warnings`` (exit 0) and, with ``--connect``, ``smtp_line`` (the server, as a send
-would see it). Nothing here writes the state or sends a message.
+work), ``warnings`` (exit 0) and, with ``--connect``, ``connect_lines`` (the SMTP server as a
+send would see it, and one source). Nothing here writes the state or sends a message. The
+command (``check.py``) imports this module when it runs: it loads Jinja and the SMTP client.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import datetime as dt
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,12 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from newsletter import compose, unsubscribe
+from newsletter import compose, sources, wiring
 from newsletter.compose import templates
 from newsletter.config import Config, state_path_problem
 from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
 from newsletter.errors import ConfigError, SendError, TemplateError
+from newsletter.web import tokens
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -28,10 +30,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def problems(config: Config) -> list[str]:
     """One ``FILE: key: message`` line per thing a run would fail on."""
     found: list[str] = []
-    key = unsubscribe.key_problem(config.newsletter.secret_env)
+    key = tokens.key_problem(config.newsletter.secret_env)
     if key is not None:
         found.append(f"{config.path}: newsletter.secret_env: {key}")
-    password = password_problem(config)
+    password = wiring.password_problem(config)
     if password is not None:
         found.append(password)
     state = state_problem(config.state_path)
@@ -46,16 +48,6 @@ def problems(config: Config) -> list[str]:
     except ConfigError as e:
         found.extend(e.problems)
     return found
-
-
-def password_problem(config: Config) -> str | None:
-    smtp = config.smtp
-    if smtp.username and not os.environ.get(smtp.password_env):
-        return (
-            f"{config.path}: smtp.password_env: ${smtp.password_env} is not set "
-            f"(smtp.username is {smtp.username!r})"
-        )
-    return None
 
 
 def state_problem(path: Path) -> str | None:
@@ -131,3 +123,23 @@ def smtp_line(settings: SmtpSettings) -> tuple[str, int]:
     except SendError as e:  # cannot be reached now
         return f"smtp: failed: {e}", EXIT_FAILED
     return f"smtp: ok: {settings.where}: {', '.join(steps)}, QUIT (nothing sent)", EXIT_OK
+
+
+def connect_lines(config: Config) -> Iterator[tuple[str, int]]:
+    """One line and exit code for the SMTP server, then one for the first source."""
+    try:
+        settings = wiring.smtp_settings(config)
+    except ConfigError:  # reported with the other problems
+        yield (
+            f"smtp: skipped: {config.smtp.host}:{config.smtp.port}: no password to log in with",
+            EXIT_USAGE,
+        )
+    else:
+        yield smtp_line(settings)
+    with sources.open_sources(config.sources) as found:
+        if not found:
+            yield "sources: skipped: huggingface and arxiv are both disabled", EXIT_OK
+            return
+        report = sources.fetch_period(found[:1], sources.Period.day(dt.datetime.now(dt.UTC).date()))
+    for status in report.statuses:
+        yield status.line(), EXIT_OK if status.ok else EXIT_FAILED

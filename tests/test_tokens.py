@@ -7,41 +7,41 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter import unsubscribe
+from newsletter.web import tokens
 
 KEY = b"k" * 32
 
 
 def test_roundtrip_gives_the_address_back() -> None:
-    token = unsubscribe.make_token(KEY, "Ada@Example.org")
-    assert unsubscribe.verify_token(KEY, token) == "ada@example.org"
-    assert token == unsubscribe.make_token(KEY, "ada@example.org")  # identity is case-blind
+    token = tokens.make_token(KEY, "Ada@Example.org")
+    assert tokens.verify_token(KEY, token) == "ada@example.org"
+    assert token == tokens.make_token(KEY, "ada@example.org")  # identity is case-blind
     assert "=" not in token and "/" not in token and "+" not in token  # URL-safe as is
 
 
 def test_forged_or_foreign_tokens_are_refused() -> None:
-    token = unsubscribe.make_token(KEY, "ada@example.org")
+    token = tokens.make_token(KEY, "ada@example.org")
     ident, mac = token.split(".")
-    other = unsubscribe.make_token(KEY, "eve@example.org")
-    assert unsubscribe.verify_token(b"another key", token) is None
-    assert unsubscribe.verify_token(KEY, f"{other.split('.')[0]}.{mac}") is None
+    other = tokens.make_token(KEY, "eve@example.org")
+    assert tokens.verify_token(b"another key", token) is None
+    assert tokens.verify_token(KEY, f"{other.split('.')[0]}.{mac}") is None
     flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
-    assert unsubscribe.verify_token(KEY, f"{ident}.{flipped}") is None
+    assert tokens.verify_token(KEY, f"{ident}.{flipped}") is None
     # Another spelling of the same bytes (padding, junk characters) is not accepted.
-    assert unsubscribe.verify_token(KEY, f"{ident}==.{mac}") is None
-    assert unsubscribe.verify_token(KEY, f"{ident}.{mac}!") is None
+    assert tokens.verify_token(KEY, f"{ident}==.{mac}") is None
+    assert tokens.verify_token(KEY, f"{ident}.{mac}!") is None
 
 
 @pytest.mark.parametrize(
     "token", ["", ".", "abc", "a.b.c", "!!!.???", "é.é", "\x00.\x00", "YWRh", "YWRh."]
 )
 def test_malformed_tokens_are_refused(token: str) -> None:
-    assert unsubscribe.verify_token(KEY, token) is None
+    assert tokens.verify_token(KEY, token) is None
 
 
 @given(st.text())
 def test_verify_never_raises(token: str) -> None:
-    assert unsubscribe.verify_token(KEY, token) is None
+    assert tokens.verify_token(KEY, token) is None
 
 
 def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,22 +53,22 @@ def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch)
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(unsubscribe.hmac, "compare_digest", spy)
-    token = unsubscribe.make_token(KEY, "ada@example.org")
-    assert unsubscribe.verify_token(KEY, token) == "ada@example.org"
-    assert unsubscribe.verify_token(KEY, token[:-2] + "xx") is None
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
+    token = tokens.make_token(KEY, "ada@example.org")
+    assert tokens.verify_token(KEY, token) == "ada@example.org"
+    assert tokens.verify_token(KEY, token[:-2] + "xx") is None
     assert len(calls) == 2 and calls[0] == (token.encode(), token.encode())
 
 
 def test_key_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("NL_TEST_SECRET", "s" * 32)
-    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) == b"s" * 32
+    assert tokens.key_from_env("NL_TEST_SECRET", preview=False) == b"s" * 32
     monkeypatch.delenv("NL_TEST_SECRET")
-    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) is None
+    assert tokens.key_from_env("NL_TEST_SECRET", preview=False) is None
     assert caplog.records == []
     caplog.set_level(logging.WARNING)
-    first = unsubscribe.key_from_env("NL_TEST_SECRET", preview=True)
-    second = unsubscribe.key_from_env("NL_TEST_SECRET", preview=True)
+    first = tokens.key_from_env("NL_TEST_SECRET", preview=True)
+    second = tokens.key_from_env("NL_TEST_SECRET", preview=True)
     assert first and second and first != second and len(first) >= 32
     assert "unsubscribe.throwaway_key env=NL_TEST_SECRET" in caplog.text
     assert all(r.levelno == logging.WARNING for r in caplog.records)
@@ -76,14 +76,14 @@ def test_key_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapture
 
 def test_a_test_token_is_never_a_real_one() -> None:
     """A test send's links cannot unsubscribe anyone: each kind verifies only as itself."""
-    test = unsubscribe.make_token(KEY, "Ada@Example.org", test=True)
-    real = unsubscribe.make_token(KEY, "ada@example.org")
+    test = tokens.make_token(KEY, "Ada@Example.org", test=True)
+    real = tokens.make_token(KEY, "ada@example.org")
     assert test.startswith("test.") and test.split(".", 1)[1] != real
-    assert unsubscribe.verify_token(KEY, test) is None
-    assert unsubscribe.verify_token(KEY, test, test=True) == "ada@example.org"
-    assert unsubscribe.verify_token(KEY, real, test=True) is None
-    assert unsubscribe.verify_token(KEY, "test." + real, test=True) is None  # relabelled
-    assert unsubscribe.verify_token(b"another key" * 3, test, test=True) is None
+    assert tokens.verify_token(KEY, test) is None
+    assert tokens.verify_token(KEY, test, test=True) == "ada@example.org"
+    assert tokens.verify_token(KEY, real, test=True) is None
+    assert tokens.verify_token(KEY, "test." + real, test=True) is None  # relabelled
+    assert tokens.verify_token(b"another key" * 3, test, test=True) is None
 
 
 @pytest.mark.parametrize("value", ["a", "s3cret", "x" * 31, "é" * 15])
@@ -91,14 +91,14 @@ def test_a_short_key_is_refused_with_how_to_make_one(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("NL_TEST_SECRET", value)
-    problem = unsubscribe.key_problem("NL_TEST_SECRET")
+    problem = tokens.key_problem("NL_TEST_SECRET")
     assert problem is not None and problem.startswith("$NL_TEST_SECRET is too short")
     assert "python -c 'import secrets; print(secrets.token_urlsafe(32))'" in problem
-    assert unsubscribe.key_from_env("NL_TEST_SECRET", preview=False) is None
-    throwaway = unsubscribe.key_from_env("NL_TEST_SECRET", preview=True)
+    assert tokens.key_from_env("NL_TEST_SECRET", preview=False) is None
+    throwaway = tokens.key_from_env("NL_TEST_SECRET", preview=True)
     assert throwaway is not None and throwaway != value.encode()  # never signs with it
     monkeypatch.setenv("NL_TEST_SECRET", "x" * 32)
-    assert unsubscribe.key_problem("NL_TEST_SECRET") is None
+    assert tokens.key_problem("NL_TEST_SECRET") is None
 
 
 def test_the_readme_says_how_to_make_a_key_right_after_its_first_commands() -> None:
@@ -107,4 +107,4 @@ def test_the_readme_says_how_to_make_a_key_right_after_its_first_commands() -> N
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     after_first_block = readme.split("```", 2)[2].lstrip("\n").split("\n\n", 1)[0]
     assert "NEWSLETTER_SECRET" in after_first_block
-    assert unsubscribe.MAKE_KEY in after_first_block.replace("\n", " ")
+    assert tokens.MAKE_KEY in after_first_block.replace("\n", " ")

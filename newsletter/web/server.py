@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from newsletter import unsubscribe
 from newsletter.store import SqliteStore
+from newsletter.web import tokens
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +103,14 @@ class UnsubscribeServer:
         path = handler.path.split("?", 1)[0]
         if not path.startswith(PREFIX):
             return None
-        return unsubscribe.verify_token(self.key, path[len(PREFIX) :])
+        return tokens.verify_token(self.key, path[len(PREFIX) :])
 
     def _test_address(self, handler: BaseHTTPRequestHandler) -> str | None:
         """The address a test copy's token names, or None when it is not a valid test token."""
         path = handler.path.split("?", 1)[0]
         if not path.startswith(PREFIX):
             return None
-        return unsubscribe.verify_token(self.key, path[len(PREFIX) :], test=True)
+        return tokens.verify_token(self.key, path[len(PREFIX) :], test=True)
 
     def _test_page(self, handler: BaseHTTPRequestHandler, address: str) -> None:
         title = self.title()

@@ -1,0 +1,153 @@
+"""What every command shares: one ``abort()`` for every failure, the error handling, the
+options used by several commands, and reading the config, the key and the state.
+
+Nothing here imports a stage at the top: ``newsletter --help`` must stay light.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from newsletter import config as config_mod
+from newsletter.errors import ConfigError, NewsletterError, TemplateError
+from newsletter.web import tokens
+
+if TYPE_CHECKING:
+    from newsletter.store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def abort(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"newsletter: {message}", err=True)
+    sys.exit(code)
+
+
+def _exit_code(error: NewsletterError) -> int:
+    return EXIT_USAGE if isinstance(error, ConfigError | TemplateError) else EXIT_FAILED
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=config_mod.default_path,
+        show_default=f"${config_mod.ENV_VAR}, then ./{config_mod.DEFAULT_PATH}",
+        help="The YAML file with topics and subscribers.",
+    )(fn)
+
+
+def handles_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click prints them with exit code 2
+        except ConfigError as e:
+            for line in e.problems:
+                click.echo(line, err=True)
+            sys.exit(EXIT_USAGE)
+        except NewsletterError as e:
+            log.debug("error", exc_info=True)
+            abort(str(e), _exit_code(e))
+        except OSError as e:
+            log.debug("error", exc_info=True)
+            where = f"{e.filename}: " if e.filename else ""
+            abort(f"{where}{e.strerror or e}")
+        except Exception as e:  # a bug: one line for the operator, the traceback with -v
+            log.debug("internal error", exc_info=True)
+            abort(f"internal error: {type(e).__name__}: {e} (run with -vv for details)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_config(path: Path) -> config_mod.Config:
+    return config_mod.load(path)
+
+
+def open_state(config: config_mod.Config) -> SqliteStore:
+    """The state file of a command that sends: one line when this creates it."""
+    from newsletter.store import SqliteStore
+
+    store = SqliteStore(config.state_path)
+    if store.created:
+        click.echo(
+            f"newsletter: {config.state_path}: a new, empty state database (newsletter.state)",
+            err=True,
+        )
+    return store
+
+
+def date_of(value: dt.datetime | None) -> dt.date | None:
+    return value.date() if value else None
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _Date(click.DateTime):
+    """YYYY-MM-DD; a date that does not exist (2026-02-30) is named as such."""
+
+    def __init__(self) -> None:
+        super().__init__(formats=["%Y-%m-%d"])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                dt.date.fromisoformat(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a valid date (YYYY-MM-DD)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+DATE = _Date()
+
+date_option = click.option(
+    "--date",
+    "date_",
+    type=DATE,
+    help="The daily list's date (YYYY-MM-DD, UTC). Default: the most recent day with papers.",
+)
+from_option = click.option(
+    "--from",
+    "from_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read a saved API response or papers page instead of the network.",
+)
+
+
+def signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
+    """The key that signs unsubscribe links; a preview's is throwaway when it lacks one.
+
+    A key that is missing or too short is refused (exit 2) by every command that signs
+    links someone will use.
+    """
+    env = config.newsletter.secret_env
+    key = tokens.key_from_env(env, preview=preview)
+    if key is None:
+        problem = tokens.key_problem(env) or f"${env} is not usable"
+        raise ConfigError(str(config.path), [f"{config.path}: newsletter.secret_env: {problem}"])
+    return key
+
+
+def check_subscriber(config: config_mod.Config, address: str | None) -> None:
+    if address is None:
+        return
+    if not any(s.email.casefold() == address.casefold() for s in config.subscribers):
+        raise click.UsageError(f"no subscriber {address!r} in {config.path}")

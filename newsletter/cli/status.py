@@ -1,0 +1,63 @@
+"""``newsletter status``: the last runs, the next send times, whether digests go out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from newsletter.cli.common import config_option, handles_errors, load_config, now_utc
+
+
+@click.command()
+@config_option
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many recent runs to show.",
+)
+@handles_errors
+def status(config_path: Path, runs: int) -> None:
+    """Show the last runs, the next send times and whether digests are going out."""
+    from newsletter import schedule
+    from newsletter.health import silence_warning
+    from newsletter.store import SqliteStore
+
+    config = load_config(config_path)
+    now = now_utc()
+    with SqliteStore(config.state_path, read_only=True) as store:
+        history = store.last_runs(runs)
+        warning = silence_warning(store, config, now)
+        states = store.states()
+    click.echo("last runs:")
+    if not history:
+        click.echo("  none yet")
+    for r in history:
+        took = (
+            f"{(r.finished_at - r.started_at).total_seconds():.0f}s"
+            if r.finished_at and r.started_at
+            else "running or killed"
+        )
+        line = (
+            f"  {r.started_at:%Y-%m-%d %H:%M} UTC  {r.kind:<5} day {r.day or '-'}  "
+            f"papers {r.papers}  sent {r.sent}  failed {r.failed}  unknown {r.unknown}  "
+            f"nothing new {r.nothing_new}  ({took})"
+        )
+        click.echo(line + (f"\n    error: {r.error}" if r.error else ""))
+    click.echo("next send times:")
+    groups = schedule.groups_of(config)
+    for group, when in schedule.next_fire_times(groups, config.schedule.weekly_on, now):
+        members = sum(1 for s in groups[group] if s.key not in states)  # who will be mailed
+        click.echo(
+            f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
+        )
+    kinds = Counter(states.get(s.email.casefold(), ("active", ""))[0] for s in config.subscribers)
+    click.echo(
+        f"subscribers: {kinds['active']} active, {kinds['unsubscribed']} unsubscribed, "
+        f"{kinds['suppressed']} bounced"
+    )
+    if warning:
+        click.echo(f"warning: {warning}", err=True)

@@ -1,0 +1,77 @@
+"""The real edges a config names: the SMTP settings (password from the environment) and the
+sources (or the one ``--from`` file). The commands (``cli``) and the ``serve`` daemon
+(``schedule``) wire the stages with these, the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from newsletter import sources
+from newsletter.config import Config
+from newsletter.deliver import SmtpSettings, default_helo_name
+from newsletter.errors import ConfigError
+from newsletter.sources.http import ResponseStore
+
+
+def password_problem(config: Config) -> str | None:
+    """The one line for an SMTP login without its password in the environment, or None."""
+    smtp = config.smtp
+    if smtp.username and not os.environ.get(smtp.password_env):
+        return (
+            f"{config.path}: smtp.password_env: ${smtp.password_env} is not set "
+            f"(smtp.username is {smtp.username!r})"
+        )
+    return None
+
+
+def smtp_settings(config: Config) -> SmtpSettings:
+    """What ``SmtpSender`` needs; a missing password is a ConfigError (exit 2)."""
+    smtp = config.smtp
+    problem = password_problem(config)
+    if problem is not None:
+        raise ConfigError(str(config.path), [problem])
+    password = os.environ.get(smtp.password_env) if smtp.username else None
+    ca_file = str(config.base_dir / smtp.ca_file) if smtp.ca_file else None
+    return SmtpSettings(
+        host=smtp.host,
+        port=smtp.port,
+        security=smtp.security,
+        username=smtp.username,
+        password=password,
+        connections=smtp.connections,
+        rate_per_second=smtp.rate_per_second,
+        timeout=smtp.timeout,
+        max_retries=smtp.max_retries,
+        retry_backoff=smtp.retry_backoff,
+        ca_file=ca_file,
+        connect_timeout=smtp.connect_timeout,
+        helo_name=smtp.helo_name or default_helo_name(config.newsletter.from_address),
+    )
+
+
+@contextmanager
+def open_sources(
+    config: Config,
+    from_file: Path | None,
+    store: ResponseStore,
+    *,
+    replay: bool = False,
+) -> Iterator[list[sources.Source]]:
+    """The configured sources (responses kept in ``store``), or the one ``--from`` file."""
+    if from_file is not None:
+        yield [sources.FileSource(from_file)]
+        return
+    with sources.open_sources(config.sources, store=store, replay=replay) as found:
+        if not found:
+            raise ConfigError(
+                str(config.path),
+                [
+                    f"{config.path}: sources: both huggingface and arxiv are disabled "
+                    "and no --from FILE was given"
+                ],
+            )
+        yield found
