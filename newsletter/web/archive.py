@@ -1,0 +1,158 @@
+"""The public archive's data: every listed day, its papers by public topic, scored as the
+digests scored them when that day ended.
+
+    papers  = store.candidates([day]) with store.upvotes_at(ids, end of day)     (I/O)
+    trends  = store.trends(ids, until=end of day)                                (I/O)
+    day     = score_day(day, papers, trends, public topics, weights)             (pure)
+    entries = topic_entries(days newest first, topic, limit)                     (pure)
+
+``score_day`` reuses selection's matching and ranking with ``now`` = the end of the day
+(UTC): a reader of the topic alone, with an unlimited digest and nothing sent before, gets
+the day's papers in the digests' order, with their reason lines. No subscriber's data is
+read. ``Archive`` reads the store and keeps what it computed until the store's papers
+change (``store.papers_changed_at``), so a server recomputes a day only after a fetch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from newsletter import selection
+from newsletter.models import PaperData, Subscriber, Topic, Trend, Weights
+from newsletter.store import Store
+
+#: The reader a topic's page is selected for: no address of anyone real, nothing sent before.
+_READER = "archive@archive.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A paper under one topic on one day's page: made by ``score_day``, read by the pages
+    and the feeds. ``paper.upvotes`` is the count when the day ended; ``updated`` the time
+    of the snapshot it comes from."""
+
+    paper: PaperData
+    topic: str
+    reason: str
+    score: float
+    updated: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveDay:
+    """One listed day: its public topics in the config's order, each with its entries best
+    first (a topic without papers that day is left out)."""
+
+    day: dt.date
+    topics: tuple[tuple[str, tuple[Entry, ...]], ...]
+
+    @property
+    def paper_ids(self) -> list[str]:
+        """The papers shown, each once, in the order of their first appearance."""
+        return list(dict.fromkeys(e.paper.id for _, entries in self.topics for e in entries))
+
+    @property
+    def updated(self) -> dt.datetime | None:
+        times = [e.updated for _, entries in self.topics for e in entries]
+        return max(times) if times else None
+
+
+def end_of(day: dt.date) -> dt.datetime:
+    """The end of a day (UTC): when its digests are scored for the archive."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC)
+
+
+def score_day(
+    day: dt.date,
+    papers: Sequence[PaperData],
+    trends: Mapping[str, Trend],
+    topics: Mapping[str, Topic],
+    updated: Mapping[str, dt.datetime],
+    weights: Weights = Weights(),
+) -> ArchiveDay:
+    """The day's papers by topic, as a digest of that topic alone scored them at the end of
+    the day. ``papers`` carry their upvotes as of then; ``updated``: when each count was taken."""
+    matches = selection.match_topics(papers, topics, trends=trends)
+    now = end_of(day)
+    grouped: list[tuple[str, tuple[Entry, ...]]] = []
+    for slug in topics:
+        reader = Subscriber(email=_READER, topics=(slug,), max_papers=max(1, len(papers)))
+        digest = selection.select(
+            matches, reader, frozenset(), now, day=day, since=day, weights=weights
+        )
+        entries = tuple(
+            Entry(p.paper, slug, p.reason, p.score, updated.get(p.paper.id, now))
+            for p in digest.picks
+        )
+        if entries:
+            grouped.append((slug, entries))
+    return ArchiveDay(day, tuple(grouped))
+
+
+def topic_entries(days: Iterable[ArchiveDay], topic: str | None, limit: int) -> list[list[Entry]]:
+    """The newest ``limit`` papers of a topic (None: of every public topic), from days given
+    newest first, each paper once (on its newest day): one list per paper, an entry per topic
+    it is in, in the day page's order."""
+    found: dict[str, list[Entry]] = {}
+    for day in days:
+        this_day: dict[str, list[Entry]] = {}
+        for slug, entries in day.topics:
+            if topic is not None and slug != topic:
+                continue
+            for entry in entries:
+                if entry.paper.id not in found:
+                    this_day.setdefault(entry.paper.id, []).append(entry)
+        for pid, group in this_day.items():
+            if len(found) >= limit:
+                return list(found.values())
+            found[pid] = group
+    return list(found.values())
+
+
+class Archive:
+    """The archive of one store for one set of public topics; what it computed is kept until
+    the store's papers change. Safe to share between a server's threads."""
+
+    def __init__(self, topics: Mapping[str, Topic], weights: Weights = Weights()) -> None:
+        self.topics = dict(topics)
+        self.weights = weights
+        self._lock = threading.Lock()
+        self._version: tuple[dt.datetime | None, tuple[dt.date, ...]] | None = None
+        self._days: dict[dt.date, ArchiveDay] = {}
+
+    def refresh(self, store: Store) -> tuple[dt.datetime | None, tuple[dt.date, ...]]:
+        """The store's version (newest snapshot, listed days newest first); what was kept for
+        an older version is dropped."""
+        version = (store.papers_changed_at(), tuple(store.listed_days()))
+        with self._lock:
+            if version != self._version:
+                self._version, self._days = version, {}
+        return version
+
+    def day(self, store: Store, day: dt.date) -> ArchiveDay:
+        with self._lock:
+            found = self._days.get(day)
+        if found is None:
+            found = self._score(store, day)
+            with self._lock:
+                self._days[day] = found
+        return found
+
+    def days(self, store: Store, days: Iterable[dt.date]) -> Iterable[ArchiveDay]:
+        return (self.day(store, d) for d in days)
+
+    def _score(self, store: Store, day: dt.date) -> ArchiveDay:
+        until = end_of(day)
+        listed = store.candidates([day])
+        ids = [p.id for p in listed]
+        counts = store.upvotes_at(ids, until)
+        papers = [
+            dataclasses.replace(p, upvotes=counts[p.id][0]) if p.id in counts else p for p in listed
+        ]
+        updated = {pid: at for pid, (_, at) in counts.items()}
+        trends = store.trends(ids, until=until)
+        return score_day(day, papers, trends, self.topics, updated, self.weights)

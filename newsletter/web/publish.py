@@ -1,0 +1,349 @@
+"""The archive as documents, by path: what ``newsletter serve`` answers and what
+``newsletter archive build --out DIR`` writes.
+
+    site  = Site.from_config(config)
+    doc   = site.document(store, "archive/2026-05-08/index.html")  -> Document | None
+    docs  = site.build(store)                         every file of a static build, by path
+    reply = respond(doc, If-None-Match, If-Modified-Since)          200 or 304, ETag, Last-Modified
+
+The files: ``archive/index.html`` (the days, newest first), ``archive/<day>/index.html``,
+``topics/<slug>/index.html``, ``topics/<slug>.atom``, ``feed.atom`` and the stylesheet
+``archive/style.css``. Pages link to each other with relative paths ending in
+``index.html``, so a build works from file:// and under any path of any web server; a
+server answers ``/archive/2026-05-08/`` with that day's ``index.html``. A document is its
+bytes: the same store gives the same bytes (``updated`` and Last-Modified come from the
+upvote snapshots, never the clock), and the ETag is a hash of them. Only public topics
+(``topics.<slug>.public``) appear; no subscriber's data is read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from newsletter.compose import templates as email_templates
+from newsletter.errors import TemplateError
+from newsletter.models import Topic, Weights
+from newsletter.store import Store
+from newsletter.web import atom
+from newsletter.web.archive import Archive, end_of, topic_entries
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from newsletter.config import Config
+
+STYLESHEET = "archive/style.css"
+_STYLESHEET_TEMPLATE = "web/archive.css"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DAY_PAGE = re.compile(r"archive/(\d{4}-\d{2}-\d{2})/index\.html")
+_TOPIC_PAGE = re.compile(r"topics/([^/]+)/index\.html")
+_TOPIC_FEED = re.compile(r"topics/([^/]+)\.atom")
+HTML = "text/html; charset=utf-8"
+ATOM = "application/atom+xml; charset=utf-8"
+CSS = "text/css; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One file of the archive: made by ``Site``, written by a build or sent by ``respond``."""
+
+    body: bytes
+    content_type: str
+    updated: dt.datetime | None = None  # from the data: Last-Modified
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to answer a GET of a document: made by ``respond``, sent by the web app."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+def file_path(url_path: str) -> str:
+    """The document a URL path names: ``/archive/`` -> ``archive/index.html``."""
+    path = url_path.lstrip("/")
+    return path + "index.html" if path.endswith("/") or not path else path
+
+
+@dataclass
+class Site:
+    """The archive of one configuration: its public topics, names and settings."""
+
+    title: str
+    base_url: str
+    topics: Mapping[str, Topic]
+    feed_entries: int = 50
+    weights: Weights = field(default_factory=Weights)
+    templates_dir: Path | None = None
+    archive: Archive = field(init=False)
+    env: jinja2.Environment = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.archive = Archive(self.topics, self.weights)
+        self.env = make_env(self.templates_dir)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Site:
+        return cls(
+            title=config.newsletter.title,
+            base_url=config.newsletter.base_url,
+            topics=config.public_topics(),
+            feed_entries=config.archive.feed_entries,
+            weights=config.selection.weights_model(),
+            templates_dir=config.templates_path,
+        )
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {slug: t.display_name or slug for slug, t in self.topics.items()}
+
+    def paths(self, store: Store) -> list[str]:
+        """Every file of a static build."""
+        _, days = self.archive.refresh(store)
+        return [
+            "archive/index.html",
+            STYLESHEET,
+            *(f"archive/{d.isoformat()}/index.html" for d in days),
+            *(f"topics/{slug}/index.html" for slug in self.topics),
+            *(f"topics/{slug}.atom" for slug in self.topics),
+            "feed.atom",
+        ]
+
+    def build(self, store: Store) -> dict[str, Document]:
+        """Every file of a static build, by path."""
+        out: dict[str, Document] = {}
+        for path in self.paths(store):
+            doc = self.document(store, path)
+            if doc is not None:
+                out[path] = doc
+        return out
+
+    def document(self, store: Store, path: str) -> Document | None:
+        """The document at ``path`` (a file path, as ``file_path`` makes it), or None."""
+        _, days = self.archive.refresh(store)
+        if path == STYLESHEET:
+            return Document(self._stylesheet(), CSS)
+        if path == "archive/index.html":
+            return self._index(store, days)
+        if path == "feed.atom":
+            return self._feed(store, days, None)
+        if found := _DAY_PAGE.fullmatch(path):
+            try:
+                day = dt.date.fromisoformat(found.group(1))
+            except ValueError:
+                return None
+            return self._day(store, days, day) if day in days else None
+        for pattern, render in ((_TOPIC_PAGE, self._topic), (_TOPIC_FEED, self._feed)):
+            if (found := pattern.fullmatch(path)) and found.group(1) in self.topics:
+                return render(store, days, found.group(1))
+        return None
+
+    # -- the documents ---------------------------------------------------------------------
+
+    def _page(self, template: str, root: str, **context: Any) -> bytes:
+        context |= {
+            "root": root,
+            "site_title": self.title,
+            "topic_links": list(self.names.items()),
+            "names": self.names,
+        }
+        return email_templates.render(self.env, template, context).encode()
+
+    def _stylesheet(self) -> bytes:
+        try:
+            source, _, _ = self.env.loader.get_source(self.env, _STYLESHEET_TEMPLATE)  # type: ignore[union-attr]
+        except jinja2.TemplateNotFound as e:
+            raise TemplateError(_STYLESHEET_TEMPLATE, None, "template not found") from e
+        return source.encode()
+
+    def _index(self, store: Store, days: tuple[dt.date, ...]) -> Document:
+        scored = list(self.archive.days(store, days))
+        rows = [(d.day, len(d.paper_ids)) for d in scored]
+        body = self._page("web/archive.html.j2", "../", days=rows)
+        return Document(body, HTML, _newest((d.updated for d in scored), days))
+
+    def _day(self, store: Store, days: tuple[dt.date, ...], day: dt.date) -> Document:
+        scored = self.archive.day(store, day)
+        at = days.index(day)
+        body = self._page(
+            "web/archive_day.html.j2",
+            "../../",
+            day=scored,
+            count=len(scored.paper_ids),
+            newer=days[at - 1] if at > 0 else None,
+            older=days[at + 1] if at + 1 < len(days) else None,
+            day_link=False,
+        )
+        return Document(body, HTML, scored.updated or end_of(day))
+
+    def _topic(self, store: Store, days: tuple[dt.date, ...], slug: str) -> Document:
+        groups = topic_entries(self.archive.days(store, days), slug, self.feed_entries)
+        body = self._page(
+            "web/topic.html.j2", "../../", slug=slug, name=self.names[slug], entries=groups
+        )
+        return Document(body, HTML, _newest((g[0].updated for g in groups), days))
+
+    def _feed(self, store: Store, days: tuple[dt.date, ...], slug: str | None) -> Document:
+        groups = topic_entries(self.archive.days(store, days), slug, self.feed_entries)
+        if slug is None:
+            name, title, page = "all", self.title, f"{self.base_url}/archive/"
+            subtitle = f"Trending papers on {', '.join(self.names.values())}"
+            self_url = f"{self.base_url}/feed.atom"
+        else:
+            name, title = f"topics/{slug}", f"{self.title}: {self.names[slug]}"
+            page, self_url = (
+                f"{self.base_url}/topics/{slug}/",
+                f"{self.base_url}/topics/{slug}.atom",
+            )
+            subtitle = f"Trending papers on {self.names[slug]}"
+        body = atom.feed(
+            base_url=self.base_url,
+            name=name,
+            title=title,
+            subtitle=subtitle,
+            self_url=self_url,
+            page_url=page,
+            entries=groups,
+            topic_names=self.names,
+            updated=_newest((), days),
+        )
+        return Document(body, ATOM, _newest((e.updated for g in groups for e in g), days))
+
+
+def _newest(times: Any, days: tuple[dt.date, ...]) -> dt.datetime:
+    """The newest of ``times``; without any, the end of the newest day (or 1970)."""
+    found: list[dt.datetime] = [t for t in times if t is not None]
+    if found:
+        return max(found)
+    return end_of(days[0]) if days else _EPOCH
+
+
+def make_env(templates_dir: Path | None) -> jinja2.Environment:
+    """The pages' environment: ``templates_dir/web/...`` overrides a built-in page file by
+    file, as for the emails; autoescaped; the email templates' filters."""
+    searchpath = [str(templates_dir)] if templates_dir else []
+    searchpath.append(str(email_templates.builtin_templates_dir()))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(searchpath),
+        autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["authors_short"] = email_templates.authors_short
+    env.filters["excerpt"] = email_templates.excerpt
+    env.filters["http_url"] = email_templates.http_url
+    return env
+
+
+# -- HTTP: conditional GET -------------------------------------------------------------------
+
+
+def respond(doc: Document, if_none_match: str | None, if_modified_since: str | None) -> Reply:
+    """200 with the document, or 304 when the client's copy is current (RFC 9110: a
+    matching ``If-None-Match`` wins; ``If-Modified-Since`` counts only without one)."""
+    headers = {"ETag": doc.etag, "Cache-Control": "no-cache"}
+    if doc.updated is not None:
+        headers["Last-Modified"] = email.utils.format_datetime(
+            doc.updated.astimezone(dt.UTC), usegmt=True
+        )
+    if if_none_match is not None:
+        fresh = _etag_matches(if_none_match, doc.etag)
+    else:
+        fresh = _not_modified_since(if_modified_since, doc.updated)
+    if fresh:
+        return Reply(304, headers)
+    headers["Content-Type"] = doc.content_type
+    return Reply(200, headers, doc.body)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in [t.removeprefix("W/") for t in tags]
+
+
+def _not_modified_since(header: str | None, updated: dt.datetime | None) -> bool:
+    if header is None or updated is None:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return False  # a date we cannot read: send the document
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    return updated.replace(microsecond=0) <= since
+
+
+def is_archive_path(url_path: str) -> bool:
+    return url_path in ("/archive", "/feed.atom") or url_path.startswith(("/archive/", "/topics/"))
+
+
+class Sites:
+    """The ``Site`` of the current configuration (a reload makes a new one), and the reply
+    to a GET of an archive path: what a web server calls."""
+
+    def __init__(self, current: Callable[[], Config]) -> None:
+        self.current = current
+        self._site: tuple[Config, Site] | None = None
+
+    def site(self, config: Config) -> Site | None:
+        if not config.archive.enabled:
+            return None
+        held = self._site
+        if held is None or held[0] is not config:
+            held = self._site = (config, Site.from_config(config))
+        return held[1]
+
+    def get(self, url_path: str, headers: Mapping[str, str]) -> Reply:
+        """The reply to ``GET url_path`` with the request's ``headers`` (lower-case names)."""
+        from newsletter.store import SqliteStore
+
+        config = self.current()
+        site = self.site(config)
+        if site is None:
+            return Reply(404, {"Content-Type": "text/plain; charset=utf-8"}, b"not found\n")
+        if url_path == "/archive":
+            return Reply(301, {"Location": "/archive/"})
+        # A connection per request, read-only: the server's threads never share one.
+        with SqliteStore(config.state_path, read_only=True) as store:
+            doc = site.document(store, file_path(url_path))
+        if doc is None:
+            return Reply(404, {"Content-Type": "text/plain; charset=utf-8"}, b"not found\n")
+        return respond(doc, headers.get("if-none-match"), headers.get("if-modified-since"))
+
+
+def archive_routes(current: Callable[[], Config]) -> list[BaseRoute]:
+    """Starlette routes for the archive, for the web app to mount: ``current`` gives the
+    configuration in force (the daemon's, reloaded on SIGHUP)."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    sites = Sites(current)
+
+    def endpoint(request: Request) -> Response:
+        reply = sites.get(request.url.path, request.headers)
+        return Response(reply.body, reply.status, reply.headers)
+
+    return [
+        Route("/archive", endpoint),
+        Route("/archive/{rest:path}", endpoint),
+        Route("/topics/{rest:path}", endpoint),
+        Route("/feed.atom", endpoint),
+    ]
