@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from newsletter.compose import templates as email_templates
-from newsletter.errors import TemplateError
+from newsletter.errors import NewsletterError, TemplateError
 from newsletter.models import Topic, Weights
 from newsletter.store import Store
 from newsletter.web import atom
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from newsletter.config import Config
+
+log = logging.getLogger(__name__)
 
 STYLESHEET = "archive/style.css"
 _STYLESHEET_TEMPLATE = "web/archive.css"
@@ -290,10 +293,6 @@ def _not_modified_since(header: str | None, updated: dt.datetime | None) -> bool
     return updated.replace(microsecond=0) <= since
 
 
-def is_archive_path(url_path: str) -> bool:
-    return url_path in ("/archive", "/feed.atom") or url_path.startswith(("/archive/", "/topics/"))
-
-
 class Sites:
     """The ``Site`` of the current configuration (a reload makes a new one), and the reply
     to a GET of an archive path: what a web server calls."""
@@ -310,6 +309,13 @@ class Sites:
             held = self._site = (config, Site.from_config(config))
         return held[1]
 
+    @staticmethod
+    def serves(url_path: str) -> bool:
+        """Whether a URL path is the archive's (when it is on)."""
+        return url_path in ("/archive", "/feed.atom") or url_path.startswith(
+            ("/archive/", "/topics/")
+        )
+
     def get(self, url_path: str, headers: Mapping[str, str]) -> Reply:
         """The reply to ``GET url_path`` with the request's ``headers`` (lower-case names)."""
         from newsletter.store import SqliteStore
@@ -317,15 +323,23 @@ class Sites:
         config = self.current()
         site = self.site(config)
         if site is None:
-            return Reply(404, {"Content-Type": "text/plain; charset=utf-8"}, b"not found\n")
+            return _text(404, "not found")
         if url_path == "/archive":
             return Reply(301, {"Location": "/archive/"})
-        # A connection per request, read-only: the server's threads never share one.
-        with SqliteStore(config.state_path, read_only=True) as store:
-            doc = site.document(store, file_path(url_path))
+        try:
+            # A connection per request, read-only: the server's threads never share one.
+            with SqliteStore(config.state_path, read_only=True) as store:
+                doc = site.document(store, file_path(url_path))
+        except NewsletterError as e:  # a broken page template, an unreadable state file
+            log.error("archive.failed path=%s error=%s", url_path, e)
+            return _text(500, "the archive cannot be shown now; the operator's log says why")
         if doc is None:
-            return Reply(404, {"Content-Type": "text/plain; charset=utf-8"}, b"not found\n")
+            return _text(404, "not found")
         return respond(doc, headers.get("if-none-match"), headers.get("if-modified-since"))
+
+
+def _text(status: int, line: str) -> Reply:
+    return Reply(status, {"Content-Type": "text/plain; charset=utf-8"}, f"{line}\n".encode())
 
 
 def archive_routes(current: Callable[[], Config]) -> list[BaseRoute]:
@@ -338,6 +352,7 @@ def archive_routes(current: Callable[[], Config]) -> list[BaseRoute]:
     sites = Sites(current)
 
     def endpoint(request: Request) -> Response:
+        # Starlette's headers look up names case-insensitively.
         reply = sites.get(request.url.path, request.headers)
         return Response(reply.body, reply.status, reply.headers)
 
