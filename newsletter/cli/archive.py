@@ -49,7 +49,7 @@ def build(config_path: Path, out: Path) -> None:
         newsletter archive build -c subscribers.yaml --out /var/www/papers
     """
     from newsletter.store import SqliteStore
-    from newsletter.web.publish import Site
+    from newsletter.web.publish import ArchiveSite
 
     config = load_config(config_path)
     if not config.archive.enabled:
@@ -61,7 +61,7 @@ def build(config_path: Path, out: Path) -> None:
             ],
         )
     with SqliteStore(config.state_path, read_only=True) as store:
-        docs = Site.from_config(config).build(store)
+        docs = ArchiveSite.from_config(config).build(store)
     written = 0
     for path, doc in docs.items():
         target = out / path

@@ -30,7 +30,7 @@ _READER = "archive@archive.invalid"
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class ArchiveEntry:
     """A paper under one topic on one day's page: made by ``score_day``, read by the pages
     and the feeds. ``paper.upvotes`` is the count when the day ended; ``updated`` the time
     of the snapshot it comes from."""
@@ -48,7 +48,7 @@ class ArchiveDay:
     first (a topic without papers that day is left out)."""
 
     day: dt.date
-    topics: tuple[tuple[str, tuple[Entry, ...]], ...]
+    topics: tuple[tuple[str, tuple[ArchiveEntry, ...]], ...]
 
     @property
     def paper_ids(self) -> list[str]:
@@ -78,14 +78,14 @@ def score_day(
     the day. ``papers`` carry their upvotes as of then; ``updated``: when each count was taken."""
     matches = selection.match_topics(papers, topics, trends=trends)
     now = end_of(day)
-    grouped: list[tuple[str, tuple[Entry, ...]]] = []
+    grouped: list[tuple[str, tuple[ArchiveEntry, ...]]] = []
     for slug in topics:
         reader = Subscriber(email=_READER, topics=(slug,), max_papers=max(1, len(papers)))
         digest = selection.select(
             matches, reader, frozenset(), now, day=day, since=day, weights=weights
         )
         entries = tuple(
-            Entry(p.paper, slug, p.reason, p.score, updated.get(p.paper.id, now))
+            ArchiveEntry(p.paper, slug, p.reason, p.score, updated.get(p.paper.id, now))
             for p in digest.picks
         )
         if entries:
@@ -93,13 +93,15 @@ def score_day(
     return ArchiveDay(day, tuple(grouped))
 
 
-def topic_entries(days: Iterable[ArchiveDay], topic: str | None, limit: int) -> list[list[Entry]]:
+def topic_entries(
+    days: Iterable[ArchiveDay], topic: str | None, limit: int
+) -> list[list[ArchiveEntry]]:
     """The newest ``limit`` papers of a topic (None: of every public topic), from days given
     newest first, each paper once (on its newest day): one list per paper, an entry per topic
     it is in, in the day page's order."""
-    found: dict[str, list[Entry]] = {}
+    found: dict[str, list[ArchiveEntry]] = {}
     for day in days:
-        this_day: dict[str, list[Entry]] = {}
+        this_day: dict[str, list[ArchiveEntry]] = {}
         for slug, entries in day.topics:
             if topic is not None and slug != topic:
                 continue

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from markupsafe import escape
 
-from newsletter.compose.templates import excerpt
-from newsletter.web.archive import Entry
+from newsletter.web.archive import ArchiveEntry
 
 ATOM = "http://www.w3.org/2005/Atom"
 #: The year in the feeds' own tag ids (and in a paper's whose id names none): fixed, so ids
@@ -69,7 +69,7 @@ def feed(
     subtitle: str,
     self_url: str,
     page_url: str,
-    entries: Sequence[Sequence[Entry]],
+    entries: Sequence[Sequence[ArchiveEntry]],
     topic_names: Mapping[str, str],
     updated: dt.datetime,
 ) -> bytes:
@@ -95,7 +95,7 @@ def feed(
 
 
 def _entry(
-    root: ET.Element, base_url: str, group: Sequence[Entry], topic_names: Mapping[str, str]
+    root: ET.Element, base_url: str, group: Sequence[ArchiveEntry], topic_names: Mapping[str, str]
 ) -> None:
     paper = group[0].paper
     entry = _add(root, "entry")
@@ -115,7 +115,7 @@ def _entry(
     _add(entry, "summary", _summary(group, topic_names), type="html")
 
 
-def _summary(group: Sequence[Entry], topic_names: Mapping[str, str]) -> str:
+def _summary(group: Sequence[ArchiveEntry], topic_names: Mapping[str, str]) -> str:
     """Each topic's reason, then the paper's summary: HTML, escaped here and again by the
     XML writer (as Atom's ``type="html"`` wants)."""
     paper = group[0].paper
@@ -123,7 +123,7 @@ def _summary(group: Sequence[Entry], topic_names: Mapping[str, str]) -> str:
         f"<p><strong>{escape(topic_names.get(e.topic, e.topic))}</strong>: {escape(e.reason)}</p>"
         for e in group
     ]
-    text = paper.ai_summary or excerpt(" ".join(paper.abstract.split()))
+    text = paper.ai_summary or textwrap.shorten(paper.abstract, width=600, placeholder=" …")
     if text:
         parts.append(f"<p>{escape(text)}</p>")
     if len(paper.authors) > MAX_AUTHORS:

@@ -1,7 +1,7 @@
 """The archive as documents, by path: what ``newsletter serve`` answers and what
 ``newsletter archive build --out DIR`` writes.
 
-    site  = Site.from_config(config)
+    site  = ArchiveSite.from_config(config)
     doc   = site.document(store, "archive/2026-05-08/index.html")  -> Document | None
     docs  = site.build(store)                         every file of a static build, by path
     reply = respond(doc, If-None-Match, If-Modified-Since)          200 or 304, ETag, Last-Modified
@@ -18,19 +18,21 @@ upvote snapshots, never the clock), and the ETag is a hash of them. Only public 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jinja2
 
-from newsletter.compose import templates as email_templates
 from newsletter.errors import NewsletterError, TemplateError
 from newsletter.models import Topic, Weights
 from newsletter.store import Store
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STYLESHEET = "archive/style.css"
-_STYLESHEET_TEMPLATE = "web/archive.css"
+_STYLESHEET_TEMPLATE = "archive.css"
+WEB = "web"  # the pages' templates: templates/web/, or templates_dir/web/
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DAY_PAGE = re.compile(r"archive/(\d{4}-\d{2}-\d{2})/index\.html")
 _TOPIC_PAGE = re.compile(r"topics/([^/]+)/index\.html")
@@ -57,7 +60,7 @@ CSS = "text/css; charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One file of the archive: made by ``Site``, written by a build or sent by ``respond``."""
+    """One file of the archive: made by ``ArchiveSite``, written by a build or sent by ``respond``."""
 
     body: bytes
     content_type: str
@@ -84,7 +87,7 @@ def file_path(url_path: str) -> str:
 
 
 @dataclass
-class Site:
+class ArchiveSite:
     """The archive of one configuration: its public topics, names and settings."""
 
     title: str
@@ -101,7 +104,7 @@ class Site:
         self.env = make_env(self.templates_dir)
 
     @classmethod
-    def from_config(cls, config: Config) -> Site:
+    def from_config(cls, config: Config) -> ArchiveSite:
         return cls(
             title=config.newsletter.title,
             base_url=config.newsletter.base_url,
@@ -137,8 +140,17 @@ class Site:
         return out
 
     def document(self, store: Store, path: str) -> Document | None:
-        """The document at ``path`` (a file path, as ``file_path`` makes it), or None."""
-        _, days = self.archive.refresh(store)
+        """The document at ``path`` (a file path, as ``file_path`` makes it), or None.
+
+        Its ``updated`` (Last-Modified) is when the store's papers last changed: a day
+        fetched late (a gap filled) changes older pages too, and a client that revalidates
+        by date alone must not miss it.
+        """
+        changed, days = self.archive.refresh(store)
+        doc = self._document(store, path, days)
+        return None if doc is None else dataclasses.replace(doc, updated=changed)
+
+    def _document(self, store: Store, path: str, days: tuple[dt.date, ...]) -> Document | None:
         if path == STYLESHEET:
             return Document(self._stylesheet(), CSS)
         if path == "archive/index.html":
@@ -165,7 +177,12 @@ class Site:
             "topic_links": list(self.names.items()),
             "names": self.names,
         }
-        return email_templates.render(self.env, template, context).encode()
+        try:
+            return self.env.get_template(template).render(context).encode()
+        except jinja2.TemplateSyntaxError as e:
+            raise TemplateError(e.filename or template, e.lineno, e.message or str(e)) from e
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"{WEB}/{template}", None, f"{type(e).__name__}: {e}") from e
 
     def _stylesheet(self) -> bytes:
         try:
@@ -177,14 +194,14 @@ class Site:
     def _index(self, store: Store, days: tuple[dt.date, ...]) -> Document:
         scored = list(self.archive.days(store, days))
         rows = [(d.day, len(d.paper_ids)) for d in scored]
-        body = self._page("web/archive.html.j2", "../", days=rows)
+        body = self._page("archive.html.j2", "../", days=rows)
         return Document(body, HTML, _newest((d.updated for d in scored), days))
 
     def _day(self, store: Store, days: tuple[dt.date, ...], day: dt.date) -> Document:
         scored = self.archive.day(store, day)
         at = days.index(day)
         body = self._page(
-            "web/archive_day.html.j2",
+            "archive_day.html.j2",
             "../../",
             day=scored,
             count=len(scored.paper_ids),
@@ -197,7 +214,7 @@ class Site:
     def _topic(self, store: Store, days: tuple[dt.date, ...], slug: str) -> Document:
         groups = topic_entries(self.archive.days(store, days), slug, self.feed_entries)
         body = self._page(
-            "web/topic.html.j2", "../../", slug=slug, name=self.names[slug], entries=groups
+            "topic.html.j2", "../../", slug=slug, name=self.names[slug], entries=groups
         )
         return Document(body, HTML, _newest((g[0].updated for g in groups), days))
 
@@ -236,11 +253,21 @@ def _newest(times: Any, days: tuple[dt.date, ...]) -> dt.datetime:
     return end_of(days[0]) if days else _EPOCH
 
 
+def builtin_templates_dir() -> Path:
+    """Inside the wheel the templates sit in the package; in a checkout, at the top level.
+    (Not compose's finder: web must not import compose, which imports web's tokens.)"""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / WEB / "archive.html.j2").is_file():
+            return candidate
+    raise TemplateError("archive.html.j2", None, f"built-in templates not found next to {here}")
+
+
 def make_env(templates_dir: Path | None) -> jinja2.Environment:
     """The pages' environment: ``templates_dir/web/...`` overrides a built-in page file by
-    file, as for the emails; autoescaped; the email templates' filters."""
-    searchpath = [str(templates_dir)] if templates_dir else []
-    searchpath.append(str(email_templates.builtin_templates_dir()))
+    file, as for the emails; autoescaped."""
+    searchpath = [str(templates_dir / WEB)] if templates_dir else []
+    searchpath.append(str(builtin_templates_dir() / WEB))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(searchpath),
         autoescape=jinja2.select_autoescape(["html", "html.j2"], default_for_string=False),
@@ -249,10 +276,28 @@ def make_env(templates_dir: Path | None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["authors_short"] = email_templates.authors_short
-    env.filters["excerpt"] = email_templates.excerpt
-    env.filters["http_url"] = email_templates.http_url
+    env.filters["authors_short"] = authors_short
+    env.filters["shorten"] = shorten
+    env.filters["http_url"] = http_url
     return env
+
+
+def authors_short(authors: Sequence[str], first: int = 3) -> str:
+    return ", ".join(authors) if len(authors) <= first else ", ".join(authors[:first]) + " et al."
+
+
+def shorten(text: str, width: int = 300) -> str:
+    """The text on one line, cut at a word to at most ``width`` characters."""
+    return textwrap.shorten(text, width=width, placeholder=" …")
+
+
+def http_url(value: str | None) -> str:
+    """The URL when it is http(s), else "" (no javascript: or data: link from a source)."""
+    try:
+        parts = urlsplit((value or "").strip())
+    except ValueError:
+        return ""
+    return parts.geturl() if parts.scheme in ("http", "https") and parts.netloc else ""
 
 
 # -- HTTP: conditional GET -------------------------------------------------------------------
@@ -293,20 +338,20 @@ def _not_modified_since(header: str | None, updated: dt.datetime | None) -> bool
     return updated.replace(microsecond=0) <= since
 
 
-class Sites:
-    """The ``Site`` of the current configuration (a reload makes a new one), and the reply
+class ArchiveServer:
+    """The ``ArchiveSite`` of the current configuration (a reload makes a new one), and the reply
     to a GET of an archive path: what a web server calls."""
 
     def __init__(self, current: Callable[[], Config]) -> None:
         self.current = current
-        self._site: tuple[Config, Site] | None = None
+        self._site: tuple[Config, ArchiveSite] | None = None
 
-    def site(self, config: Config) -> Site | None:
+    def site(self, config: Config) -> ArchiveSite | None:
         if not config.archive.enabled:
             return None
         held = self._site
         if held is None or held[0] is not config:
-            held = self._site = (config, Site.from_config(config))
+            held = self._site = (config, ArchiveSite.from_config(config))
         return held[1]
 
     @staticmethod
@@ -349,7 +394,7 @@ def archive_routes(current: Callable[[], Config]) -> list[BaseRoute]:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    sites = Sites(current)
+    sites = ArchiveServer(current)
 
     def endpoint(request: Request) -> Response:
         # Starlette's headers look up names case-insensitively.

@@ -29,7 +29,7 @@ from newsletter.store import SqliteStore
 from newsletter.web import tokens
 
 if TYPE_CHECKING:
-    from newsletter.web.publish import Reply, Sites
+    from newsletter.web.publish import ArchiveServer, Reply
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class UnsubscribeServer:
         key: bytes,
         title: Callable[[], str],
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        archive: Sites | None = None,
+        archive: ArchiveServer | None = None,
     ) -> None:
         self.archive = archive  # the public archive's pages and feeds (``web.publish``)
         self.state_path = state_path
