@@ -421,3 +421,36 @@ def test_the_example_config_builds_an_archive(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert feedparser.parse((tmp_path / "out/feed.atom").read_bytes()).bozo == 0
+
+
+def test_serve_answers_the_archive_over_http(tmp_path: Path, built: Path) -> None:
+    """`newsletter serve`'s daemon answers the archive's paths, conditional GETs included."""
+    import urllib.error
+    import urllib.request
+
+    from newsletter import schedule
+    from tests.clock import FakeClock
+
+    cfg = make_state(tmp_path)
+    cfg.write_text(cfg.read_text("utf-8") + "server:\n  port: 0\n", "utf-8")
+    daemon = schedule.Daemon(cfg, config_mod.load(cfg), b"k" * 32, clock=FakeClock(LATER))
+    daemon.start()
+    try:
+        host, port = daemon.web.address
+        url = f"http://{host}:{port}"
+        with urllib.request.urlopen(f"{url}/archive/2026-05-08/", timeout=30) as reply:
+            assert reply.read() == (built / "archive/2026-05-08/index.html").read_bytes()
+            etag = reply.headers["ETag"]
+        again = urllib.request.Request(
+            f"{url}/archive/2026-05-08/", headers={"If-None-Match": etag}
+        )
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(again, timeout=30)
+        assert raised.value.code == 304
+        with urllib.request.urlopen(f"{url}/feed.atom", timeout=30) as reply:
+            assert feedparser.parse(reply.read()).bozo == 0
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(f"{url}/topics/secret-project.atom", timeout=30)
+        assert raised.value.code == 404
+    finally:
+        daemon.close()
