@@ -11,7 +11,7 @@ import datetime as dt
 import html
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from newsletter import cli as cli_mod
 from newsletter import config as config_mod
 from newsletter import selection
-from newsletter.models import Subscriber
+from newsletter.models import PaperData, Subscriber
 from newsletter.sources import huggingface
 from newsletter.store import SqliteStore
 from newsletter.web import atom
@@ -454,3 +454,38 @@ def test_serve_answers_the_archive_over_http(tmp_path: Path, built: Path) -> Non
         assert raised.value.code == 404
     finally:
         daemon.close()
+
+
+class CountingStore(SqliteStore):
+    """The real store, counting the days the archive reads papers for."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.read: list[dt.date] = []
+
+    def candidates(self, days: Iterable[dt.date]) -> list[PaperData]:
+        days = list(days)
+        self.read += days
+        return super().candidates(days)
+
+
+def test_a_fetch_rescores_only_the_days_it_touched(tmp_path: Path) -> None:
+    config = config_mod.load(make_state(tmp_path))
+    site = ArchiveSite.from_config(config)
+    with CountingStore(config.state_path) as store:
+        first = site.build(store)
+        assert sorted(store.read) == [dt.date.fromisoformat(d) for d in DAYS]
+        store.read.clear()
+        assert site.build(store) == first and store.read == []
+        add_day(store, NEW_DAY, NEW_DAY_FILE, LATER)
+        second = site.build(store)
+        assert store.read == [NEW_DAY]
+        # A day's page keeps its bytes and its Last-Modified; the feeds and the index move.
+        day = f"archive/{DAYS[0]}/index.html"
+        assert second[day] == first[day]
+        assert second["feed.atom"].updated == LATER != first["feed.atom"].updated
+        # The newest day fetched again: that day alone is scored again.
+        store.read.clear()
+        add_day(store, dt.date.fromisoformat(DAYS[-1]), HF_API_BY_DATE[DAYS[-1]], LATER)
+        site.build(store)
+        assert store.read == [dt.date.fromisoformat(DAYS[-1])]

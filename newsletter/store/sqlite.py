@@ -302,16 +302,17 @@ class SqliteStore:
             out[pid] = (upvotes, at)
         return out
 
-    def listed_days(self) -> list[dt.date]:
-        """Every day with papers listed, newest first."""
-        rows = self.db.execute("SELECT DISTINCT day FROM paper_days ORDER BY day DESC")
-        return [dt.date.fromisoformat(r[0]) for r in rows]
-
-    def papers_changed_at(self) -> dt.datetime | None:
-        """When papers were last added or updated (the newest snapshot): what the archive's
-        pages are cached against."""
-        row = self.db.execute("SELECT MAX(fetched_at) FROM snapshots").fetchone()
-        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
+    def listed_days(self) -> list[tuple[dt.date, int, dt.datetime]]:
+        """Every day with papers, newest first: (day, papers listed, when one of them was last
+        fetched). What the archive keeps of a day is good until the last two change."""
+        rows = self.db.execute(
+            "SELECT d.day, COUNT(*), MAX(p.updated_at) FROM paper_days d "
+            "JOIN papers p ON p.id = d.paper_id GROUP BY d.day ORDER BY d.day DESC"
+        )
+        return [
+            (dt.date.fromisoformat(day), count, dt.datetime.fromisoformat(changed))
+            for day, count, changed in rows
+        ]
 
     def sent_ids(self, subscriber: str) -> frozenset[str]:
         rows = self.db.execute(

@@ -9,8 +9,8 @@ digests scored them when that day ended.
 ``score_day`` reuses selection's matching and ranking with ``now`` = the end of the day
 (UTC): a reader of the topic alone, with an unlimited digest and nothing sent before, gets
 the day's papers in the digests' order, with their reason lines. No subscriber's data is
-read. ``Archive`` reads the store and keeps what it computed until the store's papers
-change (``store.papers_changed_at``), so a server recomputes a day only after a fetch.
+read. ``Archive`` reads the store and keeps each day it scored until that day's papers
+change (``store.listed_days``), so a server rescores only the days a fetch touched.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from newsletter import selection
@@ -54,11 +54,6 @@ class ArchiveDay:
     def paper_ids(self) -> list[str]:
         """The papers shown, each once, in the order of their first appearance."""
         return list(dict.fromkeys(e.paper.id for _, entries in self.topics for e in entries))
-
-    @property
-    def updated(self) -> dt.datetime | None:
-        times = [e.updated for _, entries in self.topics for e in entries]
-        return max(times) if times else None
 
 
 def end_of(day: dt.date) -> dt.datetime:
@@ -115,37 +110,41 @@ def topic_entries(
     return list(found.values())
 
 
+#: A listed day as the store gives it: (day, papers listed, when one was last fetched).
+Listed = tuple[dt.date, int, dt.datetime]
+
+
 class Archive:
-    """The archive of one store for one set of public topics; what it computed is kept until
-    the store's papers change. Safe to share between a server's threads."""
+    """The archive of one store for one set of public topics. A day is scored once and kept
+    until its papers change (``store.listed_days``): a fetch rescores the days it touched,
+    not the whole archive. Safe to share between a server's threads."""
 
     def __init__(self, topics: Mapping[str, Topic], weights: Weights = Weights()) -> None:
         self.topics = dict(topics)
         self.weights = weights
         self._lock = threading.Lock()
-        self._version: tuple[dt.datetime | None, tuple[dt.date, ...]] | None = None
-        self._days: dict[dt.date, ArchiveDay] = {}
+        self._days: dict[dt.date, tuple[Listed, ArchiveDay]] = {}
 
-    def refresh(self, store: Store) -> tuple[dt.datetime | None, tuple[dt.date, ...]]:
-        """The store's version (newest snapshot, listed days newest first); what was kept for
-        an older version is dropped."""
-        version = (store.papers_changed_at(), tuple(store.listed_days()))
+    def day(self, store: Store, listed: Listed) -> ArchiveDay:
         with self._lock:
-            if version != self._version:
-                self._version, self._days = version, {}
-        return version
-
-    def day(self, store: Store, day: dt.date) -> ArchiveDay:
+            held = self._days.get(listed[0])
+        if held is not None and held[0] == listed:
+            return held[1]
+        found = self._score(store, listed[0])
         with self._lock:
-            found = self._days.get(day)
-        if found is None:
-            found = self._score(store, day)
-            with self._lock:
-                self._days[day] = found
+            self._days[listed[0]] = (listed, found)
         return found
 
-    def days(self, store: Store, days: Iterable[dt.date]) -> Iterable[ArchiveDay]:
-        return (self.day(store, d) for d in days)
+    def days(self, store: Store, listed: Iterable[Listed]) -> Iterator[ArchiveDay]:
+        """The days, scored as needed (lazily: a feed stops reading when it is full)."""
+        return (self.day(store, one) for one in listed)
+
+    def forget(self, keep: Iterable[dt.date]) -> None:
+        """Drop the days no longer listed (a purged state)."""
+        kept = set(keep)
+        with self._lock:
+            for day in [d for d in self._days if d not in kept]:
+                del self._days[day]
 
     def _score(self, store: Store, day: dt.date) -> ArchiveDay:
         until = end_of(day)

@@ -18,7 +18,6 @@ upvote snapshots, never the clock), and the ETag is a hash of them. Only public 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
@@ -37,7 +36,7 @@ from newsletter.errors import NewsletterError, TemplateError
 from newsletter.models import Topic, Weights
 from newsletter.store import Store
 from newsletter.web import atom
-from newsletter.web.archive import Archive, end_of, topic_entries
+from newsletter.web.archive import Archive, Listed, end_of, topic_entries
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -118,13 +117,12 @@ class ArchiveSite:
     def names(self) -> dict[str, str]:
         return {slug: t.display_name or slug for slug, t in self.topics.items()}
 
-    def paths(self, store: Store) -> list[str]:
-        """Every file of a static build."""
-        _, days = self.archive.refresh(store)
+    def paths(self, listed: Sequence[Listed]) -> list[str]:
+        """Every file of a static build of the listed days."""
         return [
             "archive/index.html",
             STYLESHEET,
-            *(f"archive/{d.isoformat()}/index.html" for d in days),
+            *(f"archive/{day.isoformat()}/index.html" for day, _, _ in listed),
             *(f"topics/{slug}/index.html" for slug in self.topics),
             *(f"topics/{slug}.atom" for slug in self.topics),
             "feed.atom",
@@ -132,40 +130,43 @@ class ArchiveSite:
 
     def build(self, store: Store) -> dict[str, Document]:
         """Every file of a static build, by path."""
+        listed = self._listed(store)
         out: dict[str, Document] = {}
-        for path in self.paths(store):
-            doc = self.document(store, path)
+        for path in self.paths(listed):
+            doc = self._document(store, path, listed)
             if doc is not None:
                 out[path] = doc
         return out
 
     def document(self, store: Store, path: str) -> Document | None:
-        """The document at ``path`` (a file path, as ``file_path`` makes it), or None.
+        """The document at ``path`` (a file path, as ``file_path`` makes it), or None."""
+        return self._document(store, path, self._listed(store))
 
-        Its ``updated`` (Last-Modified) is when the store's papers last changed: a day
-        fetched late (a gap filled) changes older pages too, and a client that revalidates
-        by date alone must not miss it.
-        """
-        changed, days = self.archive.refresh(store)
-        doc = self._document(store, path, days)
-        return None if doc is None else dataclasses.replace(doc, updated=changed)
+    def _listed(self, store: Store) -> list[Listed]:
+        listed = store.listed_days()
+        self.archive.forget(day for day, _, _ in listed)
+        return listed
 
-    def _document(self, store: Store, path: str, days: tuple[dt.date, ...]) -> Document | None:
+    def _document(self, store: Store, path: str, listed: Sequence[Listed]) -> Document | None:
+        """The document; its ``updated`` (Last-Modified) is when its day's papers were last
+        fetched, for a day's page, else when any were: a gap filled late changes the feeds
+        and the index too, and a client that revalidates by date must not miss it."""
+        changed = max((at for _, _, at in listed), default=None)
         if path == STYLESHEET:
             return Document(self._stylesheet(), CSS)
         if path == "archive/index.html":
-            return self._index(store, days)
+            return self._index(store, listed, changed)
         if path == "feed.atom":
-            return self._feed(store, days, None)
+            return self._feed(store, listed, None, changed)
         if found := _DAY_PAGE.fullmatch(path):
-            try:
-                day = dt.date.fromisoformat(found.group(1))
-            except ValueError:
+            days = [day.isoformat() for day, _, _ in listed]
+            if found.group(1) not in days:
                 return None
-            return self._day(store, days, day) if day in days else None
-        for pattern, render in ((_TOPIC_PAGE, self._topic), (_TOPIC_FEED, self._feed)):
-            if (found := pattern.fullmatch(path)) and found.group(1) in self.topics:
-                return render(store, days, found.group(1))
+            return self._day(store, listed, days.index(found.group(1)))
+        if (found := _TOPIC_PAGE.fullmatch(path)) and found.group(1) in self.topics:
+            return self._topic(store, listed, found.group(1), changed)
+        if (found := _TOPIC_FEED.fullmatch(path)) and found.group(1) in self.topics:
+            return self._feed(store, listed, found.group(1), changed)
         return None
 
     # -- the documents ---------------------------------------------------------------------
@@ -191,35 +192,42 @@ class ArchiveSite:
             raise TemplateError(_STYLESHEET_TEMPLATE, None, "template not found") from e
         return source.encode()
 
-    def _index(self, store: Store, days: tuple[dt.date, ...]) -> Document:
-        scored = list(self.archive.days(store, days))
-        rows = [(d.day, len(d.paper_ids)) for d in scored]
-        body = self._page("archive.html.j2", "../", days=rows)
-        return Document(body, HTML, _newest((d.updated for d in scored), days))
+    def _index(
+        self, store: Store, listed: Sequence[Listed], changed: dt.datetime | None
+    ) -> Document:
+        rows = [(d.day, len(d.paper_ids)) for d in self.archive.days(store, listed)]
+        return Document(self._page("archive.html.j2", "../", days=rows), HTML, changed)
 
-    def _day(self, store: Store, days: tuple[dt.date, ...], day: dt.date) -> Document:
-        scored = self.archive.day(store, day)
-        at = days.index(day)
+    def _day(self, store: Store, listed: Sequence[Listed], at: int) -> Document:
+        scored = self.archive.day(store, listed[at])
         body = self._page(
             "archive_day.html.j2",
             "../../",
             day=scored,
             count=len(scored.paper_ids),
-            newer=days[at - 1] if at > 0 else None,
-            older=days[at + 1] if at + 1 < len(days) else None,
+            newer=listed[at - 1][0] if at > 0 else None,
+            older=listed[at + 1][0] if at + 1 < len(listed) else None,
             day_link=False,
         )
-        return Document(body, HTML, scored.updated or end_of(day))
+        return Document(body, HTML, listed[at][2])
 
-    def _topic(self, store: Store, days: tuple[dt.date, ...], slug: str) -> Document:
-        groups = topic_entries(self.archive.days(store, days), slug, self.feed_entries)
+    def _topic(
+        self, store: Store, listed: Sequence[Listed], slug: str, changed: dt.datetime | None
+    ) -> Document:
+        groups = topic_entries(self.archive.days(store, listed), slug, self.feed_entries)
         body = self._page(
             "topic.html.j2", "../../", slug=slug, name=self.names[slug], entries=groups
         )
-        return Document(body, HTML, _newest((g[0].updated for g in groups), days))
+        return Document(body, HTML, changed)
 
-    def _feed(self, store: Store, days: tuple[dt.date, ...], slug: str | None) -> Document:
-        groups = topic_entries(self.archive.days(store, days), slug, self.feed_entries)
+    def _feed(
+        self,
+        store: Store,
+        listed: Sequence[Listed],
+        slug: str | None,
+        changed: dt.datetime | None,
+    ) -> Document:
+        groups = topic_entries(self.archive.days(store, listed), slug, self.feed_entries)
         if slug is None:
             name, title, page = "all", self.title, f"{self.base_url}/archive/"
             subtitle = f"Trending papers on {', '.join(self.names.values())}"
@@ -231,6 +239,8 @@ class ArchiveSite:
                 f"{self.base_url}/topics/{slug}.atom",
             )
             subtitle = f"Trending papers on {self.names[slug]}"
+        # Without entries the feed's <updated> is the end of the newest day (or 1970).
+        empty = end_of(listed[0][0]) if listed else _EPOCH
         body = atom.feed(
             base_url=self.base_url,
             name=name,
@@ -240,17 +250,9 @@ class ArchiveSite:
             page_url=page,
             entries=groups,
             topic_names=self.names,
-            updated=_newest((), days),
+            updated=empty,
         )
-        return Document(body, ATOM, _newest((e.updated for g in groups for e in g), days))
-
-
-def _newest(times: Any, days: tuple[dt.date, ...]) -> dt.datetime:
-    """The newest of ``times``; without any, the end of the newest day (or 1970)."""
-    found: list[dt.datetime] = [t for t in times if t is not None]
-    if found:
-        return max(found)
-    return end_of(days[0]) if days else _EPOCH
+        return Document(body, ATOM, changed)
 
 
 def builtin_templates_dir() -> Path:
