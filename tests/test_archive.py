@@ -28,7 +28,7 @@ from newsletter.models import PaperData, Subscriber
 from newsletter.sources import huggingface
 from newsletter.store import SqliteStore
 from newsletter.web import atom
-from newsletter.web.archive import end_of
+from newsletter.web.archive import ArchiveEntry, end_of
 from newsletter.web.publish import ArchiveSite, archive_routes
 from tests.conftest import HF_API_BY_DATE, fixture_path
 from tests.digests import fixture_digest, render_email, spec
@@ -489,3 +489,54 @@ def test_a_fetch_rescores_only_the_days_it_touched(tmp_path: Path) -> None:
         add_day(store, dt.date.fromisoformat(DAYS[-1]), HF_API_BY_DATE[DAYS[-1]], LATER)
         site.build(store)
         assert store.read == [dt.date.fromisoformat(DAYS[-1])]
+
+
+def test_check_names_a_broken_archive_template_by_file_and_line(tmp_path: Path) -> None:
+    config = make_state(tmp_path)
+    own = tmp_path / "own" / "web"
+    own.mkdir(parents=True)
+    (own / "_archive_paper.html.j2").write_text("<p>\n{{ entry.paper.no_such_field }}</p>\n")
+    config.write_text(
+        config.read_text("utf-8").replace(
+            "  state: state.db\n", "  state: state.db\n  templates_dir: own\n"
+        ),
+        "utf-8",
+    )
+    result = CliRunner().invoke(
+        cli_mod.cli, ["check", "-c", str(config)], env={"NEWSLETTER_SECRET": "s" * 40}
+    )
+    assert result.exit_code == 2
+    assert f"{own / '_archive_paper.html.j2'}:2: UndefinedError" in result.output
+    result = CliRunner().invoke(
+        cli_mod.cli, ["archive", "build", "-c", str(config), "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 2
+    assert f"{own / '_archive_paper.html.j2'}:2: UndefinedError" in result.output
+
+
+def test_feeds_stay_valid_xml_with_hostile_text() -> None:
+    hostile = PaperData(
+        id="2605.09999",
+        title="Vertical\x0btab & <script>alert(1)</script> ]]> \ud800",
+        day=dt.date(2026, 5, 8),
+        abstract="Bell\x07 and <b>bold</b> & more",
+        authors=("A <b>",),
+    )
+    entry = ArchiveEntry(hostile, "llm", 'matched "<x>" in title · 1 upvote', 1.0, LATER)
+    body = atom.feed(
+        base_url="https://papers.example.org",
+        name="all",
+        title="T & <b>",
+        subtitle="s",
+        self_url="https://papers.example.org/feed.atom",
+        page_url="https://papers.example.org/archive/",
+        entries=[[entry]],
+        topic_names={"llm": "L & <b>"},
+        updated=LATER,
+    )
+    parsed = feedparser.parse(body)
+    assert parsed.bozo == 0
+    (got,) = parsed.entries
+    assert got.title == "Vertical tab & <script>alert(1)</script> ]]>"
+    assert "&lt;x&gt;" in got.summary and "&lt;b&gt;bold" in got.summary
+    assert got.author == "A <b>"

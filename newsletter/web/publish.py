@@ -33,10 +33,17 @@ from urllib.parse import urlsplit
 import jinja2
 
 from newsletter.errors import NewsletterError, TemplateError
-from newsletter.models import Topic, Weights
+from newsletter.models import PaperData, Topic, Weights
 from newsletter.store import Store
 from newsletter.web import atom
-from newsletter.web.archive import Archive, Listed, end_of, topic_entries
+from newsletter.web.archive import (
+    Archive,
+    ArchiveDay,
+    ArchiveEntry,
+    Listed,
+    end_of,
+    topic_entries,
+)
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -169,6 +176,41 @@ class ArchiveSite:
             return self._feed(store, listed, found.group(1), changed)
         return None
 
+    def check_templates(self) -> None:
+        """Render every page and the stylesheet once with a sample paper: a broken page
+        template (an operator's) raises ``TemplateError`` naming its file and line."""
+        day = dt.date(2026, 5, 8)
+        paper = PaperData(
+            id="2605.00001",
+            title="A sample paper",
+            day=day,
+            abstract="What it found.",
+            authors=("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"),
+            github_repo="https://github.com/example/sample",
+            project_page="https://example.org/sample",
+        )
+        when = end_of(day)
+        sample = [
+            ArchiveEntry(paper, slug, 'matched "sample" in title · 1 upvote', 1.0, when)
+            for slug in self.topics
+        ]
+        scored = ArchiveDay(day, tuple((e.topic, (e,)) for e in sample))
+        self._stylesheet()
+        self._page("archive.html.j2", "../", days=[(day, 1)])
+        self._page(
+            "archive_day.html.j2",
+            "../../",
+            day=scored,
+            count=1,
+            newer=day,
+            older=day,
+            day_link=False,
+        )
+        for slug in self.topics:
+            self._page(
+                "topic.html.j2", "../../", slug=slug, name=self.names[slug], entries=[sample[:1]]
+            )
+
     # -- the documents ---------------------------------------------------------------------
 
     def _page(self, template: str, root: str, **context: Any) -> bytes:
@@ -182,8 +224,17 @@ class ArchiveSite:
             return self.env.get_template(template).render(context).encode()
         except jinja2.TemplateSyntaxError as e:
             raise TemplateError(e.filename or template, e.lineno, e.message or str(e)) from e
-        except jinja2.TemplateError as e:
-            raise TemplateError(f"{WEB}/{template}", None, f"{type(e).__name__}: {e}") from e
+        except jinja2.TemplateNotFound as e:
+            raise TemplateError(f"{WEB}/{template}", None, f"template not found: {e.name}") from e
+        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as e:
+            # Jinja's traceback frames carry the template's file and line: the innermost.
+            where: tuple[str, int | None] = (f"{WEB}/{template}", None)
+            tb = e.__traceback__
+            while tb is not None:
+                if "__jinja_exception__" in tb.tb_frame.f_globals:
+                    where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+                tb = tb.tb_next
+            raise TemplateError(*where, f"{type(e).__name__}: {e}") from e
 
     def _stylesheet(self) -> bytes:
         try:
@@ -308,7 +359,8 @@ def http_url(value: str | None) -> str:
 def respond(doc: Document, if_none_match: str | None, if_modified_since: str | None) -> Reply:
     """200 with the document, or 304 when the client's copy is current (RFC 9110: a
     matching ``If-None-Match`` wins; ``If-Modified-Since`` counts only without one)."""
-    headers = {"ETag": doc.etag, "Cache-Control": "no-cache"}
+    # no-cache: a client asks each time, and a 304 is cheap. nosniff: a feed stays a feed.
+    headers = {"ETag": doc.etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     if doc.updated is not None:
         headers["Last-Modified"] = email.utils.format_datetime(
             doc.updated.astimezone(dt.UTC), usegmt=True
