@@ -32,6 +32,7 @@ from newsletter.web.archive import ArchiveEntry, end_of
 from newsletter.web.publish import ArchiveSite, archive_routes
 from tests.conftest import HF_API_BY_DATE, fixture_path
 from tests.digests import fixture_digest, render_email, spec
+from tests.httpserver import FixtureServer
 
 DAYS = sorted(HF_API_BY_DATE)  # five real days, 2024-05-27 .. 2026-07-31
 NEW_DAY = dt.date(2026, 6, 12)  # a sixth, added to see feeds and ETags move
@@ -540,3 +541,30 @@ def test_feeds_stay_valid_xml_with_hostile_text() -> None:
     assert got.title == "Vertical tab & <script>alert(1)</script> ]]>"
     assert "&lt;x&gt;" in got.summary and "&lt;b&gt;bold" in got.summary
     assert got.author == "A <b>"
+
+
+def test_fetched_from_the_api_then_built(tmp_path: Path, hf_server: FixtureServer) -> None:
+    """The whole way: `fetch` from a real HTTP server answering like huggingface.co, then
+    `archive build`: the day's page lists what the day's topics matched."""
+    config = tmp_path / "subscribers.yaml"
+    config.write_text(
+        CONFIG.replace(
+            "archive:\n",
+            f"sources:\n  huggingface:\n    base_url: {hf_server.url}\n    retries: 0\narchive:\n",
+        ),
+        "utf-8",
+    )
+    runner = CliRunner()
+    fetched = runner.invoke(cli_mod.cli, ["fetch", "-c", str(config), "--date", "2026-05-08"])
+    assert fetched.exit_code == 0, fetched.output
+    out = tmp_path / "out"
+    built = runner.invoke(cli_mod.cli, ["archive", "build", "-c", str(config), "--out", str(out)])
+    assert built.exit_code == 0, built.output
+    assert sorted(p.name for p in (out / "archive").iterdir()) == [
+        "2026-05-08",
+        "index.html",
+        "style.css",
+    ]
+    page = (out / "archive/2026-05-08/index.html").read_text("utf-8")
+    assert page.count('<article class="paper">') >= 10
+    assert feedparser.parse((out / "feed.atom").read_bytes()).bozo == 0
