@@ -23,8 +23,8 @@ ATOM = "http://www.w3.org/2005/Atom"
 #: The year in the feeds' own tag ids (and in a paper's whose id names none): fixed, so ids
 #: never change.
 TAG_YEAR = 2026
-#: Authors listed per entry: some papers have hundreds, and a feed is read on phones.
-MAX_AUTHORS = 20
+#: Authors listed per entry: some papers have hundreds; fifty entries stay under 100 KB.
+MAX_AUTHORS = 10
 _NEW_ID = re.compile(r"(\d{2})(\d{2})\.\d{4,5}")
 # What XML 1.0 cannot carry at all, even escaped: a source's stray control character.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
