@@ -337,6 +337,7 @@ Term = Annotated[str, Field(min_length=1), AfterValidator(_check_term)]
 
 class TopicSettings(_Model):
     name: str | None = None  # what the email calls the topic; None: its key (the slug)
+    public: bool = True  # shown in the archive, its feeds and the sign-up form
     keywords: list[Term] = []
     exclude: list[Term] = []
     authors: list[Term] = []
@@ -360,6 +361,13 @@ class TopicSettings(_Model):
 
 
 _DEFAULT_WEIGHTS = models.Weights()
+
+
+class ArchiveSettings(_Model):
+    """The public archive: a page per day and topic, Atom feeds (``web.archive``)."""
+
+    enabled: bool = False  # digests link to their day's page; ``serve`` serves the pages
+    feed_entries: Annotated[int, Field(ge=1, le=500)] = 50  # the newest papers in a feed
 
 
 class WeightSettings(_Model):
@@ -420,6 +428,7 @@ class Config(_Model):
     selection: SelectionSettings = SelectionSettings()
     schedule: Schedule = Schedule()
     server: Server = Server()
+    archive: ArchiveSettings = ArchiveSettings()
     topics: dict[str, TopicSettings]
     subscribers: list[SubscriberSettings]
     # Where the file was read from; relative paths in it are relative to its folder.
@@ -455,6 +464,12 @@ class Config(_Model):
             )
             for name, t in self.topics.items()
         }
+
+    def public_topics(self) -> dict[str, models.Topic]:
+        """The topics anyone may see (``topics.<slug>.public``): the archive's, the feeds'
+        and the sign-up form's."""
+        topics = self.topic_models()
+        return {slug: topics[slug] for slug, t in self.topics.items() if t.public}
 
     def topic_names(self) -> dict[str, str]:
         """The display name of each topic that has one, by slug (``topics.<slug>.name``)."""
@@ -627,6 +642,7 @@ def _semantic_problems(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, 
     topics = data.get("topics")
     known = {str(name) for name in topics} if isinstance(topics, dict) else set()
     yield from _topic_name_problems(topics)
+    yield from _archive_slug_problems(data.get("archive"), topics)
     subscribers = data.get("subscribers")
     if not isinstance(subscribers, list):
         return
@@ -673,6 +689,29 @@ def _topic_name_problems(topics: object) -> Iterable[tuple[tuple[str | int, ...]
             yield ("topics", slug, "name"), f"{name!r} is a heading of its own in the digest"
         elif others:
             yield ("topics", slug, "name"), f"{name!r} is also what topic {others[0]!r} is called"
+
+
+#: What a public topic's slug may be when the archive is on: it names a URL path and a file.
+ARCHIVE_SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?")
+
+
+def _archive_slug_problems(
+    archive: object, topics: object
+) -> Iterable[tuple[tuple[str | int, ...], str]]:
+    """With the archive on, each public topic's key is in a URL and a file name: refuse one
+    that cannot be (spaces, slashes, capitals, dots)."""
+    if not (isinstance(archive, dict) and archive.get("enabled") is True):
+        return
+    if not isinstance(topics, dict):
+        return
+    for slug, topic in topics.items():
+        public = topic.get("public", True) if isinstance(topic, dict) else True
+        if public is not False and not ARCHIVE_SLUG_RE.fullmatch(str(slug)):
+            yield (
+                ("topics", str(slug), "[key]"),
+                f"{str(slug)!r} names the topic's archive page and feed (/topics/<key>/): "
+                "use lower-case letters, digits, - and _ (or set public: false)",
+            )
 
 
 def format_path(loc: Sequence[str | int]) -> str:

@@ -46,6 +46,7 @@ from newsletter.models import WEEKDAYS, Subscriber
 from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.sources import Source
 from newsletter.store import SqliteStore
+from newsletter.web.publish import ArchiveServer
 from newsletter.web.server import UnsubscribeServer
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,7 @@ class Daemon:
             key=key,
             title=lambda: self.config.newsletter.title,
             clock=clock,
+            archive=ArchiveServer(lambda: self.config),
         )
 
     def run(self, now: dt.datetime, keys: set[str]) -> None:

@@ -5,6 +5,7 @@ or recipient, and an exit code (0 success, 1 a run failed, 2 usage or configurat
 Only this package configures logging handlers (``-v``, ``-vv``).
 
 The commands live in modules by what they do: ``run.py`` (preview, send, run),
+``archive.py`` (the static archive),
 ``serve.py``, ``status.py``, ``subscribers.py``, ``check.py`` (with ``preflight.py``) and
 ``fetch.py``. Each imports the stages inside its command, so ``newsletter --help`` loads no
 template engine, SMTP or HTTP client (``tests/test_imports.py``).
@@ -18,7 +19,7 @@ import sys
 import click
 
 from newsletter import __version__
-from newsletter.cli import check, fetch, run, serve, status, subscribers
+from newsletter.cli import archive, check, fetch, run, serve, status, subscribers
 from newsletter.cli.common import abort
 
 
@@ -35,6 +36,7 @@ def cli(verbose: int) -> None:
 
 
 for command in (
+    archive.archive,
     check.check,
     fetch.fetch,
     run.preview,

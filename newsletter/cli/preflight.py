@@ -43,6 +43,13 @@ def problems(config: Config) -> list[str]:
         compose.check_templates(config.templates_path)
     except TemplateError as e:
         found.append(str(e))
+    if config.archive.enabled:
+        from newsletter.web.publish import ArchiveSite
+
+        try:
+            ArchiveSite.from_config(config).check_templates()
+        except TemplateError as e:
+            found.append(str(e))
     try:
         compose.load_masthead(config)  # a DKIM key that cannot sign
     except ConfigError as e:

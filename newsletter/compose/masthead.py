@@ -83,6 +83,9 @@ class Masthead:
     topic_names: Mapping[str, str] = field(default_factory=dict)
     bounce_address: str | None = None  # envelope sender (MAIL FROM); None: the From address
     dkim: DkimKey | None = None
+    #: The public archive's day pages live under it (``archive.enabled``); None: no archive,
+    #: and the digest links to none.
+    archive_url: str | None = None
     #: The From address (also the operator's, in the footer); read per message, so kept.
     address: str = field(init=False)
 
@@ -149,4 +152,5 @@ def load_masthead(config: Config) -> Masthead:
         topic_names=config.topic_names(),
         bounce_address=config.smtp.bounce_address,
         dkim=key,
+        archive_url=f"{settings.base_url}/archive" if config.archive.enabled else None,
     )

@@ -188,6 +188,10 @@ def base_context(
         "topics": masthead.topic_labels(digest.subscriber.topics),
         "day": digest.day,
         "daily_url": f"https://huggingface.co/papers/date/{digest.day.isoformat()}",
+        # The day's page in the public archive; "" when the archive is off.
+        "day_url": (
+            f"{masthead.archive_url}/{digest.day.isoformat()}/" if masthead.archive_url else ""
+        ),
     }
 
 

@@ -253,18 +253,12 @@ class SqliteStore:
                 done.add(day)
         return done
 
-    def trends(self, paper_ids: Iterable[str]) -> dict[str, Trend]:
-        """Upvotes gained per paper between its newest snapshot and an older baseline."""
-        wanted = list(dict.fromkeys(paper_ids))
-        history: dict[str, list[tuple[dt.datetime, int]]] = {}
-        for chunk in _chunks(wanted, 500):
-            marks = ",".join("?" * len(chunk))
-            for pid, fetched_at, upvotes in self.db.execute(
-                f"SELECT paper_id, fetched_at, upvotes FROM snapshots WHERE paper_id IN ({marks}) "
-                "ORDER BY paper_id, fetched_at",
-                chunk,
-            ):
-                history.setdefault(pid, []).append((dt.datetime.fromisoformat(fetched_at), upvotes))
+    def trends(
+        self, paper_ids: Iterable[str], *, until: dt.datetime | None = None
+    ) -> dict[str, Trend]:
+        """Upvotes gained per paper between its newest snapshot and an older baseline;
+        ``until``: from the snapshots taken up to then (the archive scores a past day)."""
+        history = self._snapshots(paper_ids, until)
         out: dict[str, Trend] = {}
         for pid, snaps in history.items():
             if len(snaps) < 2:
@@ -276,6 +270,49 @@ class SqliteStore:
             if hours > 0:
                 out[pid] = Trend(delta=newest - base, hours=hours)
         return out
+
+    def _snapshots(
+        self, paper_ids: Iterable[str], until: dt.datetime | None
+    ) -> dict[str, list[tuple[dt.datetime, int]]]:
+        """Each paper's (taken at, upvotes) snapshots up to ``until`` (None: all), oldest first."""
+        wanted = list(dict.fromkeys(paper_ids))
+        history: dict[str, list[tuple[dt.datetime, int]]] = {}
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            for pid, fetched_at, upvotes in self.db.execute(
+                f"SELECT paper_id, fetched_at, upvotes FROM snapshots WHERE paper_id IN ({marks}) "
+                "ORDER BY paper_id, fetched_at",
+                chunk,
+            ):
+                at = dt.datetime.fromisoformat(fetched_at)
+                if until is None or at <= until:
+                    history.setdefault(pid, []).append((at, upvotes))
+        return history
+
+    def upvotes_at(
+        self, paper_ids: Iterable[str], until: dt.datetime
+    ) -> dict[str, tuple[int, dt.datetime]]:
+        """Each paper's upvotes as of ``until`` and when that snapshot was taken: the newest
+        one up to then, or the first one when every snapshot is later (a day fetched only
+        after it ended)."""
+        out: dict[str, tuple[int, dt.datetime]] = {}
+        for pid, snaps in self._snapshots(paper_ids, None).items():
+            before = [s for s in snaps if s[0] <= until]
+            at, upvotes = before[-1] if before else snaps[0]
+            out[pid] = (upvotes, at)
+        return out
+
+    def listed_days(self) -> list[tuple[dt.date, int, dt.datetime]]:
+        """Every day with papers, newest first: (day, papers listed, when one of them was last
+        fetched). What the archive keeps of a day is good until the last two change."""
+        rows = self.db.execute(
+            "SELECT d.day, COUNT(*), MAX(p.updated_at) FROM paper_days d "
+            "JOIN papers p ON p.id = d.paper_id GROUP BY d.day ORDER BY d.day DESC"
+        )
+        return [
+            (dt.date.fromisoformat(day), count, dt.datetime.fromisoformat(changed))
+            for day, count, changed in rows
+        ]
 
     def sent_ids(self, subscriber: str) -> frozenset[str]:
         rows = self.db.execute(

@@ -22,10 +22,14 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
+
+if TYPE_CHECKING:
+    from newsletter.web.publish import ArchiveServer, Reply
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,9 @@ class UnsubscribeServer:
         key: bytes,
         title: Callable[[], str],
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        archive: ArchiveServer | None = None,
     ) -> None:
+        self.archive = archive  # the public archive's pages and feeds (``web.publish``)
         self.state_path = state_path
         self.key = key
         self.title = title
@@ -123,9 +129,22 @@ class UnsubscribeServer:
         )
         self._reply(handler, 200, _page("Test copy: nothing changed", body))
 
+    def _send(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.path == "/healthz":
             self._reply(handler, 200, b"ok\n")
+            return
+        path = handler.path.split("?", 1)[0]
+        if self.archive is not None and self.archive.serves(path):
+            headers = {name.lower(): value for name, value in handler.headers.items()}
+            self._send(handler, self.archive.get(path, headers))
             return
         if not handler.path.startswith(PREFIX):
             self._reply(handler, 404, _page("Not found", "<p>There is nothing here.</p>"))
