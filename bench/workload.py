@@ -204,6 +204,7 @@ def subscribers(count: int, topic_names: list[str], seed: int = 8) -> Iterator[S
             keywords=keywords,
             exclude=exclude,
             sections=rng.random() < 0.1,
+            id=f"bench{i:07d}",  # what the store's row would give: the links carry it
         )
 
 

@@ -115,6 +115,7 @@ class NewsletterSettings(_Model):
     subject: HeaderText = "{title}: {papers} for {date}"
     dkim: DkimSettings | None = None
     alert_after_days: Annotated[int, Field(ge=1)] = 3
+    description: str = ""  # a sentence or two under the title on the sign-up page
 
     @field_validator("from_")
     @classmethod
@@ -298,6 +299,14 @@ def parse_time(text: str) -> dt.time:
     raise ValueError(f"expected HH:MM (24 h), got {text!r}")
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}") from None
+    return value
+
+
 def _check_time(value: str) -> str:
     parse_time(value)
     return value
@@ -338,6 +347,7 @@ Term = Annotated[str, Field(min_length=1), AfterValidator(_check_term)]
 class TopicSettings(_Model):
     name: str | None = None  # what the email calls the topic; None: its key (the slug)
     public: bool = True  # shown in the archive, its feeds and the sign-up form
+    description: str = ""  # what the sign-up page says about it
     keywords: list[Term] = []
     exclude: list[Term] = []
     authors: list[Term] = []
@@ -414,11 +424,39 @@ class SubscriberSettings(_Model):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}") from None
-        return value
+        return _check_timezone(value)
+
+
+class SignupDefaults(_Model):
+    """What a reader who signs up on the page gets until they change it."""
+
+    timezone: str = "UTC"
+    send_at: str | None = None  # HH:MM local; None: schedule.daily_at
+    max_papers: Annotated[int, Field(ge=1, le=100)] = 10
+    min_upvotes: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: str | None) -> str | None:
+        return None if value is None else _check_time(value)
+
+
+class SignupSettings(_Model):
+    """Readers who sign up themselves (the public pages of ``serve``), and the abuse limits."""
+
+    enabled: bool = False
+    # A confirmation link works this long; a sign-up not confirmed by then is purged.
+    confirm_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 48
+    defaults: SignupDefaults = SignupDefaults()
+    # Sign-ups one client address may post in an hour; more get a 429 page.
+    per_client_per_hour: Annotated[int, Field(ge=1)] = 10
+    # Sign-ups waiting for their confirmation, in all; more get no mail until some clear.
+    max_pending: Annotated[int, Field(ge=1)] = 1000
 
 
 class Config(_Model):
@@ -429,8 +467,9 @@ class Config(_Model):
     schedule: Schedule = Schedule()
     server: Server = Server()
     archive: ArchiveSettings = ArchiveSettings()
+    signup: SignupSettings = SignupSettings()
     topics: dict[str, TopicSettings]
-    subscribers: list[SubscriberSettings]
+    subscribers: list[SubscriberSettings] = []
     # Where the file was read from; relative paths in it are relative to its folder.
     _path: Path = PrivateAttr(default=Path(DEFAULT_PATH))
 

@@ -79,3 +79,31 @@ class SendError(NewsletterError):
         self.recipient = recipient
         self.message = message
         super().__init__(f"{recipient}: {message}")
+
+
+class SubscriberError(NewsletterError):
+    """A subscriber cannot be added as asked: ``email`` names them."""
+
+    def __init__(self, email: str, message: str) -> None:
+        self.email = email
+        self.message = message
+        super().__init__(f"{email}: {message}")
+
+
+class SubscriberExistsError(SubscriberError):
+    """The address is in the store already (compared case-insensitively); ``status`` is its row's."""
+
+    def __init__(self, email: str, status: str) -> None:
+        self.status = status
+        super().__init__(email, f"already a subscriber ({status})")
+
+
+class SubscriberRemovedError(SubscriberError):
+    """The address was removed (``subscribers remove``): it is not added again by mistake."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(
+            email,
+            "was removed from this newsletter; add it again only on purpose "
+            "(`newsletter subscribers add --again`)",
+        )

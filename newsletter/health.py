@@ -49,8 +49,9 @@ def logged(store: Store, kind: str, clock: Clock, run: Callable[[], RunReport]) 
 
 def silence_warning(store: Store, config: Config, now: dt.datetime) -> str | None:
     """A warning when no digest went out for ``alert_after_days`` while subscribers are active."""
-    states = store.states()
-    active = [s for s in config.subscriber_models() if s.key not in states]
+    from newsletter import roster
+
+    active = roster.load(store, config.subscriber_models(), now, write=False).mailed
     if not active:
         return None
     days = config.newsletter.alert_after_days

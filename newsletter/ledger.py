@@ -8,7 +8,7 @@
     rows = run.due(retry_unknown, cap)     pending and deferred rows, within the daily cap
     run.digests(rows, subscribers, ...)    each row's frozen digest, on the run's papers (read
                                            once); a row whose subscriber left (removed,
-                                           unsubscribed, suppressed) cancelled
+                                           paused, unsubscribed, bounced) cancelled
     recorder = run.recorder(rows, ...)     the sender's Events: every transition committed
                                            as it happens; deferred too often -> failed
     run.totals(); run.close()              the day's counts; finished once nothing is left
@@ -99,21 +99,20 @@ class Run:
         self,
         rows: Iterable[LedgerRow],
         subscribers: Iterable[Subscriber],
-        configured: Collection[str],
+        mailed: Collection[str],
         papers: dict[str, PaperData],
     ) -> Iterator[Digest]:
         """Each row's frozen digest, lazily, for the rows whose subscriber is in ``subscribers``
         (this send's), built on ``papers`` (``papers()``). A row whose subscriber is no longer
-        in ``configured`` (the file's addresses) or has a state (unsubscribed, suppressed) is
+        ``mailed`` (the roster's keys: removed, paused, unsubscribed, bounced since) is
         cancelled; any other row is left for the send it is due in."""
         by_key = {s.key: s for s in subscribers}
-        states = self.store.states()
 
         def rebuilt() -> Iterator[Digest]:
             for row in rows:
                 sub = by_key.get(row.subscriber)
                 if sub is None:
-                    if row.subscriber not in configured or row.subscriber in states:
+                    if row.subscriber not in mailed:
                         self.store.finish(
                             self.id,
                             row.subscriber,
@@ -194,7 +193,9 @@ class Recorder:
             paper_ids=msg.email.paper_ids,
         )
         if outcome.suppress:
-            self.store.set_state(key, "suppressed", outcome.detail, self.clock())
+            found = self.store.subscriber_by_email(key)
+            if found is not None:
+                self.store.set_subscriber_status(found.id, "bounced", outcome.detail, self.clock())
         log.log(
             logging.WARNING if outcome.status in ("failed", "unknown") else logging.INFO,
             "digest.%s subscriber=%s detail=%r",

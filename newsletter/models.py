@@ -79,6 +79,9 @@ class Subscriber:
     exclude: tuple[str, ...] = ()  # vetoes a paper in any of their topics
     sections: bool = False  # group the digest by topic
     send_at: dt.time | None = None  # local time of day; None: schedule.daily_at
+    #: The opaque id of the subscriber's row in the store (``SubscriberRecord.id``): the
+    #: manage and unsubscribe links carry it, never the address. "" outside a run.
+    id: str = ""
 
     @property
     def key(self) -> str:
@@ -239,8 +242,103 @@ class Response:
     from_store: bool = False  # the body came from the store (304 Not Modified, or a replay)
 
 
-#: A subscriber who must not get mail, and why: they unsubscribed, or the address bounced.
-SubscriberState = Literal["unsubscribed", "suppressed"]
+#: Where a subscriber is, one list for the whole product: ``pending`` (signed up, not
+#: confirmed: never mailed a digest), ``active`` (mailed), ``paused`` (by the reader, from the
+#: manage page), ``unsubscribed``, ``bounced`` (the address failed), ``complained`` (marked
+#: a digest as spam). Only ``active`` subscribers get digests.
+SubscriberStatus = Literal["pending", "active", "paused", "unsubscribed", "bounced", "complained"]
+SUBSCRIBER_STATUSES: tuple[SubscriberStatus, ...] = (
+    "pending",
+    "active",
+    "paused",
+    "unsubscribed",
+    "bounced",
+    "complained",
+)
+
+#: How a subscriber came: the sign-up page, ``subscribers add``, ``subscribers import``, or
+#: the config file's ``subscribers:`` list (operator-managed: the file's settings win).
+SubscriberSource = Literal["web", "cli", "import", "config"]
+SUBSCRIBER_SOURCES: tuple[SubscriberSource, ...] = ("web", "cli", "import", "config")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberRecord:
+    """A subscriber's row in the store: made by the sign-up page, the ``subscribers``
+    commands and the run (for the file's subscribers), read back by the store; a run mails
+    ``subscriber()`` of the active ones.
+
+    ``id`` is opaque and random (the store makes it when it is ""): links and bounce
+    addresses carry it, never the address. The consent record: ``created_at`` and
+    ``signup_client`` (the sign-up's client address), ``confirmed_at`` and
+    ``confirm_client``; ``reason`` says why the status was last changed.
+    """
+
+    email: str
+    topics: tuple[str, ...]
+    id: str = ""
+    name: str | None = None
+    cadence: Cadence = "daily"
+    max_papers: int = 10
+    min_upvotes: int = 0
+    timezone: str = "UTC"
+    send_at: dt.time | None = None
+    keywords: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sections: bool = False
+    status: SubscriberStatus = "pending"
+    source: SubscriberSource = "web"
+    reason: str = ""
+    created_at: dt.datetime | None = None
+    confirmed_at: dt.datetime | None = None
+    signup_client: str | None = None
+    confirm_client: str | None = None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity: the address, compared case-insensitively (unique in the store)."""
+        return self.email.casefold()
+
+    def subscriber(self) -> Subscriber:
+        """What a run selects and composes for."""
+        return Subscriber(
+            email=self.email,
+            topics=self.topics,
+            name=self.name,
+            cadence=self.cadence,
+            max_papers=self.max_papers,
+            min_upvotes=self.min_upvotes,
+            timezone=self.timezone,
+            keywords=self.keywords,
+            exclude=self.exclude,
+            sections=self.sections,
+            send_at=self.send_at,
+            id=self.id,
+        )
+
+    @classmethod
+    def of(
+        cls, sub: Subscriber, *, status: SubscriberStatus, source: SubscriberSource
+    ) -> SubscriberRecord:
+        """The record for a ``Subscriber`` (a file's, a command line's)."""
+        return cls(
+            email=sub.email,
+            topics=sub.topics,
+            id=sub.id,
+            name=sub.name,
+            cadence=sub.cadence,
+            max_papers=sub.max_papers,
+            min_upvotes=sub.min_upvotes,
+            timezone=sub.timezone,
+            send_at=sub.send_at,
+            keywords=sub.keywords,
+            exclude=sub.exclude,
+            sections=sub.sections,
+            status=status,
+            source=source,
+        )
+
 
 #: A recipient's row in a run's ledger: ``pending`` (to send), ``sending`` (handed to the
 #: server, no answer yet), then ``sent``, ``failed``, ``unknown`` (the server may have it),

@@ -2,7 +2,10 @@
 
     now         = clock()
     day         = options.day or sources.latest_day(sources, now)               (I/O: HTTP)
-    subscribers = config's: --subscriber, due (selection.is_due), without a state (store.states())
+    roster      = roster.load(store, config's subscribers, now)   the store's active readers and
+                                                     the file's (a row each, for its id)
+    subscribers = the roster's mailed: --subscriber, due (selection.is_due); the file's held
+                  ones (paused, unsubscribed, bounced, removed) reported
     spec        = compose.ComposeSpec(templates, compose.load_masthead(config), key, now)
                                                      (reads the DKIM key, if any)
 
@@ -54,7 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from newsletter import compose, ledger, selection, sources
+from newsletter import compose, ledger, roster, selection, sources
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
@@ -101,8 +104,9 @@ class RunReport:
     unknown: dict[str, str] = field(default_factory=dict)
     # A 4xx outlived the retries: the next send or run for the day tries again.
     deferred: dict[str, str] = field(default_factory=dict)
-    unsubscribed: list[str] = field(default_factory=list)  # not mailed
-    bounced: list[str] = field(default_factory=list)  # suppressed after a hard bounce: not mailed
+    unsubscribed: list[str] = field(default_factory=list)  # not mailed (or complained, removed)
+    bounced: list[str] = field(default_factory=list)  # bounced (a hard bounce): not mailed
+    paused: list[str] = field(default_factory=list)  # paused from the manage page: not mailed
     pending: int = 0  # left for a later run (daily cap, or the run was stopped)
     aborted: str | None = None
     # One line per source or day that failed; with the run's own day fetched by no source
@@ -147,11 +151,12 @@ def run_once(
     if day is None:
         log.info("run.no_papers sources=%s", ",".join(s.name for s in group))
         return report
-    subscribers = _recipients(config, options, day, store.states(), report)
+    who = roster.load(store, config.subscriber_models(), now)
+    subscribers = _recipients(config, options, day, who, report)
     spec = compose.ComposeSpec(
         config.templates_path, compose.load_masthead(config), key, now, test_links=options.test
     )
-    job = _Job(config, options, group, store, sender, now, day, spec, report)
+    job = _Job(config, options, group, store, sender, now, day, spec, report, who.keys)
     try:
         if not sender.records_deliveries:
             _preview(job, subscribers)
@@ -164,27 +169,22 @@ def run_once(
 
 
 def _recipients(
-    config: Config,
-    options: RunOptions,
-    day: dt.date,
-    states: dict[str, tuple[str, str]],
-    report: RunReport,
+    config: Config, options: RunOptions, day: dt.date, who: roster.Roster, report: RunReport
 ) -> list[Subscriber]:
-    """The configured subscribers this run is for; those with a state are reported, not mailed."""
-    chosen = []
-    for sub in config.subscriber_models():
+    """The roster's subscribers this run is for; the file's held ones are reported, not mailed."""
+
+    def wanted(sub: Subscriber) -> bool:
         if options.only is not None and sub.key != options.only.casefold():
-            continue
+            return False
         if options.keys is not None and sub.key not in options.keys:
-            continue
-        if options.due_only and not selection.is_due(sub, day, config.schedule.weekly_on):
-            continue
-        if sub.key in states:
-            unsubscribed = states[sub.key][0] == "unsubscribed"
-            (report.unsubscribed if unsubscribed else report.bounced).append(sub.email)
-            continue
-        chosen.append(sub)
-    return chosen
+            return False
+        return not options.due_only or selection.is_due(sub, day, config.schedule.weekly_on)
+
+    for sub, status in who.held:
+        if wanted(sub):
+            held = {"bounced": report.bounced, "paused": report.paused}
+            held.get(status, report.unsubscribed).append(sub.email)
+    return [sub for sub in who.mailed if wanted(sub)]
 
 
 def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
@@ -229,9 +229,8 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
                 send_empty=config.selection.send_empty,
             )
         rows = run.due(retry_unknown=options.retry_unknown, daily_cap=config.smtp.daily_cap)
-        configured = {s.key for s in config.subscriber_models()}
         papers = run.papers()
-        digests = run.digests(rows, subscribers, configured, papers)
+        digests = run.digests(rows, subscribers, job.mailed, papers)
         recorder = run.recorder(
             rows, max_deferrals=config.smtp.max_deferrals, progress=options.progress
         )
@@ -276,6 +275,7 @@ class _Job:
     day: dt.date
     spec: compose.ComposeSpec
     report: RunReport
+    mailed: frozenset[str]  # everyone the roster mails, not only this run's
 
     def match(self, subscribers: list[Subscriber]) -> tuple[Selecting, Iterator[Request]]:
         """Fetch what the subscribers' windows need and match once (eagerly); the requests

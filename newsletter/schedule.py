@@ -36,7 +36,7 @@ from typing import Protocol
 
 from apscheduler.triggers.base import BaseTrigger
 
-from newsletter import compose, wiring
+from newsletter import compose, roster, wiring
 from newsletter import config as config_mod
 from newsletter.config import Config
 from newsletter.deliver import SmtpSender
@@ -46,6 +46,7 @@ from newsletter.models import WEEKDAYS, Subscriber
 from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.sources import Source
 from newsletter.store import SqliteStore
+from newsletter.web import tokens
 from newsletter.web.publish import ArchiveServer
 from newsletter.web.server import UnsubscribeServer
 
@@ -304,8 +305,18 @@ class Scheduler:
 # -- one run per day due: ``newsletter run`` and the daemon ------------------------------
 
 
-def groups_of(config: Config) -> dict[Group, list[Subscriber]]:
-    return group_subscribers(config.subscriber_models(), config.schedule.daily_time)
+def groups_of(config: Config, now: dt.datetime | None = None) -> dict[Group, list[Subscriber]]:
+    """The send-time groups of everyone mailed: the file's subscribers and the state's
+    readers (read from the state file, if there is one)."""
+    return group_subscribers(mailed(config, now or SYSTEM_CLOCK()), config.schedule.daily_time)
+
+
+def mailed(config: Config, now: dt.datetime) -> list[Subscriber]:
+    """The roster's subscribers, read without writing (a state file not there: the file's)."""
+    if not config.state_path.exists():
+        return config.subscriber_models()
+    with SqliteStore(config.state_path, read_only=True) as store:
+        return roster.load(store, config.subscriber_models(), now, write=False).mailed
 
 
 def unfinished(config: Config, day: dt.date) -> set[str]:
@@ -363,14 +374,15 @@ class Daemon:
         self,
         path: Path,
         config: Config,
-        key: bytes,
+        key: tokens.Keys,
         *,
         clock: Clock = SYSTEM_CLOCK,
         echo: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.path = path
         self.config = config
-        self.key = key
+        self.keys = (key,) if isinstance(key, bytes) else tuple(key)
+        self.key = self.keys[0]  # signs; the web pages verify with every one
         self.clock = clock
         self.echo = echo
         self.lock = threading.Lock()  # guards config and the current sender
@@ -384,7 +396,7 @@ class Daemon:
             config.server.host,
             config.server.port,
             state_path=config.state_path,
-            key=key,
+            key=self.keys,
             title=lambda: self.config.newsletter.title,
             clock=clock,
             archive=ArchiveServer(lambda: self.config),

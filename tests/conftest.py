@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -134,3 +136,19 @@ def require(ok: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: a missing tool fails the run; see .ci/apt-packages)")
     pytest.skip(reason)
+
+
+def hold(store: Any, email: str, status: str, reason: str, now: dt.datetime) -> None:
+    """Give a subscriber a status other than active (a ``config`` row when they have none)."""
+    from newsletter.models import SubscriberRecord
+
+    row = store.subscriber_by_email(email)
+    if row is None:
+        row = SubscriberRecord(email, (), source="config", status="active")
+        row = store.add_subscriber(row, now=now)
+    store.set_subscriber_status(row.id, status, reason, now)
+
+
+def held(store: Any) -> dict[str, tuple[str, str]]:
+    """The subscribers who are not mailed, casefolded: address -> (status, reason)."""
+    return {r.key: (r.status, r.reason) for r in store.subscribers() if r.status != "active"}

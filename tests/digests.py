@@ -26,6 +26,7 @@ MASTHEAD = compose.Masthead(
 NOW = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.UTC)
 # An & in the URL shows that it is escaped in the HTML (as &amp;) and verbatim in the text.
 UNSUBSCRIBE_URL = "https://papers.example.org/unsubscribe/YWRh.c2ln?x=1&y=2"
+MANAGE_URL = "https://papers.example.org/manage/bWFu.c2ln?x=1&y=2"
 
 
 def spec(templates_dir: Path | None = None, **changes: Any) -> compose.ComposeSpec:
@@ -43,10 +44,13 @@ def render_email(
     composer: compose.Composer | None = None,
     *,
     url: str = UNSUBSCRIBE_URL,
+    manage_url: str = MANAGE_URL,
     limit: int | None = None,
 ) -> Email:
     """The email the composer (a fresh fast one by default) makes of the digest."""
-    return (composer or compose.Composer(spec())).email(digest, unsubscribe_url=url, limit=limit)
+    return (composer or compose.Composer(spec())).email(
+        digest, unsubscribe_url=url, manage_url=manage_url, limit=limit
+    )
 
 
 def elements(html: str) -> list[tuple[str, dict[str, str], str]]:
@@ -81,7 +85,9 @@ def paper(**fields: Any) -> PaperData:
 def load_digest(path: Path = DATA / "golden_digest.json") -> Digest:
     data = json.loads(path.read_text(encoding="utf-8"))
     sub = data["subscriber"]
-    subscriber = Subscriber(email=sub["email"], name=sub.get("name"), topics=tuple(sub["topics"]))
+    subscriber = Subscriber(
+        email=sub["email"], name=sub.get("name"), topics=tuple(sub["topics"]), id="golden0001"
+    )
     picks = tuple(
         Pick(paper(**p["paper"]), p["topic"], p["keyword"], p["field"], p["reason"])
         for p in data["picks"]
@@ -98,7 +104,8 @@ def fixture_digest(name: str, *, email: str = "reader@example.org", limit: int =
         Pick(p, "ml", "model", "abstract", f'matched "model" in abstract · {p.upvotes} upvotes')
         for p in papers[:limit]
     )
-    return Digest(Subscriber(email=email, topics=("ml",), name="Reader"), papers[0].day, picks)
+    reader = Subscriber(email=email, topics=("ml",), name="Reader", id="reader0001")
+    return Digest(reader, papers[0].day, picks)
 
 
 HOSTILE_TITLE = (
@@ -141,6 +148,9 @@ def hostile_digest() -> Digest:
         Pick(second, "diffusion", "diffusion", "abstract", "matched in abstract"),
     )
     subscriber = Subscriber(
-        email="eve@example.org", topics=("diffusion", "<b>topic</b>"), name=HOSTILE_NAME
+        email="eve@example.org",
+        topics=("diffusion", "<b>topic</b>"),
+        name=HOSTILE_NAME,
+        id="hostile01",
     )
     return Digest(subscriber, day, picks)

@@ -12,6 +12,7 @@ a human to look at.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import shutil
 import struct
@@ -25,7 +26,7 @@ from click.testing import CliRunner
 
 from newsletter import cli as cli_mod
 from newsletter import compose
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, held, require
 from tests.digests import (
     HOSTILE_NAME,
     MASTHEAD,
@@ -334,18 +335,21 @@ def test_text_keeps_its_contrast(
 
 def test_the_unsubscribe_button_sends_one_click(browser: Any, tmp_path: Path) -> None:
     """The confirm page's form, submitted by a real browser, is a valid one-click POST."""
+    from newsletter.models import SubscriberRecord
     from newsletter.store import SqliteStore
     from newsletter.web.server import UnsubscribeServer
     from newsletter.web.tokens import make_token
 
     state, key = tmp_path / "state.db", b"browser-test-signing-key-0123456789ab"
-    SqliteStore(state).close()
+    with SqliteStore(state) as store:
+        ada = SubscriberRecord("ada@example.org", ("t",), status="active")
+        sid = store.add_subscriber(ada, now=dt.datetime.now(dt.UTC)).id
     web = UnsubscribeServer("127.0.0.1", 0, state_path=state, key=key, title=lambda: "Papers")
     web.start()
     host, port = web.address
     try:
         page = browser.new_page()
-        page.goto(f"http://{host}:{port}/unsubscribe/{make_token(key, 'ada@example.org')}")
+        page.goto(f"http://{host}:{port}/unsubscribe/{make_token(key, 'unsubscribe', sid)}")
         with page.expect_navigation():
             page.click("button[type=submit]")
         heading = page.inner_text("h1")
@@ -354,4 +358,4 @@ def test_the_unsubscribe_button_sends_one_click(browser: Any, tmp_path: Path) ->
         web.stop()
     assert heading == "You are unsubscribed"
     with SqliteStore(state, read_only=True) as store:
-        assert store.states() == {"ada@example.org": ("unsubscribed", "one-click unsubscribe")}
+        assert held(store) == {"ada@example.org": ("unsubscribed", "one-click unsubscribe")}

@@ -16,7 +16,7 @@ from newsletter import compose
 from newsletter.compose import templates
 from newsletter.compose.templates import HTML_TEMPLATE
 from newsletter.models import Digest, Email, Subscriber
-from tests.digests import UNSUBSCRIBE_URL, fixture_digest, hostile_digest, spec
+from tests.digests import MANAGE_URL, UNSUBSCRIBE_URL, fixture_digest, hostile_digest, spec
 
 BASE = fixture_digest("hf_api_daily_papers_date_2026-05-08_37papers.json", limit=5)
 BUILTIN = templates.builtin_templates_dir()
@@ -32,7 +32,7 @@ def composer(templates_dir: Path | None = None) -> compose.Composer:
 
 
 def do(composer: compose.Composer, digest: Digest) -> Email:
-    return composer.email(digest, unsubscribe_url=UNSUBSCRIBE_URL)
+    return composer.email(digest, unsubscribe_url=UNSUBSCRIBE_URL, manage_url=MANAGE_URL)
 
 
 def test_cards_are_rendered_once_for_many_subscribers() -> None:
@@ -97,7 +97,7 @@ def test_whole_pick_used_means_whole_pick_keys(tmp_path: Path) -> None:
     source = (BUILTIN / "_paper.html.j2").read_text(encoding="utf-8")
     (tmp_path / "_paper.html.j2").write_text(source.replace("Why:", "{{ pick }} Why:"))
     env = composer(tmp_path)
-    named = Subscriber(email="x@example.org", topics=("ml",), name="X")
+    named = Subscriber(email="x@example.org", topics=("ml",), name="X", id="x0001")
     do(env, dataclasses.replace(BASE, subscriber=named))
     others = [dataclasses.replace(p, topic="zebra") for p in BASE.picks]
     assert "zebra" in do(env, dataclasses.replace(BASE, picks=tuple(others))).html

@@ -20,6 +20,7 @@ from newsletter.compose.size import HTML_LIMIT
 from newsletter.compose.templates import CARD_TEMPLATE, HTML_TEMPLATE, TEXT_TEMPLATE
 from newsletter.models import Digest, Email, Subscriber
 from tests.digests import (
+    MANAGE_URL,
     MASTHEAD,
     assert_same_email,
     fixture_digest,
@@ -33,13 +34,13 @@ BUILTIN = templates.builtin_templates_dir()
 
 
 def recipient(digest: Digest, i: int, name: str | None, topics: tuple[str, ...]) -> Digest:
-    sub = Subscriber(email=f"reader{i}@example.org", topics=topics, name=name)
+    sub = Subscriber(email=f"reader{i}@example.org", topics=topics, name=name, id=f"r{i}")
     return dataclasses.replace(digest, subscriber=sub)
 
 
 def do(composer: compose.Composer, digest: Digest, limit: int | None = None) -> Email:
     url = f"https://papers.example.org/unsubscribe/{digest.subscriber.email}?a=1&b=2"
-    return composer.email(digest, unsubscribe_url=url, limit=limit)
+    return composer.email(digest, unsubscribe_url=url, manage_url=MANAGE_URL, limit=limit)
 
 
 def fast(templates_dir: Path | None = None) -> compose.Composer:
@@ -63,8 +64,8 @@ def test_the_builtin_templates_are_split_at_the_recipient() -> None:
     html = split.split(env, HTML_TEMPLATE)
     text = split.split(env, TEXT_TEMPLATE)
     assert html.tested == ("recipient_name",)  # {% if recipient_name %}Hi ...
-    assert html.count == 6  # topics in 3 places, the name, the address, the unsubscribe URL
-    assert text.count == 3  # greeting, footer, unsubscribe URL
+    assert html.count == 7  # topics in 3 places, the name, the address, the two links
+    assert text.count == 4  # greeting, footer, the manage and unsubscribe URLs
     for found in (html, text):
         assert not set(found.reads) & split.RECIPIENT
     assert fast().full_renders == {}
@@ -210,7 +211,9 @@ def test_topic_names_keep_the_rendered_once_path() -> None:
     for i, topics in enumerate([("ml",), ("ml", "rl"), ("rl",), ("ml",)]):
         digest = recipient(BASE, i, "A", topics)
         url = f"https://papers.example.org/unsubscribe/{i}"
-        got, expected = (c.email(digest, unsubscribe_url=url) for c in (shared, alone))
+        got, expected = (
+            c.email(digest, unsubscribe_url=url, manage_url=MANAGE_URL) for c in (shared, alone)
+        )
         assert_same_email(got, expected)
         assert "Machine &lt;learning&gt;" in got.html or topics == ("rl",)
     assert shared.counts().once_renders == 2  # the HTML and the text, once for all four

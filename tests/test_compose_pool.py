@@ -195,14 +195,17 @@ def run_papers() -> list[PaperData]:
 
 def subscriber(i: int) -> Subscriber:
     email = f"reader{i}@example.org"
-    return [
-        Subscriber(email, ("models",)),
-        Subscriber(email, ("vision", "labs"), sections=True, max_papers=5),
-        Subscriber(email, ("nothing",)),  # nothing new
-        Subscriber(email, ("models",), keywords=("reasoning", "agent"), exclude=("video",)),
-        Subscriber(email, ("labs", "models"), min_upvotes=20, sections=True, max_papers=50),
-        Subscriber(email, ("nothing",), keywords=("diffusion", "Video"), name="Zoë"),
-    ][i % 6]
+    return dataclasses.replace(
+        [
+            Subscriber(email, ("models",)),
+            Subscriber(email, ("vision", "labs"), sections=True, max_papers=5),
+            Subscriber(email, ("nothing",)),  # nothing new
+            Subscriber(email, ("models",), keywords=("reasoning", "agent"), exclude=("video",)),
+            Subscriber(email, ("labs", "models"), min_upvotes=20, sections=True, max_papers=50),
+            Subscriber(email, ("nothing",), keywords=("diffusion", "Video"), name="Zoë"),
+        ][i % 6],
+        id=f"reader{i}",
+    )
 
 
 def selecting_and_requests(n: int, *, send_empty: bool = False) -> tuple[Selecting, list[Request]]:

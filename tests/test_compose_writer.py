@@ -23,6 +23,7 @@ from newsletter.compose import mime, qp
 from newsletter.models import Digest, Email, Outgoing
 from tests.digests import (
     HOSTILE_NAME,
+    MANAGE_URL,
     MASTHEAD,
     UNSUBSCRIBE_URL,
     elements,
@@ -101,7 +102,9 @@ def assert_wire_safe(data: bytes) -> None:
 
 
 def rendered(digest: Digest, name: str | None) -> Email:
-    return COMPOSER.email(named(digest, name), unsubscribe_url=UNSUBSCRIBE_URL)
+    return COMPOSER.email(
+        named(digest, name), unsubscribe_url=UNSUBSCRIBE_URL, manage_url=MANAGE_URL
+    )
 
 
 DIGESTS = {
@@ -316,12 +319,14 @@ def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
     digest, recipient_name = DIGESTS[name]
     digest = named(digest, recipient_name)
     for _ in range(2):  # the second time from the caches
-        rendered = COMPOSER.render(digest, unsubscribe_url=UNSUBSCRIBE_URL)
+        rendered = COMPOSER.render(digest, unsubscribe_url=UNSUBSCRIBE_URL, manage_url=MANAGE_URL)
         mail = rendered.email
         assert rendered.html_parts is not None and rendered.text_parts is not None
         assert "".join(rendered.html_parts) == mail.html
         assert "".join(rendered.text_parts) == mail.text
-        assert mail == COMPOSER.email(digest, unsubscribe_url=UNSUBSCRIBE_URL)
+        assert mail == COMPOSER.email(
+            digest, unsubscribe_url=UNSUBSCRIBE_URL, manage_url=MANAGE_URL
+        )
         by_piece = write(
             mime.Writer,
             mail,

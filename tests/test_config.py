@@ -115,7 +115,30 @@ def test_unknown_timezone(tmp_path: Path) -> None:
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
-    assert problems(tmp_path, "topics: {}\n") == ["1: subscribers: required key is missing"]
+    assert problems(tmp_path, "subscribers: []\n") == ["1: topics: required key is missing"]
+
+
+def test_a_file_without_subscribers_is_valid_its_readers_are_in_the_state(
+    tmp_path: Path,
+) -> None:
+    """Readers sign up on the page or are added with `subscribers add`: the file may list none."""
+    path = tmp_path / "c.yaml"
+    path.write_text("topics:\n  t: {keywords: [x]}\n")
+    assert config.load(path).subscribers == []
+
+
+def test_the_signup_settings_and_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("topics:\n  t: {keywords: [x], description: About t}\n")
+    loaded = config.load(path)
+    assert loaded.signup.enabled is False and loaded.signup.confirm_hours == 48
+    assert (loaded.signup.defaults.timezone, loaded.signup.defaults.max_papers) == ("UTC", 10)
+    assert loaded.topics["t"].description == "About t" and loaded.newsletter.description == ""
+    bad = "signup:\n  confirm_hours: 0\n  defaults:\n    timezone: Mars/Base\n"
+    assert problems(tmp_path, bad + "topics:\n  t: {keywords: [x]}\n") == [
+        "2: signup.confirm_hours: input should be greater than or equal to 1, got 0",
+        "4: signup.defaults.timezone: unknown timezone 'Mars/Base'",
+    ]
 
 
 def test_bad_subject_template(tmp_path: Path) -> None:

@@ -49,7 +49,9 @@ def test_a_warning_when_no_digest_went_out_for_alert_after_days(tmp_path: Path) 
             store, cfg, dt.datetime.combine(day(3), dt.time(9), tzinfo=dt.UTC)
         )
         assert warning is not None and warning.startswith("no digest has gone out for 3 days")
-        store.set_state("ada@example.org", "unsubscribed", "test", T0)
+        ada = store.subscriber_by_email("ada@example.org")  # made by the run, for its id
+        assert ada is not None
+        store.set_subscriber_status(ada.id, "unsubscribed", "test", T0)
         assert (
             silence_warning(store, cfg, dt.datetime.combine(day(9), dt.time(9), tzinfo=dt.UTC))
             is None

@@ -19,7 +19,7 @@ from newsletter.compose import pool
 from newsletter.sources import HuggingFaceApi
 from newsletter.sources.http import HttpClient
 from newsletter.store import SqliteStore
-from tests.conftest import fixture_path, ids_in, write_config
+from tests.conftest import fixture_path, hold, ids_in, write_config
 from tests.httpserver import FixtureServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,8 +249,8 @@ def test_preview_and_dry_run_read_the_state_and_leave_it_byte_identical(
     assert fetched.exit_code == 0, fetched.output
     now = dt.datetime.now(dt.UTC)
     with SqliteStore(tmp_path / "state.db") as store:
-        store.set_state("bob@example.org", "unsubscribed", "one-click unsubscribe", now)
-        store.set_state("carl@example.org", "suppressed", "550 5.1.1 No such user", now)
+        hold(store, "bob@example.org", "unsubscribed", "one-click unsubscribe", now)
+        hold(store, "carl@example.org", "bounced", "550 5.1.1 No such user", now)
     state = tmp_path / "state.db"
     before = state.read_bytes()
 

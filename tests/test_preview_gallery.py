@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from newsletter import cli as cli_mod
 from newsletter.compose import templates
 from newsletter.store import SqliteStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, hold
 
 SAMPLE = ROOT / "examples" / "daily-papers-sample.json"
 
@@ -123,8 +123,8 @@ def test_check_reports_an_unusable_dkim_key(tmp_path: Path) -> None:
 def test_gallery_lists_every_subscriber_and_why_some_get_no_email(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     with SqliteStore(tmp_path / "newsletter.db") as store:
-        store.set_state("grace@example.org", "unsubscribed", "one-click unsubscribe", now)
-        store.set_state("ada@example.org", "suppressed", "550 5.1.1 No such user", now)
+        hold(store, "grace@example.org", "unsubscribed", "one-click unsubscribe", now)
+        hold(store, "ada@example.org", "bounced", "550 5.1.1 No such user", now)
     out, _ = run_preview(tmp_path)
     soup = BeautifulSoup((out / "index.html").read_text(encoding="utf-8"), "html.parser")
     rows = [[td.get_text() for td in tr.find_all("td")] for tr in soup.find("tbody").find_all("tr")]

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 
 from newsletter import config, schedule
+from newsletter.models import SubscriberRecord
+from newsletter.store import SqliteStore
 from newsletter.web import tokens
 from tests.clock import FakeClock
 from tests.conftest import fixture_path
@@ -354,7 +356,11 @@ def test_serve_and_run_at_once_never_send_twice(tmp_path: Path, hf: FixtureServe
 def test_tokens_never_reach_the_log_even_at_vv(tmp_path: Path, hf: FixtureServer) -> None:
     web_port = free_port()
     cfg = write_config(tmp_path / "c.yaml", hf, 25, web_port, [("ada@example.org", "08:00")])
-    token = tokens.make_token(KEY, "ada@example.org")
+    with SqliteStore(config.load(cfg).state_path) as store:  # Ada's row, as a first run makes it
+        ada = SubscriberRecord("ada@example.org", ("t",), status="active", source="config")
+        token = tokens.make_token(
+            KEY, "unsubscribe", store.add_subscriber(ada, now=dt.datetime.now(dt.UTC)).id
+        )
     url = f"http://127.0.0.1:{web_port}/unsubscribe/{token}"
     daemon = Daemon(cfg, "-vv")
     try:
@@ -368,8 +374,7 @@ def test_tokens_never_reach_the_log_even_at_vv(tmp_path: Path, hf: FixtureServer
     assert (
         "DEBUG newsletter.web.server http " in log
     )  # the requests are logged, without their token
-    for part in (token, *token.split(".")):
-        assert part not in log
+    assert token not in log
     assert not re.search(r"/unsubscribe/[A-Za-z0-9_.-]{8,}", log), log
 
 

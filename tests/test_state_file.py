@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from newsletter.cli import cli
+from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from tests.conftest import fixture_path, write_config
 from tests.httpserver import FixtureServer
@@ -132,7 +133,10 @@ def test_a_read_only_command_reads_a_read_only_state_file(
     cfg = config(tmp_path)
     state = fetched(cfg)
     with SqliteStore(state) as store:
-        store.set_state("ada@example.org", "unsubscribed", "test", dt.datetime.now(dt.UTC))
+        store.add_subscriber(
+            SubscriberRecord("ada@example.org", ("t",), status="unsubscribed", source="config"),
+            now=dt.datetime.now(dt.UTC),
+        )
     sqlite3.connect(state).execute("PRAGMA journal_mode=DELETE").fetchone()
     with read_only(state):
         result = invoke(cfg, *command)

@@ -11,7 +11,7 @@ import pytest
 
 from newsletter import store as store_package
 from newsletter.errors import StoreError
-from newsletter.models import Digest, PaperData, Pick, Subscriber
+from newsletter.models import Digest, PaperData, Pick, Subscriber, SubscriberRecord
 from newsletter.store import SqliteStore, Store, migrations
 
 NOW = dt.datetime(2026, 5, 8, 12, 0, tzinfo=dt.UTC)
@@ -40,15 +40,21 @@ def test_its_folder_is_never_created(tmp_path: Path) -> None:
 def test_read_only_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with SqliteStore(path, read_only=True) as store:  # not there: an empty state
-        assert store.states() == {} and not store.created
+        assert list(store.subscribers()) == [] and not store.created
     assert list(tmp_path.iterdir()) == []
     with SqliteStore(path) as store:
-        store.set_state("ada@example.org", "unsubscribed", "test", NOW)
+        ada = SubscriberRecord("ada@example.org", ("t",), status="unsubscribed", reason="test")
+        store.add_subscriber(ada, now=NOW)
     sqlite3.connect(path).execute("PRAGMA journal_mode=DELETE").fetchone()
     before = path.read_bytes()
     with pytest.raises(StoreError, match="readonly"), SqliteStore(path, read_only=True) as store:
-        assert store.states() == {"ada@example.org": ("unsubscribed", "test")}
-        store.clear_state("ada@example.org")
+        (found,) = store.subscribers()
+        assert (found.email, found.status, found.reason) == (
+            "ada@example.org",
+            "unsubscribed",
+            "test",
+        )
+        store.set_subscriber_status(found.id, "active", "again", NOW)
     assert path.read_bytes() == before
 
 

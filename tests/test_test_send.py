@@ -6,6 +6,8 @@ A real SMTP server (aiosmtpd), a real SQLite file, and the real unsubscribe endp
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import email
 import email.policy
 import re
@@ -19,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from newsletter.store import SqliteStore
+from newsletter.web import tokens
 from newsletter.web.server import UnsubscribeServer
-from tests.conftest import ids_in
+from tests.conftest import held, ids_in
 from tests.smtpserver import Received, SmtpServer
 from tests.test_preview import body
 from tests.test_send import make_config, send
@@ -74,30 +77,34 @@ def test_a_test_copy_cannot_unsubscribe_the_subscriber(tmp_path: Path, endpoint:
     msg = parse(server.received[0])
     assert msg["To"] == READER  # the subscriber's digest, only the envelope differs
 
-    # Both List-Unsubscribe targets carry a test token, and so does every link in the body.
+    # Both List-Unsubscribe targets carry a test token, and so do both links in the body.
     targets = re.findall(r"<([^>]+)>", str(msg["List-Unsubscribe"]))
     web, mailto = targets
     path = urllib.parse.urlsplit(web).path
-    assert path.startswith("/unsubscribe/test.")
     token = path.removeprefix("/unsubscribe/")
+    assert tokens.read_token(KEY.encode(), token, "test", dt.datetime.now(dt.UTC)) is not None
+    assert tokens.read_token(KEY.encode(), token, "unsubscribe", dt.datetime.now(dt.UTC)) is None
     subject = urllib.parse.parse_qs(urllib.parse.urlsplit(mailto).query)["subject"][0]
     assert subject == f"test unsubscribe {token}"
     for text in (body(msg, "html"), body(msg, "plain")):
-        links = re.findall(r"/unsubscribe/([A-Za-z0-9._-]+)", text)
-        assert links and set(links) == {token}
+        links = re.findall(r"/(unsubscribe|manage)/([A-Za-z0-9._-]+)", text)
+        assert {kind for kind, _ in links} == {"unsubscribe", "manage"}
+        assert {found for _, found in links} == {token}
 
     # The link's page says it is a test, on GET and on the one-click POST, and changes nothing.
     for method in ("GET", "POST"):
         status, page = request(endpoint + path, method)
         assert status == 200, page
-        assert "test copy" in page and "Nothing was changed" in page and READER in page
+        assert "test copy" in page and "Nothing was changed" in page
     assert not (tmp_path / "state.db").exists()  # nothing recorded, not even a state file
 
-    # Relabelled as a real token, the test token is a forgery.
-    real = "/unsubscribe/" + token.removeprefix("test.")
+    # Relabelled as a real token (the purpose byte changed), the test token is a forgery.
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[1:2] = b"u"
+    real = "/unsubscribe/" + base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
     assert request(endpoint + real, "POST")[0] == 400
     with SqliteStore(tmp_path / "state.db") as store:
-        assert store.states() == {}
+        assert held(store) == {}
 
 
 def test_after_the_real_send_a_test_sends_the_digest_they_got(tmp_path: Path) -> None:
@@ -125,4 +132,5 @@ def test_after_the_real_send_a_test_sends_the_digest_they_got(tmp_path: Path) ->
     got = ids_in(body(to_reader[0], "html"))
     assert got and ids_in(body(to_operator[1], "html")) == got
     assert ids_in(body(to_operator[0], "html")) == got  # the same day, the same papers
-    assert "/unsubscribe/test." in str(to_operator[1]["List-Unsubscribe"])
+    test_token = str(to_operator[1]["List-Unsubscribe"]).split("/unsubscribe/")[1].split(">")[0]
+    assert tokens.read_token(KEY.encode(), test_token, "test", dt.datetime.now(dt.UTC)) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
 from newsletter.web.server import MAX_BODY, UnsubscribeServer
+from tests.conftest import held
 
 KEY = b"web-test-signing-key-0123456789abcdef"
 ADA = "ada@example.org"
@@ -30,16 +33,23 @@ def multipart(*fields: tuple[str, str]) -> bytes:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     state = tmp_path / "state.db"
-    SqliteStore(state).close()
+    with SqliteStore(state) as store:
+        ada = store.add_subscriber(SubscriberRecord(ADA, ("t",), status="active"), now=NOW)
     web = UnsubscribeServer(
         "127.0.0.1", 0, state_path=state, key=KEY, title=lambda: "Trending Papers"
     )
     web.start()
     host, port = web.address
     try:
-        yield f"http://{host}:{port}/unsubscribe/{tokens.make_token(KEY, ADA)}", state
+        yield (
+            f"http://{host}:{port}/unsubscribe/{tokens.make_token(KEY, 'unsubscribe', ada.id)}",
+            state,
+        )
     finally:
         web.stop()
+
+
+NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 
 
 def post(url: str, body: bytes, content_type: str | None) -> tuple[int, str]:
@@ -54,7 +64,7 @@ def post(url: str, body: bytes, content_type: str | None) -> tuple[int, str]:
 
 def states(state: Path) -> dict[str, tuple[str, str]]:
     with SqliteStore(state, read_only=True) as store:
-        return store.states()
+        return held(store)
 
 
 @pytest.mark.parametrize(
@@ -98,3 +108,23 @@ def test_the_confirm_page_sends_the_one_click_field(server: tuple[str, Path]) ->
         page = r.read().decode()
     assert '<input type="hidden" name="List-Unsubscribe" value="One-Click">' in page
     assert states(state) == {}  # a GET only asks
+
+
+def test_a_link_in_mail_sent_before_the_upgrade_still_unsubscribes(
+    server: tuple[str, Path],
+) -> None:
+    """Mail already sent carries the old token (the address in base64 and its HMAC)."""
+    url, state = server
+    old = url.rsplit("/", 1)[0] + "/" + tokens.legacy_token(KEY, "ADA@example.org")
+    assert post(old, b"List-Unsubscribe=One-Click", FORM)[0] == 200
+    assert states(state) == {ADA: ("unsubscribed", "one-click unsubscribe")}
+    # One of the file's subscribers who never had a row: the unsubscribe sticks all the same.
+    bob = url.rsplit("/", 1)[0] + "/" + tokens.legacy_token(KEY, "bob@example.org")
+    assert post(bob, b"List-Unsubscribe=One-Click", FORM)[0] == 200
+    assert states(state)["bob@example.org"] == ("unsubscribed", "one-click unsubscribe")
+
+
+def test_a_new_link_names_no_address(server: tuple[str, Path]) -> None:
+    url, _ = server
+    assert "ada" not in url.rsplit("/", 1)[1].lower()
+    assert "YWRh" not in url  # "ada" in base64

@@ -133,21 +133,35 @@ from_option = click.option(
 
 
 def signing_key(config: config_mod.Config, *, preview: bool) -> bytes:
-    """The key that signs unsubscribe links; a preview's is throwaway when it lacks one.
+    """The key that signs the links in the emails (the first of ``signing_keys``)."""
+    return signing_keys(config, preview=preview)[0]
+
+
+def signing_keys(config: config_mod.Config, *, preview: bool) -> tuple[bytes, ...]:
+    """The keys of ``newsletter.secret_env``: the first signs links, every one verifies them;
+    a preview's is throwaway when it lacks them.
 
     A key that is missing or too short is refused (exit 2) by every command that signs
     links someone will use.
     """
     env = config.newsletter.secret_env
-    key = tokens.key_from_env(env, preview=preview)
-    if key is None:
+    keys = tokens.keys_from_env(env, preview=preview)
+    if keys is None:
         problem = tokens.key_problem(env) or f"${env} is not usable"
         raise ConfigError(str(config.path), [f"{config.path}: newsletter.secret_env: {problem}"])
-    return key
+    return keys
 
 
 def check_subscriber(config: config_mod.Config, address: str | None) -> None:
+    """``--subscriber``: an address of the file's, or of a reader in the state."""
     if address is None:
         return
-    if not any(s.email.casefold() == address.casefold() for s in config.subscribers):
-        raise click.UsageError(f"no subscriber {address!r} in {config.path}")
+    if any(s.email.casefold() == address.casefold() for s in config.subscribers):
+        return
+    from newsletter.store import SqliteStore
+
+    if config.state_path.exists():
+        with SqliteStore(config.state_path, read_only=True) as store:
+            if store.subscriber_by_email(address) is not None:
+                return
+    raise click.UsageError(f"no subscriber {address!r} in {config.path} or {config.state_path}")

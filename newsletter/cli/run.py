@@ -275,9 +275,9 @@ def run(config_path: Path, wait: float) -> None:
     key = signing_key(config, preview=False)
     now = now_utc()
     grace = dt.timedelta(minutes=config.schedule.grace_minutes)
-    groups = schedule.groups_of(config)
+    unfinished = schedule.unfinished(config, now.date())  # (upgrades an older state file)
+    groups = schedule.groups_of(config, now)
     due = schedule.due_now(groups, config.schedule.weekly_on, now, grace)
-    unfinished = schedule.unfinished(config, now.date())
     if unfinished:  # today's run stopped early (SMTP down, a deferral): resume it now
         log.info("run.resume day=%s subscribers=%d", now.date(), len(unfinished))
         due.setdefault(now.date(), set()).update(unfinished)

@@ -14,7 +14,7 @@ from newsletter.cli.common import (
     handles_errors,
     load_config,
     open_state,
-    signing_key,
+    signing_keys,
 )
 from newsletter.errors import ConfigError
 
@@ -33,13 +33,13 @@ def serve(config_path: Path) -> None:
     from newsletter import schedule, wiring
 
     config = load_config(config_path)
-    key = signing_key(config, preview=False)
+    keys = signing_keys(config, preview=False)
     wiring.smtp_settings(config)  # a missing password is a config error now, not at 08:00
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
     try:
         daemon = schedule.Daemon(
-            config_path, config, key, echo=lambda line: click.echo(line, err=True)
+            config_path, config, keys, echo=lambda line: click.echo(line, err=True)
         )
     except OSError as e:
         where = f"{config.server.host}:{config.server.port}"

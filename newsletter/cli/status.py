@@ -22,7 +22,7 @@ from newsletter.cli.common import config_option, handles_errors, load_config, no
 @handles_errors
 def status(config_path: Path, runs: int) -> None:
     """Show the last runs, the next send times and whether digests are going out."""
-    from newsletter import schedule
+    from newsletter import roster, schedule
     from newsletter.health import silence_warning
     from newsletter.store import SqliteStore
 
@@ -31,7 +31,8 @@ def status(config_path: Path, runs: int) -> None:
     with SqliteStore(config.state_path, read_only=True) as store:
         history = store.last_runs(runs)
         warning = silence_warning(store, config, now)
-        states = store.states()
+        who = roster.load(store, config.subscriber_models(), now, write=False)
+        pending = store.count_pending()
     click.echo("last runs:")
     if not history:
         click.echo("  none yet")
@@ -48,16 +49,22 @@ def status(config_path: Path, runs: int) -> None:
         )
         click.echo(line + (f"\n    error: {r.error}" if r.error else ""))
     click.echo("next send times:")
-    groups = schedule.groups_of(config)
+    groups = schedule.group_subscribers(who.mailed, config.schedule.daily_time)
     for group, when in schedule.next_fire_times(groups, config.schedule.weekly_on, now):
-        members = sum(1 for s in groups[group] if s.key not in states)  # who will be mailed
+        members = len(groups[group])
         click.echo(
             f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
         )
-    kinds = Counter(states.get(s.email.casefold(), ("active", ""))[0] for s in config.subscribers)
+    kinds = Counter(status for _, status in who.held)
+    more = "".join(
+        f", {n} {kind}"
+        for kind, n in (("paused", kinds["paused"]), ("complained", kinds["complained"]),
+                        ("removed", kinds["removed"]), ("pending confirmation", pending))
+        if n
+    )  # fmt: skip
     click.echo(
-        f"subscribers: {kinds['active']} active, {kinds['unsubscribed']} unsubscribed, "
-        f"{kinds['suppressed']} bounced"
+        f"subscribers: {len(who.mailed)} active, {kinds['unsubscribed']} unsubscribed, "
+        f"{kinds['bounced']} bounced{more}"
     )
     if warning:
         click.echo(f"warning: {warning}", err=True)

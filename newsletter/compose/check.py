@@ -61,7 +61,10 @@ def check_templates(templates_dir: Path | None) -> list[str]:
     for digest in sample_digests():
         for limit in (HTML_LIMIT, 0):  # limit 0: the size guard drops summaries and papers
             composer.render(
-                digest, unsubscribe_url="https://example.org/unsubscribe/x?a=1&b=2", limit=limit
+                digest,
+                unsubscribe_url="https://example.org/unsubscribe/x?a=1&b=2",
+                manage_url="https://example.org/manage/x?a=1&b=2",
+                limit=limit,
             )
     return [
         f"{_where(templates_dir, name)}: cannot be rendered once for many recipients, so each "

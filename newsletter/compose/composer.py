@@ -1,6 +1,7 @@
 """Digest -> Outgoing for one installation: the composer and what it needs (``ComposeSpec``).
 
-    context = templates.base_context(digest, masthead, name, unsubscribe URL)
+    links   = the manage and unsubscribe URLs, tokens of the subscriber's opaque id
+    context = templates.base_context(digest, masthead, name, links)
     html    = size.fit(digest, context, limit, render the HTML)     (fewer papers until it fits)
     text    = the text template, with the papers the HTML kept
     message = the MIME writer (html, text, headers; DKIM when configured)
@@ -46,9 +47,9 @@ class ComposeSpec:
 
     templates_dir: Path | None
     masthead: Masthead
-    key: bytes  # signs the unsubscribe links
+    key: bytes  # signs the manage and unsubscribe links
     now: dt.datetime  # the messages' Date
-    #: A test send: both unsubscribe targets carry a test token, which unsubscribes no one.
+    #: A test send: every link carries a test token, which changes nothing.
     test_links: bool = False
     html_limit: int = HTML_LIMIT  # bytes of HTML on the wire (the size guard)
 
@@ -110,11 +111,16 @@ class Composer:
         self.full_renders: dict[str, str] = {} if reference else self._fast.once.reasons
 
     def compose(self, digest: Digest) -> Outgoing:
-        """The message for the digest's subscriber."""
+        """The message for the digest's subscriber, whose links carry their opaque id."""
         sub = digest.subscriber
-        token = tokens.make_token(self.spec.key, sub.email, test=self.spec.test_links)
-        url = f"{self.spec.masthead.base_url}/unsubscribe/{token}"
-        rendered = self.render(digest, unsubscribe_url=url)
+        if not sub.id:
+            raise ValueError(f"{sub.email}: a digest needs the subscriber's id for its links")
+        test = self.spec.test_links
+        key, base = self.spec.key, self.spec.masthead.base_url
+        token = tokens.make_token(key, "test" if test else "unsubscribe", sub.id)
+        url = f"{base}/unsubscribe/{token}"
+        manage = f"{base}/manage/{tokens.make_token(key, 'test' if test else 'manage', sub.id)}"
+        rendered = self.render(digest, unsubscribe_url=url, manage_url=manage)
         rendered.log(digest)
         return self._writer.write(
             rendered.email,
@@ -125,18 +131,26 @@ class Composer:
             text_parts=rendered.text_parts,
         )
 
-    def email(self, digest: Digest, *, unsubscribe_url: str, limit: int | None = None) -> Email:
-        """The rendered email, as ``compose`` makes it (and logs it) for this link."""
-        rendered = self.render(digest, unsubscribe_url=unsubscribe_url, limit=limit)
+    def email(
+        self, digest: Digest, *, unsubscribe_url: str, manage_url: str, limit: int | None = None
+    ) -> Email:
+        """The rendered email, as ``compose`` makes it (and logs it) for these links."""
+        rendered = self.render(
+            digest, unsubscribe_url=unsubscribe_url, manage_url=manage_url, limit=limit
+        )
         rendered.log(digest)
         return rendered.email
 
-    def render(self, digest: Digest, *, unsubscribe_url: str, limit: int | None = None) -> Rendered:
+    def render(
+        self, digest: Digest, *, unsubscribe_url: str, manage_url: str, limit: int | None = None
+    ) -> Rendered:
         """The email with its HTML <= ``limit`` (default ``spec.html_limit``) bytes on the
         wire; nothing logged."""
         limit = self.spec.html_limit if limit is None else limit
         sub = digest.subscriber
-        base = templates.base_context(digest, self.spec.masthead, sub.name, unsubscribe_url)
+        base = templates.base_context(
+            digest, self.spec.masthead, sub.name, unsubscribe_url, manage_url
+        )
         fitted = fit(digest, base, limit, self._parts.html)
         text, text_parts = self._parts.text(fitted.context)
         for name, body, url in (

@@ -30,7 +30,9 @@ import jinja2.meta
 from jinja2 import nodes
 
 #: What differs between two recipients of the same papers (``digest`` holds the subscriber).
-RECIPIENT = frozenset({"recipient_name", "recipient_email", "unsubscribe_url", "topics", "digest"})
+RECIPIENT = frozenset(
+    {"recipient_name", "recipient_email", "unsubscribe_url", "manage_url", "topics", "digest"}
+)
 
 SLOT = "__nl_slot"
 CAPTURE = "__nl_capture"

@@ -174,7 +174,11 @@ def subject(masthead: Masthead, digest: Digest) -> str:
 
 
 def base_context(
-    digest: Digest, masthead: Masthead, recipient_name: str | None, unsubscribe_url: str
+    digest: Digest,
+    masthead: Masthead,
+    recipient_name: str | None,
+    unsubscribe_url: str,
+    manage_url: str,
 ) -> dict[str, Any]:
     """What both templates see, apart from the papers (``digest``, ``picks``, ``more``)."""
     return {
@@ -185,6 +189,7 @@ def base_context(
         "recipient_name": recipient_name,
         "recipient_email": digest.subscriber.email,
         "unsubscribe_url": unsubscribe_url,
+        "manage_url": manage_url,
         "topics": masthead.topic_labels(digest.subscriber.topics),
         "day": digest.day,
         "daily_url": f"https://huggingface.co/papers/date/{digest.day.isoformat()}",

@@ -1,7 +1,8 @@
 """The state: the ``Store`` protocol, and ``SqliteStore`` (one SQLite file) behind it.
 
 The store keeps data, not rules: papers and their upvote snapshots, fetched days and raw
-responses, sent-history, subscriber states, the send ledger's rows and the run log. What a
+responses, sent-history, subscribers (their status, preferences and consent record; the keyed
+hashes of removed addresses; the sign-up limits' counters), the send ledger's rows and the run log. What a
 row means (when a run is frozen, what is resumed, cancelled or capped) is ``ledger``'s.
 Everything that uses a store (``pipeline``, ``ledger``, ``health``, ``web``, ``cli``,
 ``sources``) asks only for what is here, so a second backend is one more class that has it;
@@ -13,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from newsletter.models import (
+    Cadence,
     Digest,
     LedgerRow,
     LedgerStatus,
@@ -24,10 +26,12 @@ from newsletter.models import (
     Response,
     RunHealth,
     Subscriber,
-    SubscriberState,
+    SubscriberRecord,
+    SubscriberStatus,
     Trend,
 )
 from newsletter.store.sqlite import SqliteStore
+from newsletter.store.subscribers import UNSET, Unset
 
 
 class Store(Protocol):
@@ -69,12 +73,53 @@ class Store(Protocol):
     def last_digest_day(self, subscriber: str) -> dt.date | None: ...
     def last_digest_days(self) -> dict[str, dt.date]: ...
 
-    # subscriber states: who must not get mail, and why
-    def states(self) -> dict[str, tuple[str, str]]: ...
-    def set_state(
-        self, subscriber: str, state: SubscriberState, reason: str, now: dt.datetime
-    ) -> None: ...
-    def clear_state(self, subscriber: str) -> bool: ...
+    # subscribers: readers who signed up, the operator's, the file's (``roster`` merges them)
+    def subscriber_by_id(self, subscriber_id: str) -> SubscriberRecord | None: ...
+    def subscriber_by_email(self, email: str) -> SubscriberRecord | None: ...
+    def subscribers(
+        self, statuses: Collection[SubscriberStatus] | None = None
+    ) -> Iterator[SubscriberRecord]: ...
+    def add_subscriber(
+        self, record: SubscriberRecord, *, now: dt.datetime | None = None, again: bool = False
+    ) -> SubscriberRecord: ...
+    def set_subscriber_status(
+        self, subscriber_id: str, status: SubscriberStatus, reason: str, now: dt.datetime
+    ) -> bool: ...
+    def update_preferences(
+        self,
+        subscriber_id: str,
+        *,
+        now: dt.datetime,
+        topics: Sequence[str] | None = None,
+        cadence: Cadence | None = None,
+        max_papers: int | None = None,
+        min_upvotes: int | None = None,
+        timezone: str | None = None,
+        send_at: dt.time | Unset | None = UNSET,
+        keywords: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        sections: bool | None = None,
+        name: str | Unset | None = UNSET,
+    ) -> SubscriberRecord | None: ...
+    def confirm_subscriber(
+        self, subscriber_id: str, now: dt.datetime, client: str | None
+    ) -> SubscriberRecord | None: ...
+    def remove_subscriber(self, email: str, now: dt.datetime | None = None) -> bool: ...
+    def is_removed(self, email: str) -> bool: ...
+    def purge_pending(self, older_than: dt.datetime) -> int: ...
+    def sync_file_subscribers(
+        self, subscribers: Iterable[Subscriber], now: dt.datetime, *, write: bool = True
+    ) -> dict[str, SubscriberRecord]: ...
+    def readers(self) -> Iterator[Subscriber]: ...
+    def count_pending(self) -> int: ...
+    def address_hash(self, email: str) -> str: ...
+
+    # the sign-up limits, kept in the store so that every process shares them
+    def record_signup_mail(self, address_key: str, now: dt.datetime) -> None: ...
+    def signup_mail_since(self, address_key: str, since: dt.datetime) -> int: ...
+    def record_signup_attempt(self, client: str, now: dt.datetime) -> None: ...
+    def signup_attempts_since(self, client: str, since: dt.datetime) -> int: ...
+    def forget_signup_limits(self, before: dt.datetime) -> int: ...
 
     # the send ledger: one run per day, one row per recipient
     def send_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]: ...
@@ -118,4 +163,4 @@ class Store(Protocol):
     def last_delivery_at(self) -> dt.datetime | None: ...
 
 
-__all__ = ["SqliteStore", "Store"]
+__all__ = ["UNSET", "SqliteStore", "Store", "Unset"]

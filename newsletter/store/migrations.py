@@ -8,6 +8,7 @@ always at one version or the next. A new migration is a new function appended to
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 
@@ -195,6 +196,94 @@ def deferred_ledger_rows(db: sqlite3.Connection) -> None:
     )
 
 
+def subscribers_in_the_store(db: sqlite3.Connection) -> None:
+    """7: subscribers as rows (readers who sign up, the operator's, the file's), with status,
+    source, preferences and consent record; the keyed hashes of removed addresses; what the
+    sign-up limits count; a random key for those hashes. ``subscriber_state`` moves in:
+    ``unsubscribed`` stays, ``suppressed`` becomes ``bounced``; those addresses came from the
+    file (the only subscribers there were), so their source is ``config``."""
+    _run(
+        db,
+        """
+        CREATE TABLE subscribers (
+            id            TEXT PRIMARY KEY,      -- opaque, random: links and VERP carry it
+            email         TEXT NOT NULL,         -- as given
+            key           TEXT NOT NULL UNIQUE,  -- casefolded address
+            name          TEXT,
+            topics        TEXT NOT NULL,         -- JSON list of topic slugs
+            cadence       TEXT NOT NULL CHECK (cadence IN ('daily', 'weekly')),
+            max_papers    INTEGER NOT NULL,
+            min_upvotes   INTEGER NOT NULL,
+            timezone      TEXT NOT NULL,
+            send_at       TEXT,                  -- HH:MM:SS local; NULL: schedule.daily_at
+            keywords      TEXT NOT NULL,         -- JSON list
+            exclude       TEXT NOT NULL,         -- JSON list
+            sections      INTEGER NOT NULL,
+            status        TEXT NOT NULL CHECK (status IN
+                              ('pending', 'active', 'paused', 'unsubscribed', 'bounced',
+                               'complained')),
+            source        TEXT NOT NULL CHECK (source IN ('web', 'cli', 'import', 'config')),
+            reason        TEXT NOT NULL,         -- why the status last changed
+            created_at    TEXT NOT NULL,         -- the consent record: the sign-up ...
+            signup_client TEXT,                  -- ... from this client address
+            confirmed_at  TEXT,                  -- ... confirmed then
+            confirm_client TEXT,                 -- ... from this one
+            updated_at    TEXT NOT NULL
+        )""",
+        "CREATE INDEX subscribers_status ON subscribers(status, created_at)",
+        """
+        CREATE TABLE removed_subscribers (
+            address_hash TEXT PRIMARY KEY,       -- keyed hash of the casefolded address
+            removed_at   TEXT NOT NULL
+        )""",
+        """
+        CREATE TABLE signup_mail (
+            address_hash TEXT NOT NULL,          -- a mail sent because of a sign-up
+            sent_at      TEXT NOT NULL
+        )""",
+        "CREATE INDEX signup_mail_address ON signup_mail(address_hash, sent_at)",
+        """
+        CREATE TABLE signup_attempts (
+            client_hash  TEXT NOT NULL,          -- a sign-up posted from this client
+            at           TEXT NOT NULL
+        )""",
+        "CREATE INDEX signup_attempts_client ON signup_attempts(client_hash, at)",
+        """
+        CREATE TABLE store_meta (
+            name         TEXT PRIMARY KEY,
+            value        BLOB NOT NULL
+        )""",
+        "INSERT INTO store_meta(name, value) VALUES ('hash_key', randomblob(32))",
+    )
+    rows = db.execute(
+        "SELECT subscriber, state, COALESCE(reason, ''), changed_at FROM subscriber_state"
+    )
+    db.executemany(
+        "INSERT INTO subscribers(id, email, key, topics, cadence, max_papers, min_upvotes, "
+        "timezone, keywords, exclude, sections, status, source, reason, created_at, updated_at) "
+        "VALUES (?, ?, ?, '[]', 'daily', 10, 0, 'UTC', '[]', '[]', 0, ?, 'config', ?, ?, ?)",
+        [
+            (
+                new_subscriber_id(),
+                key,
+                key,
+                "bounced" if state == "suppressed" else "unsubscribed",
+                reason,
+                changed,
+                changed,
+            )
+            for key, state, reason, changed in rows.fetchall()
+        ],
+    )
+    db.execute("DROP TABLE subscriber_state")
+
+
+def new_subscriber_id() -> str:
+    """An opaque subscriber id: 72 random bits, 12 URL-safe characters (it fits in a VERP
+    token's 12 bytes)."""
+    return secrets.token_urlsafe(9)
+
+
 MIGRATIONS: Sequence[Migration] = (
     papers_days_snapshots_and_deliveries,
     digests_and_skipped_papers,
@@ -202,6 +291,7 @@ MIGRATIONS: Sequence[Migration] = (
     raw_responses_and_failed_days,
     run_log,
     deferred_ledger_rows,
+    subscribers_in_the_store,
 )
 
 #: The schema version this program writes and reads.

@@ -34,12 +34,12 @@ from newsletter.models import (
     Response,
     RunHealth,
     Subscriber,
-    SubscriberState,
     Trend,
     digest_id,
     merge_papers,
 )
 from newsletter.store import migrations
+from newsletter.store.subscribers import SubscriberRows
 
 #: A trend compares the newest snapshot with one at least this much older, when there is one.
 TREND_BASELINE = dt.timedelta(hours=12)
@@ -48,7 +48,7 @@ TREND_BASELINE = dt.timedelta(hours=12)
 UNFINISHED = ("pending", "deferred")
 
 
-class SqliteStore:
+class SqliteStore(SubscriberRows):
     """The state file, opened for one command; a SQLite error that leaves the ``with`` block
     becomes a ``StoreError`` naming the file (a read-only file, a full disk).
 
@@ -69,6 +69,8 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # A removed subscriber's address must not linger in free pages of the file.
+            self.db.execute("PRAGMA secure_delete=ON")
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(self.path, f"cannot open the state database: {_explained(e)}") from e
@@ -722,31 +724,6 @@ class SqliteStore:
     def last_digest_days(self) -> dict[str, dt.date]:
         rows = self.db.execute("SELECT subscriber, MAX(day) FROM digests GROUP BY subscriber")
         return {key: dt.date.fromisoformat(day) for key, day in rows}
-
-    # -- subscriber states -----------------------------------------------------------------
-
-    def set_state(
-        self, subscriber: str, state: SubscriberState, reason: str, now: dt.datetime
-    ) -> None:
-        self.db.execute(
-            "INSERT INTO subscriber_state(subscriber, state, reason, changed_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(subscriber) DO UPDATE SET state = excluded.state, reason = excluded.reason, "
-            "changed_at = excluded.changed_at",
-            (subscriber.casefold(), state, reason, now.isoformat()),
-        )
-
-    def clear_state(self, subscriber: str) -> bool:
-        cur = self.db.execute(
-            "DELETE FROM subscriber_state WHERE subscriber = ?", (subscriber.casefold(),)
-        )
-        return cur.rowcount > 0
-
-    def states(self) -> dict[str, tuple[str, str]]:
-        """Subscribers who must not get mail: address -> (state, reason)."""
-        rows = self.db.execute(
-            "SELECT subscriber, state, COALESCE(reason, '') FROM subscriber_state"
-        )
-        return {key: (state, reason) for key, state, reason in rows}
 
 
 def _digest_json(digest: Digest) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
 
@@ -54,7 +55,7 @@ class UnsubscribeServer:
         port: int,
         *,
         state_path: Path,
-        key: bytes,
+        key: tokens.Keys,
         title: Callable[[], str],
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         archive: ArchiveServer | None = None,
@@ -105,26 +106,45 @@ class UnsubscribeServer:
         handler.end_headers()
         handler.wfile.write(body)
 
-    def _address(self, handler: BaseHTTPRequestHandler) -> str | None:
+    def _token(self, handler: BaseHTTPRequestHandler) -> str | None:
         path = handler.path.split("?", 1)[0]
-        if not path.startswith(PREFIX):
+        return path[len(PREFIX) :] if path.startswith(PREFIX) else None
+
+    def _address(self, handler: BaseHTTPRequestHandler) -> tuple[str, str | None] | None:
+        """(the address, its subscriber id) an unsubscribe token names (an old link names
+        the address only), or None when it is not a genuine one."""
+        token = self._token(handler)
+        if token is None:
             return None
-        return tokens.verify_token(self.key, path[len(PREFIX) :])
+        claim = tokens.read_token(self.key, token, "unsubscribe", self.clock())
+        if claim is not None:
+            with SqliteStore(self.state_path) as store:
+                row = store.subscriber_by_id(claim.subscriber_id)
+            return None if row is None else (row.email, row.id)
+        address = tokens.read_legacy_token(self.key, token)
+        return None if address is None else (address, None)
 
     def _test_address(self, handler: BaseHTTPRequestHandler) -> str | None:
-        """The address a test copy's token names, or None when it is not a valid test token."""
-        path = handler.path.split("?", 1)[0]
-        if not path.startswith(PREFIX):
+        """The address a test copy's token names ("" when the state has no such row: a test
+        send of a subscriber's first digest), or None when it is not a valid test token."""
+        token = self._token(handler)
+        if token is None:
             return None
-        return tokens.verify_token(self.key, path[len(PREFIX) :], test=True)
+        claim = tokens.read_token(self.key, token, "test", self.clock())
+        if claim is not None:
+            with SqliteStore(self.state_path, read_only=True) as store:
+                row = store.subscriber_by_id(claim.subscriber_id)
+            return "" if row is None else row.email
+        return tokens.read_legacy_token(self.key, token, test=True)
 
     def _test_page(self, handler: BaseHTTPRequestHandler, address: str) -> None:
         title = self.title()
+        whose = f" for <strong>{html.escape(address)}</strong>" if address else ""
+        who = html.escape(address) if address else "the subscriber"
         body = (
             f"<p>This link comes from a <strong>test copy</strong> of {html.escape(title)} "
-            f"(<code>newsletter send --test</code>) of the digest for "
-            f"<strong>{html.escape(address)}</strong>.</p>"
-            f"<p>Nothing was changed: {html.escape(address)} stays subscribed. In the real "
+            f"(<code>newsletter send --test</code>) of the digest{whose}.</p>"
+            f"<p>Nothing was changed: {who} stays subscribed. In the real "
             "email this link unsubscribes its recipient.</p>"
         )
         self._reply(handler, 200, _page("Test copy: nothing changed", body))
@@ -149,14 +169,15 @@ class UnsubscribeServer:
         if not handler.path.startswith(PREFIX):
             self._reply(handler, 404, _page("Not found", "<p>There is nothing here.</p>"))
             return
-        address = self._address(handler)
-        if address is None:
+        found = self._address(handler)
+        if found is None:
             test = self._test_address(handler)
             if test is not None:
                 self._test_page(handler, test)
                 return
             self._reply(handler, 400, _invalid())
             return
+        address = found[0]
         title = self.title()
         body = (
             f"<p>Stop sending {html.escape(title)} to <strong>{html.escape(address)}</strong>?</p>"
@@ -171,8 +192,8 @@ class UnsubscribeServer:
         form = b""
         if length.isdigit() and 0 < int(length) <= MAX_BODY:
             form = handler.rfile.read(int(length))
-        address = self._address(handler) if handler.path.startswith(PREFIX) else None
-        if address is None:
+        found = self._address(handler) if handler.path.startswith(PREFIX) else None
+        if found is None:
             test = self._test_address(handler)
             if test is not None:
                 self._test_page(handler, test)  # a test copy never unsubscribes anyone
@@ -183,11 +204,31 @@ class UnsubscribeServer:
             log.info("unsubscribe.refused reason=not_one_click")
             self._reply(handler, 400, _not_one_click())
             return
+        address, subscriber_id = found
         # A connection per request: the server's threads never share one.
         with SqliteStore(self.state_path) as store:
-            states = store.states()
-            if states.get(address, ("",))[0] != "unsubscribed":
-                store.set_state(address, "unsubscribed", "one-click unsubscribe", self.clock())
+            row = (
+                store.subscriber_by_id(subscriber_id)
+                if subscriber_id
+                else store.subscriber_by_email(address)
+            )
+            if row is None and not store.is_removed(address):
+                # an old link of the file's subscriber, before their first run
+                store.add_subscriber(
+                    SubscriberRecord(
+                        email=address,
+                        topics=(),
+                        status="unsubscribed",
+                        source="config",
+                        reason="one-click unsubscribe",
+                    ),
+                    now=self.clock(),
+                )
+                log.info("unsubscribe.done subscriber=%s", address)
+            elif row is not None and row.status != "unsubscribed":
+                store.set_subscriber_status(
+                    row.id, "unsubscribed", "one-click unsubscribe", self.clock()
+                )
                 log.info("unsubscribe.done subscriber=%s", address)
         title = self.title()
         body = f"<p><strong>{html.escape(address)}</strong> will get no more emails from {html.escape(title)}.</p>"
