@@ -324,3 +324,14 @@ def test_the_readers_a_run_reads_are_the_records_subscribers(store: SqliteStore)
     roster.load(store, [file_sub("file@example.org")], NOW)  # a config row: not a reader
     expected = [r.subscriber() for r in store.subscribers(["active"]) if r.source != "config"]
     assert len(expected) == 3 and list(store.readers()) == expected
+
+
+def test_adding_several_is_all_or_none(store: SqliteStore) -> None:
+    store.add_subscriber(reader("old@example.org", status="active", source="cli"), now=NOW)
+    batch = [reader("new@example.org", source="import"), reader("OLD@example.org", source="import")]
+    with pytest.raises(SubscriberExistsError):
+        store.add_subscribers(batch, now=NOW)
+    assert [r.email for r in store.subscribers()] == ["old@example.org"]
+    added = store.add_subscribers(batch[:1], now=NOW)
+    assert [r.email for r in added] == ["new@example.org"] and added[0].id
+    assert store.subscriber_by_email("new@example.org") == added[0]

@@ -82,6 +82,9 @@ class Store(Protocol):
     def add_subscriber(
         self, record: SubscriberRecord, *, now: dt.datetime | None = None, again: bool = False
     ) -> SubscriberRecord: ...
+    def add_subscribers(
+        self, records: Sequence[SubscriberRecord], *, now: dt.datetime
+    ) -> list[SubscriberRecord]: ...
     def set_subscriber_status(
         self, subscriber_id: str, status: SubscriberStatus, reason: str, now: dt.datetime
     ) -> bool: ...

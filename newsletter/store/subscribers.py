@@ -122,34 +122,47 @@ class SubscriberRows:
         ``SubscriberExistsError``; one removed before raises ``SubscriberRemovedError`` unless
         ``again`` (the operator adds it back on purpose, which forgets the removal).
         """
+        with self._tx():
+            return self._insert(record, now, again)
+
+    def add_subscribers(
+        self, records: Sequence[SubscriberRecord], *, now: dt.datetime
+    ) -> list[SubscriberRecord]:
+        """``add_subscriber`` for each record, all or none (``subscribers import``): the
+        first address already here, or removed before, raises and nothing is added."""
+        with self._tx():
+            return [self._insert(record, now, False) for record in records]
+
+    def _insert(
+        self, record: SubscriberRecord, now: dt.datetime | None, again: bool
+    ) -> SubscriberRecord:
         stamp = record.created_at or now
         if stamp is None:
             raise ValueError("add_subscriber needs the record's created_at or now")
         key = record.key
-        with self._tx():
-            existing = self.db.execute(
-                "SELECT status FROM subscribers WHERE key = ?", (key,)
-            ).fetchone()
-            if existing is not None:
-                raise SubscriberExistsError(record.email, existing[0])
-            hashed = self.address_hash(key)
-            removed = self.db.execute(
-                "SELECT 1 FROM removed_subscribers WHERE address_hash = ?", (hashed,)
-            ).fetchone()
-            if removed is not None:
-                if not again:
-                    raise SubscriberRemovedError(record.email)
-                self.db.execute("DELETE FROM removed_subscribers WHERE address_hash = ?", (hashed,))
-            stored = _replace(
-                record,
-                id=record.id or new_subscriber_id(),
-                created_at=stamp,
-                updated_at=record.updated_at or stamp,
-            )
-            self.db.execute(
-                f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
-                (*_row(stored), key),
-            )
+        existing = self.db.execute(
+            "SELECT status FROM subscribers WHERE key = ?", (key,)
+        ).fetchone()
+        if existing is not None:
+            raise SubscriberExistsError(record.email, existing[0])
+        hashed = self.address_hash(key)
+        removed = self.db.execute(
+            "SELECT 1 FROM removed_subscribers WHERE address_hash = ?", (hashed,)
+        ).fetchone()
+        if removed is not None:
+            if not again:
+                raise SubscriberRemovedError(record.email)
+            self.db.execute("DELETE FROM removed_subscribers WHERE address_hash = ?", (hashed,))
+        stored = _replace(
+            record,
+            id=record.id or new_subscriber_id(),
+            created_at=stamp,
+            updated_at=record.updated_at or stamp,
+        )
+        self.db.execute(
+            f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
+            (*_row(stored), key),
+        )
         return stored
 
     def set_subscriber_status(
