@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
+from tests.conftest import fixture_path
 from tests.smtpserver import Faults, SmtpServer
+
+SAVED = "hf_api_daily_papers_date_2026-05-08_37papers.json"
 
 SECRET = "test-signing-key-of-at-least-32-bytes"
 
@@ -371,3 +375,66 @@ def test_remove_keeps_only_a_hash_and_add_again_brings_them_back(tmp_path: Path)
     assert rows(tmp_path) == {"ada@example.org": ("active", "cli", ("llm",), "daily")}
     unknown = cli(cfg, "remove", "nobody@example.org")
     assert unknown.returncode == 0 and "not a subscriber here" in unknown.stdout
+
+
+def _add(store: SqliteStore, address: str, status: str, source: str, when: dt.datetime) -> None:
+    store.add_subscriber(
+        SubscriberRecord(address, ("llm",), status=status, source=source, created_at=when),  # type: ignore[arg-type]
+    )
+
+
+def test_status_counts_every_reader_not_only_the_files(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, signup=False)
+    now = dt.datetime.now(dt.UTC)
+    with SqliteStore(tmp_path / "state.db") as store:
+        for address, status, source in [
+            ("active@example.org", "active", "web"),
+            ("paused@example.org", "paused", "web"),
+            ("unsub@example.org", "unsubscribed", "cli"),
+            ("bounced@example.org", "bounced", "import"),
+            ("complained@example.org", "complained", "web"),
+            ("pending@example.org", "pending", "web"),
+            ("left-the-file@example.org", "active", "config"),  # nobody's: not counted
+            ("FILE@example.org", "paused", "web"),  # the file's: counted once, as the file's
+        ]:
+            _add(store, address, status, source, now)
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", "status", "-c", str(cfg)],
+        env={**os.environ, "NEWSLETTER_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "subscribers: 1 active, 1 unsubscribed, 1 bounced, 2 paused, 1 complained, "
+        "1 pending confirmation\n"
+    ) in result.stdout
+
+
+@pytest.mark.parametrize("command", ["send", "run"])
+def test_send_and_run_purge_sign_ups_never_confirmed(tmp_path: Path, command: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with SmtpServer() as server:
+        cfg = make_config(tmp_path, server.port)
+        if command == "run":  # nobody due whatever the time: no fetch from the network
+            cfg.write_text(cfg.read_text(encoding="utf-8").split("subscribers:")[0])
+        with SqliteStore(tmp_path / "state.db") as store:
+            _add(store, "stale@example.org", "pending", "web", now - dt.timedelta(hours=25))
+            _add(store, "fresh@example.org", "pending", "web", now - dt.timedelta(hours=23))
+        args = (
+            ["--from", str(fixture_path(SAVED)), "--date", "2026-05-08"]
+            if command == "send"
+            else []
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", command, "-c", str(cfg), *args],
+            env={**os.environ, "NEWSLETTER_SECRET": SECRET},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+    assert rows(tmp_path) == {"fresh@example.org": ("pending", "web", ("llm",), "daily")}
+    # Neither was mailed a digest.
+    assert {r.rcpt_tos[0] for r in server.received} <= {"file@example.org"}
