@@ -335,3 +335,19 @@ def test_adding_several_is_all_or_none(store: SqliteStore) -> None:
     added = store.add_subscribers(batch[:1], now=NOW)
     assert [r.email for r in added] == ["new@example.org"] and added[0].id
     assert store.subscriber_by_email("new@example.org") == added[0]
+
+
+def test_the_roster_version_changes_with_every_change_of_a_reader(store: SqliteStore) -> None:
+    seen = [store.roster_version()]
+    row = store.add_subscriber(reader(status="pending"), now=NOW)
+    seen.append(store.roster_version())
+    store.confirm_subscriber(row.id, NOW + dt.timedelta(minutes=1), None)
+    seen.append(store.roster_version())
+    store.set_subscriber_status(row.id, "paused", "by the reader", NOW + dt.timedelta(minutes=2))
+    seen.append(store.roster_version())
+    store.update_preferences(row.id, now=NOW + dt.timedelta(minutes=3), cadence="weekly")
+    seen.append(store.roster_version())
+    store.remove_subscriber(row.email, NOW + dt.timedelta(minutes=4))  # no row, no time
+    seen.append(store.roster_version())
+    assert len(set(seen[:-1])) == len(seen) - 1, seen  # each step changed it
+    assert seen[0] == seen[-1] == (0, "")  # empty again

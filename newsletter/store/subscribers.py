@@ -115,6 +115,15 @@ class SubscriberRows:
         read in well under a second; no record is decoded)."""
         return iter(self.db.execute("SELECT key, source, status FROM subscribers"))
 
+    def roster_version(self) -> tuple[int, str]:
+        """(rows, latest ``updated_at``): changes whenever a subscriber is added, changed or
+        deleted (every change stamps the time of the clock, which moves on). ``serve`` asks
+        every minute whether to regroup its jobs: two columns, no row decoded."""
+        rows, latest = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(updated_at), '') FROM subscribers"
+        ).fetchone()
+        return int(rows), str(latest)
+
     def count_pending(self) -> int:
         return int(
             self.db.execute("SELECT COUNT(*) FROM subscribers WHERE status = 'pending'").fetchone()[
