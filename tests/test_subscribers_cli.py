@@ -438,3 +438,22 @@ def test_send_and_run_purge_sign_ups_never_confirmed(tmp_path: Path, command: st
     assert rows(tmp_path) == {"fresh@example.org": ("pending", "web", ("llm",), "daily")}
     # Neither was mailed a digest.
     assert {r.rcpt_tos[0] for r in server.received} <= {"file@example.org"}
+
+
+def test_unsubscribe_and_resubscribe_work_on_a_readers_status(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, signup=False)
+    now = dt.datetime.now(dt.UTC)
+    with SqliteStore(tmp_path / "state.db") as store:
+        _add(store, "reader@example.org", "active", "web", now)
+        _add(store, "paused@example.org", "paused", "web", now)
+        _add(store, "pending@example.org", "pending", "web", now)
+    done = cli(cfg, "unsubscribe", "Reader@example.org")
+    assert done.returncode == 0, done.stderr
+    assert rows(tmp_path)["reader@example.org"][0] == "unsubscribed"
+    for address in ("reader@example.org", "paused@example.org"):
+        again = cli(cfg, "resubscribe", address)
+        assert again.stdout == f"{address}: active again\n", again.stderr
+        assert rows(tmp_path)[address][0] == "active"
+    pending = cli(cfg, "resubscribe", "pending@example.org")
+    assert "has not confirmed yet" in pending.stdout
+    assert rows(tmp_path)["pending@example.org"][0] == "pending"
