@@ -16,7 +16,9 @@ from newsletter.deliver.events import Outcome
 from newsletter.deliver.smtp import SmtpSender, SmtpSettings
 from newsletter.errors import TemplateError
 from newsletter.models import Outgoing
+from tests.conftest import require
 from tests.smtpserver import SmtpServer
+from tests.test_spamassassin import INFORMATIONAL, MAX_SCORE, SPAMASSASSIN, spam_report
 
 NOW = dt.datetime(2026, 11, 30, 14, 0, tzinfo=dt.UTC)
 MASTHEAD = Masthead(
@@ -151,3 +153,21 @@ def test_the_smtp_sender_delivers_it() -> None:
     assert received.mail_from == "papers@example.org"
     text, _ = bodies(email.message_from_bytes(received.data, policy=email.policy.default))  # type: ignore[arg-type]
     assert CONFIRM in text
+
+
+@pytest.mark.parametrize(("kind", "link"), [("confirm", CONFIRM), ("already", MANAGE)])
+def test_inbox_grade_for_spamassassin(tmp_path: Path, kind: str, link: str) -> None:
+    """Like the digests (``test_spamassassin``): no rule adds points."""
+    require(
+        SPAMASSASSIN is not None, "spamassassin is not installed (apt-get install spamassassin)"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    key = {"confirm": "confirm", "already": "manage"}[kind]
+    message = transactional(kind, "reader@example.net", {key: link}, MASTHEAD, now=NOW)
+    eml = tmp_path / f"{kind}.eml"
+    eml.write_bytes(message.data)
+    score, rules = spam_report(eml, home)
+    assert rules, "no rules reported; is SpamAssassin working?"
+    scoring = {r: p for r, p in rules.items() if p > 0 and r not in INFORMATIONAL}
+    assert score <= MAX_SCORE and scoring == {}, (score, rules)
