@@ -341,8 +341,9 @@ class _Mailer:
         masthead = compose.load_masthead(config)
         hours = config.signup.confirm_hours
         expires = now + dt.timedelta(hours=hours)
+        letters = compose.Transactional(config.templates_path)
         messages = [
-            compose.transactional(
+            letters.compose(
                 "confirm",
                 r.email,
                 {
@@ -352,7 +353,6 @@ class _Mailer:
                 masthead,
                 now=now,
                 confirm_hours=hours,
-                templates_dir=config.templates_path,
             )
             for r in records
         ]

@@ -19,7 +19,7 @@ from newsletter.compose.check import check_templates
 from newsletter.compose.composer import Composer, ComposeSpec
 from newsletter.compose.masthead import DkimKey, Masthead, load_masthead
 from newsletter.compose.pool import compose_many, select_and_compose
-from newsletter.compose.transactional import TransactionalKind, transactional
+from newsletter.compose.transactional import Transactional, TransactionalKind, transactional
 from newsletter.models import Outgoing
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "DkimKey",
     "Masthead",
     "Outgoing",
+    "Transactional",
     "TransactionalKind",
     "check_templates",
     "compose_many",

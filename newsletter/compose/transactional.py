@@ -11,12 +11,14 @@ its own words. They are one person's mail, not a list's: no List-Unsubscribe, no
 HTML, the HTML styled inline: no premailer), signed with DKIM when the digests are, sent by
 the normal ``SmtpSender``. Templates ``confirm.*.j2`` and ``already.*.j2``, overridable file by
 file in ``newsletter.templates_dir`` like the digest's.
+
+    letters = Transactional(templates_dir)       # the templates read once, for many emails
+    message = letters.compose(kind, to, links, masthead, now=now)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 from collections.abc import Mapping
 from email.headerregistry import Address
@@ -25,7 +27,6 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Literal, get_args
 
-import jinja2
 from markupsafe import escape
 
 from newsletter.compose import templates
@@ -44,16 +45,6 @@ SUBJECT: Mapping[str, str] = {
 }
 
 
-@functools.lru_cache(maxsize=4)
-def _env(templates_dir: Path | None) -> jinja2.Environment:
-    """One environment per templates folder, kept by the process (``serve`` mails sign-ups
-    one by one). It checks a template's file before each use, unlike a run's: an operator
-    who edits an override and reloads ``serve`` gets the new one."""
-    env = templates.make_env(templates_dir)
-    env.auto_reload = True
-    return env
-
-
 def transactional(
     kind: str,
     to: str,
@@ -68,55 +59,86 @@ def transactional(
 
     ``now`` is the message's Date (None: the current time, for callers that have no clock
     of their own); ``confirm_hours`` how long the confirmation link works (said in the
-    email when given). A template that leaves out its link is a ``TemplateError``.
+    email when given). A template that leaves out its link is a ``TemplateError``. Reads
+    the templates (a few milliseconds); ``Transactional`` reads them once for many emails.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown transactional email {kind!r} (one of {', '.join(KINDS)})")
-    link = LINK[kind]
-    if link not in links:
-        raise ValueError(f"a {kind!r} email needs the {link!r} link")
-    if one_line(to) != to or "@" not in to:
-        raise ValueError(f"not an email address: {to!r}")
-    when = dt.datetime.now(dt.UTC) if now is None else now
-    subject = header_text(SUBJECT[kind].format(title=masthead.title))
-    context = {
-        "title": masthead.title,
-        "base_url": masthead.base_url,
-        "operator_address": masthead.address,
-        "recipient_email": to,
-        "subject": subject,
-        "confirm_url": links.get("confirm", ""),
-        "manage_url": links.get("manage", ""),
-        "confirm_hours": confirm_hours,
-    }
-    env = _env(templates_dir)
-    bodies: dict[str, str] = {}
-    for part, url in (("html", str(escape(links[link]))), ("txt", links[link])):
-        name = f"{kind}.{part}.j2"
-        bodies[part] = body = templates.render(env, name, context)
-        if url not in body:
-            raise TemplateError(
-                name, None, f"the email has no link to follow (print {{{{ {link}_url }}}})"
-            )
+    return Transactional(templates_dir).compose(
+        kind, to, links, masthead, now=now, confirm_hours=confirm_hours
+    )
 
-    material = "\0".join([kind, to.casefold(), links[link], when.isoformat()])
-    mid = f"<{hashlib.sha256(material.encode()).hexdigest()[:32]}@{masthead.domain}>"
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = masthead.from_header
-    msg["To"] = Address(addr_spec=to)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(when.astimezone(dt.UTC))
-    msg["Message-ID"] = mid
-    # RFC 3834: mail made by a program; vacation responders do not answer it.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(bodies["txt"], subtype="plain", charset="utf-8", cte="quoted-printable")
-    msg.add_alternative(bodies["html"], subtype="html", charset="utf-8", cte="quoted-printable")
-    data = msg.as_bytes()
-    if masthead.dkim is not None:
-        data = masthead.dkim.sign(data)
-    email = Email(
-        to=to, to_name=None, subject=subject, html=bodies["html"], text=bodies["txt"], paper_ids=()
-    )
-    return Outgoing(
-        recipient=to, envelope_from=masthead.envelope_from, message_id=mid, data=data, email=email
-    )
+
+class Transactional:
+    """Sign-up emails from one templates folder, read once (``subscribers import`` mails
+    hundreds); owned by its caller, like a ``Composer``: no cache outlives it."""
+
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        self.env = templates.make_env(templates_dir)
+
+    def compose(
+        self,
+        kind: str,
+        to: str,
+        links: Mapping[str, str],
+        masthead: Masthead,
+        *,
+        now: dt.datetime | None = None,
+        confirm_hours: int | None = None,
+    ) -> Outgoing:
+        """``transactional``'s email."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown transactional email {kind!r} (one of {', '.join(KINDS)})")
+        link = LINK[kind]
+        if link not in links:
+            raise ValueError(f"a {kind!r} email needs the {link!r} link")
+        if one_line(to) != to or "@" not in to:
+            raise ValueError(f"not an email address: {to!r}")
+        when = dt.datetime.now(dt.UTC) if now is None else now
+        subject = header_text(SUBJECT[kind].format(title=masthead.title))
+        context = {
+            "title": masthead.title,
+            "base_url": masthead.base_url,
+            "operator_address": masthead.address,
+            "recipient_email": to,
+            "subject": subject,
+            "confirm_url": links.get("confirm", ""),
+            "manage_url": links.get("manage", ""),
+            "confirm_hours": confirm_hours,
+        }
+        bodies: dict[str, str] = {}
+        for part, url in (("html", str(escape(links[link]))), ("txt", links[link])):
+            name = f"{kind}.{part}.j2"
+            bodies[part] = body = templates.render(self.env, name, context)
+            if url not in body:
+                raise TemplateError(
+                    name, None, f"the email has no link to follow (print {{{{ {link}_url }}}})"
+                )
+        material = "\0".join([kind, to.casefold(), links[link], when.isoformat()])
+        mid = f"<{hashlib.sha256(material.encode()).hexdigest()[:32]}@{masthead.domain}>"
+        msg = EmailMessage(policy=POLICY)
+        msg["From"] = masthead.from_header
+        msg["To"] = Address(addr_spec=to)
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(when.astimezone(dt.UTC))
+        msg["Message-ID"] = mid
+        # RFC 3834: mail made by a program; vacation responders do not answer it.
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(bodies["txt"], subtype="plain", charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(bodies["html"], subtype="html", charset="utf-8", cte="quoted-printable")
+        data = msg.as_bytes()
+        if masthead.dkim is not None:
+            data = masthead.dkim.sign(data)
+        email = Email(
+            to=to,
+            to_name=None,
+            subject=subject,
+            html=bodies["html"],
+            text=bodies["txt"],
+            paper_ids=(),
+        )
+        return Outgoing(
+            recipient=to,
+            envelope_from=masthead.envelope_from,
+            message_id=mid,
+            data=data,
+            email=email,
+        )
