@@ -11,9 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from newsletter.deliver.events import Outcome
     from newsletter.models import Outgoing, SubscriberRecord, SubscriberSource
     from newsletter.store import SqliteStore
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -180,18 +177,14 @@ def roster_held() -> tuple[str, ...]:
 # -- add, import, export, remove ----------------------------------------------------------------
 
 
-def _topics_option(fn: F) -> F:
-    return click.option(
-        "--topics",
-        required=True,
-        help="The topics' slugs (as under topics: in the config), separated by commas.",
-    )(fn)
-
-
 @subscribers.command("add")
 @config_option
 @click.argument("email")
-@_topics_option
+@click.option(
+    "--topics",
+    required=True,
+    help="The topics' slugs (as under topics: in the config), separated by commas.",
+)
 @click.option("--name", help="How the digest greets them (default: no name).")
 @click.option(
     "--cadence",
