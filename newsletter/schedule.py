@@ -13,6 +13,8 @@ The daemon is a thin loop over ``pipeline.run_once``:
     runner:   every group whose send time came -> run_due(...)       one run per UTC day,
               (those due together share one run, so one fetch)       pipeline.run_once
               soon after the start, then every RESUME_EVERY -> resume: the day's unfinished run
+              every REGROUP_EVERY -> regroup: readers who signed up, were added or left since
+              (another process wrote them) join or leave the jobs; a job keeps its next time
     SIGHUP:   reload the config (a broken file is reported, the old one kept)
     SIGTERM:  finish the message in flight, stop
 
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: ``serve`` looks for an unfinished run of the day at least this often (seconds).
 RESUME_EVERY = 15 * 60
+#: ``serve`` looks for readers who joined, changed or left in the state this often (seconds).
+REGROUP_EVERY = 60
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -199,6 +203,8 @@ class Scheduler:
         batch_seconds: float = 2.0,
         resume: Callable[[], None] | None = None,
         resume_every: float = RESUME_EVERY,
+        regroup: Callable[[], None] | None = None,
+        regroup_every: float = REGROUP_EVERY,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.run = run
@@ -206,6 +212,8 @@ class Scheduler:
         self.batch_seconds = batch_seconds
         self.resume = resume
         self.resume_every = dt.timedelta(seconds=resume_every)
+        self.regroup = regroup
+        self.regroup_every = dt.timedelta(seconds=regroup_every)
         self.clock = clock
         self.jobs: dict[str, _Job] = {}
         self.lock = threading.Lock()
@@ -214,7 +222,9 @@ class Scheduler:
         self.runner = threading.Thread(target=self._runner, name="newsletter-runner", daemon=True)
 
     def set_groups(self, groups: Mapping[Group, list[Subscriber]], weekly_on: str) -> None:
-        """Add, replace and remove jobs so they match ``groups`` (on start and on reload)."""
+        """Add, replace and remove jobs so they match ``groups`` (on start, on reload, on a
+        regroup). A job that stays on the same trigger keeps its next run time, also one
+        that came and is not fired yet: a regroup at the send time loses no send."""
         now = self.clock()
         with self.lock:
             wanted = {g.job_id: (g, {s.key for s in members}) for g, members in groups.items()}
@@ -223,7 +233,11 @@ class Scheduler:
                 log.info("schedule.removed job=%s", job_id)
             for job_id, (group, keys) in wanted.items():
                 trigger = trigger_for(group, weekly_on)
-                if job_id not in self.jobs:
+                old = self.jobs.get(job_id)
+                if old is not None and str(old.trigger) == str(trigger):
+                    old.members = keys
+                    continue
+                if old is None:
                     log.info("schedule.added job=%s trigger=%s", job_id, trigger)
                 self.jobs[job_id] = _Job(trigger, keys, trigger.get_next_fire_time(None, now))
         self.wake.set()
@@ -246,6 +260,7 @@ class Scheduler:
         resume_at = self.clock() + dt.timedelta(
             seconds=self.batch_seconds
         )  # a restart resumes soon
+        regroup_at = self.clock() + self.regroup_every
         while not self.stopping.is_set():
             now = self.clock()
             if self._due(now):
@@ -257,9 +272,15 @@ class Scheduler:
                 self._resume()
                 resume_at = self.clock() + self.resume_every
                 continue
+            if self.regroup is not None and now >= regroup_at:
+                self._call(self.regroup, "schedule.regroup_failed")
+                regroup_at = self.clock() + self.regroup_every
+                continue
             times = [j.next_at for j in self._jobs() if j.next_at is not None]
             if self.resume is not None:
                 times.append(resume_at)
+            if self.regroup is not None:
+                times.append(regroup_at)
             until = min(times, default=None)
             self.clock.wait(self.wake, None if until is None else (until - now).total_seconds())
             self.wake.clear()
@@ -296,10 +317,13 @@ class Scheduler:
 
     def _resume(self) -> None:
         assert self.resume is not None
+        self._call(self.resume, "schedule.resume_failed")
+
+    def _call(self, work: Callable[[], None], failed: str) -> None:
         try:
-            self.resume()
+            work()
         except Exception:
-            log.exception("schedule.resume_failed")
+            log.exception(failed)
 
 
 # -- one run per day due: ``newsletter run`` and the daemon ------------------------------
@@ -317,6 +341,15 @@ def mailed(config: Config, now: dt.datetime) -> list[Subscriber]:
         return config.subscriber_models()
     with SqliteStore(config.state_path, read_only=True) as store:
         return roster.load(store, config.subscriber_models(), now, write=False).mailed
+
+
+def roster_version(config: Config) -> object:
+    """What changes whenever a reader of the state is added, changed or deleted (None: no
+    state file yet)."""
+    if not config.state_path.exists():
+        return None
+    with SqliteStore(config.state_path, read_only=True) as store:
+        return store.roster_version()
 
 
 def unfinished(config: Config, day: dt.date) -> set[str]:
@@ -390,7 +423,10 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         grace = config.schedule.grace_minutes * 60
-        self.scheduler = Scheduler(self.run, grace_seconds=grace, resume=self.resume, clock=clock)
+        self.scheduler = Scheduler(
+            self.run, grace_seconds=grace, resume=self.resume, regroup=self.regroup, clock=clock
+        )
+        self.roster_mark: object = None  # the state's readers as the jobs were last made
         # Listens now: a port in use is said before anything else happens.
         self.web = UnsubscribeServer(
             config.server.host,
@@ -449,6 +485,19 @@ class Daemon:
         if keys:
             log.info("run.resume day=%s subscribers=%d", now.date(), len(keys))
             self.run(now, keys)
+
+    def regroup(self) -> None:
+        """The jobs follow the readers who signed up, confirmed, were added or left since
+        they were made (``roster_version`` changed: a page, ``subscribers add``, a bounce)."""
+        with self.lock:
+            config = self.config
+        mark = roster_version(config)
+        if mark == self.roster_mark:
+            return
+        self.roster_mark = mark
+        groups = groups_of(config, self.clock())
+        self.scheduler.set_groups(groups, config.schedule.weekly_on)
+        log.info("schedule.regrouped jobs=%d", len(groups))
 
     def reload(self) -> None:
         """Read the config file again; a broken one is logged and the one loaded before kept."""

@@ -177,7 +177,8 @@ def test_an_unknown_template_name_is_a_warning(tmp_path: Path) -> None:
         "email is rendered in full (slower): _paper.txt.j2 includes or imports another "
         "template (which may print the recipient)",
         f"warning: {mine / 'digest.htm.j2'}: not a template this program uses "
-        "(_paper.html.j2, _paper.txt.j2, digest.html.j2, digest.txt.j2) "
+        "(_paper.html.j2, _paper.txt.j2, already.html.j2, already.txt.j2, confirm.html.j2, "
+        "confirm.txt.j2, digest.html.j2, digest.txt.j2) "
         "and not included by one: it is ignored",
     ]
     assert result.output.endswith(": ok: 3 topics, 3 subscribers\n")

@@ -324,3 +324,30 @@ def test_the_readers_a_run_reads_are_the_records_subscribers(store: SqliteStore)
     roster.load(store, [file_sub("file@example.org")], NOW)  # a config row: not a reader
     expected = [r.subscriber() for r in store.subscribers(["active"]) if r.source != "config"]
     assert len(expected) == 3 and list(store.readers()) == expected
+
+
+def test_adding_several_is_all_or_none(store: SqliteStore) -> None:
+    store.add_subscriber(reader("old@example.org", status="active", source="cli"), now=NOW)
+    batch = [reader("new@example.org", source="import"), reader("OLD@example.org", source="import")]
+    with pytest.raises(SubscriberExistsError):
+        store.add_subscribers(batch, now=NOW)
+    assert [r.email for r in store.subscribers()] == ["old@example.org"]
+    added = store.add_subscribers(batch[:1], now=NOW)
+    assert [r.email for r in added] == ["new@example.org"] and added[0].id
+    assert store.subscriber_by_email("new@example.org") == added[0]
+
+
+def test_the_roster_version_changes_with_every_change_of_a_reader(store: SqliteStore) -> None:
+    seen = [store.roster_version()]
+    row = store.add_subscriber(reader(status="pending"), now=NOW)
+    seen.append(store.roster_version())
+    store.confirm_subscriber(row.id, NOW + dt.timedelta(minutes=1), None)
+    seen.append(store.roster_version())
+    store.set_subscriber_status(row.id, "paused", "by the reader", NOW + dt.timedelta(minutes=2))
+    seen.append(store.roster_version())
+    store.update_preferences(row.id, now=NOW + dt.timedelta(minutes=3), cadence="weekly")
+    seen.append(store.roster_version())
+    store.remove_subscriber(row.email, NOW + dt.timedelta(minutes=4))  # no row, no time
+    seen.append(store.roster_version())
+    assert len(set(seen[:-1])) == len(seen) - 1, seen  # each step changed it
+    assert seen[0] == seen[-1] == (0, "")  # empty again

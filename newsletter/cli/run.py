@@ -183,7 +183,7 @@ def send(
     is recorded in a ledger before the first message goes out, so running it again the same
     day resumes an interrupted send and never sends anyone a digest twice.
     """
-    from newsletter import wiring
+    from newsletter import roster, wiring
     from newsletter.deliver import PreviewSender, SmtpSender
     from newsletter.health import logged, silence_warning
     from newsletter.pipeline import RunOptions, run_once
@@ -209,6 +209,8 @@ def send(
         open_state(config) if sender.records_deliveries else SqliteStore.scratch(config.state_path)
     )
     with state as store, wiring.open_sources(config, from_file, store) as found:
+        if sender.records_deliveries:  # sign-ups never confirmed go first (never mailed)
+            roster.purge(store, now_utc(), config.signup.confirm_hours)
 
         def send_once() -> RunReport:
             return run_once(
@@ -268,12 +270,14 @@ def run(config_path: Path, wait: float) -> None:
     What today's run (UTC) left unsent (SMTP down, deferred) is resumed whatever the send
     times. Running it again sends nothing twice.
     """
-    from newsletter import schedule, wiring
+    from newsletter import roster, schedule, wiring
     from newsletter.deliver import SmtpSender
 
     config = load_config(config_path)
     key = signing_key(config, preview=False)
     now = now_utc()
+    with open_state(config) as store:  # every run, due or not: cron's is the only upkeep
+        roster.purge(store, now, config.signup.confirm_hours)
     grace = dt.timedelta(minutes=config.schedule.grace_minutes)
     unfinished = schedule.unfinished(config, now.date())  # (upgrades an older state file)
     groups = schedule.groups_of(config, now)

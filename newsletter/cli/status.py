@@ -32,7 +32,13 @@ def status(config_path: Path, runs: int) -> None:
         history = store.last_runs(runs)
         warning = silence_warning(store, config, now)
         who = roster.load(store, config.subscriber_models(), now, write=False)
-        pending = store.count_pending()
+        # The file's are counted from the roster; every other row by its own status.
+        kinds = Counter(status for _, status in who.held)
+        kinds.update(
+            status
+            for key, source, status in store.subscriber_statuses()
+            if source != "config" and status != "active" and key not in who.file_keys
+        )
     click.echo("last runs:")
     if not history:
         click.echo("  none yet")
@@ -55,11 +61,10 @@ def status(config_path: Path, runs: int) -> None:
         click.echo(
             f"  {when:%Y-%m-%d %H:%M %Z}  {group.job_id}  ({members} subscriber{'s' if members != 1 else ''})"
         )
-    kinds = Counter(status for _, status in who.held)
     more = "".join(
         f", {n} {kind}"
         for kind, n in (("paused", kinds["paused"]), ("complained", kinds["complained"]),
-                        ("removed", kinds["removed"]), ("pending confirmation", pending))
+                        ("removed", kinds["removed"]), ("pending confirmation", kinds["pending"]))
         if n
     )  # fmt: skip
     click.echo(

@@ -8,6 +8,7 @@ from pathlib import Path
 from newsletter.compose.composer import Composer, ComposeSpec
 from newsletter.compose.masthead import Masthead
 from newsletter.compose.size import HTML_LIMIT
+from newsletter.compose.transactional import KINDS, LINK, transactional
 from newsletter.models import Digest, PaperData, Pick, Subscriber
 
 _SAMPLE = Masthead(
@@ -65,6 +66,18 @@ def check_templates(templates_dir: Path | None) -> list[str]:
                 unsubscribe_url="https://example.org/unsubscribe/x?a=1&b=2",
                 manage_url="https://example.org/manage/x?a=1&b=2",
                 limit=limit,
+            )
+    for kind in KINDS:  # a sign-up's emails, with the link's lifetime said and not
+        for hours in (48, None):
+            url = f"https://example.org/{LINK[kind]}/x?a=1&b=2"
+            transactional(
+                kind,
+                "reader@example.org",
+                {LINK[kind]: url},
+                _SAMPLE,
+                now=spec.now,
+                confirm_hours=hours,
+                templates_dir=templates_dir,
             )
     return [
         f"{_where(templates_dir, name)}: cannot be rendered once for many recipients, so each "

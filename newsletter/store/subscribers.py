@@ -22,7 +22,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from newsletter.errors import SubscriberExistsError, SubscriberRemovedError
-from newsletter.models import Cadence, Subscriber, SubscriberRecord, SubscriberStatus
+from newsletter.models import (
+    Cadence,
+    Subscriber,
+    SubscriberRecord,
+    SubscriberSource,
+    SubscriberStatus,
+)
 from newsletter.store.migrations import new_subscriber_id
 
 
@@ -104,6 +110,20 @@ class SubscriberRows:
                 sid,
             )
 
+    def subscriber_statuses(self) -> Iterator[tuple[str, SubscriberSource, SubscriberStatus]]:
+        """(key, source, status) of every row: what ``status`` counts (100,000 rows are
+        read in well under a second; no record is decoded)."""
+        return iter(self.db.execute("SELECT key, source, status FROM subscribers"))
+
+    def roster_version(self) -> tuple[int, str]:
+        """(rows, latest ``updated_at``): changes whenever a subscriber is added, changed or
+        deleted (every change stamps the time of the clock, which moves on). ``serve`` asks
+        every minute whether to regroup its jobs: two columns, no row decoded."""
+        rows, latest = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(updated_at), '') FROM subscribers"
+        ).fetchone()
+        return int(rows), str(latest)
+
     def count_pending(self) -> int:
         return int(
             self.db.execute("SELECT COUNT(*) FROM subscribers WHERE status = 'pending'").fetchone()[
@@ -122,34 +142,47 @@ class SubscriberRows:
         ``SubscriberExistsError``; one removed before raises ``SubscriberRemovedError`` unless
         ``again`` (the operator adds it back on purpose, which forgets the removal).
         """
+        with self._tx():
+            return self._insert(record, now, again)
+
+    def add_subscribers(
+        self, records: Sequence[SubscriberRecord], *, now: dt.datetime
+    ) -> list[SubscriberRecord]:
+        """``add_subscriber`` for each record, all or none (``subscribers import``): the
+        first address already here, or removed before, raises and nothing is added."""
+        with self._tx():
+            return [self._insert(record, now, False) for record in records]
+
+    def _insert(
+        self, record: SubscriberRecord, now: dt.datetime | None, again: bool
+    ) -> SubscriberRecord:
         stamp = record.created_at or now
         if stamp is None:
             raise ValueError("add_subscriber needs the record's created_at or now")
         key = record.key
-        with self._tx():
-            existing = self.db.execute(
-                "SELECT status FROM subscribers WHERE key = ?", (key,)
-            ).fetchone()
-            if existing is not None:
-                raise SubscriberExistsError(record.email, existing[0])
-            hashed = self.address_hash(key)
-            removed = self.db.execute(
-                "SELECT 1 FROM removed_subscribers WHERE address_hash = ?", (hashed,)
-            ).fetchone()
-            if removed is not None:
-                if not again:
-                    raise SubscriberRemovedError(record.email)
-                self.db.execute("DELETE FROM removed_subscribers WHERE address_hash = ?", (hashed,))
-            stored = _replace(
-                record,
-                id=record.id or new_subscriber_id(),
-                created_at=stamp,
-                updated_at=record.updated_at or stamp,
-            )
-            self.db.execute(
-                f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
-                (*_row(stored), key),
-            )
+        existing = self.db.execute(
+            "SELECT status FROM subscribers WHERE key = ?", (key,)
+        ).fetchone()
+        if existing is not None:
+            raise SubscriberExistsError(record.email, existing[0])
+        hashed = self.address_hash(key)
+        removed = self.db.execute(
+            "SELECT 1 FROM removed_subscribers WHERE address_hash = ?", (hashed,)
+        ).fetchone()
+        if removed is not None:
+            if not again:
+                raise SubscriberRemovedError(record.email)
+            self.db.execute("DELETE FROM removed_subscribers WHERE address_hash = ?", (hashed,))
+        stored = _replace(
+            record,
+            id=record.id or new_subscriber_id(),
+            created_at=stamp,
+            updated_at=record.updated_at or stamp,
+        )
+        self.db.execute(
+            f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
+            (*_row(stored), key),
+        )
         return stored
 
     def set_subscriber_status(
