@@ -9,7 +9,7 @@ doubled.
 
 The daemon is a thin loop over ``pipeline.run_once``:
 
-    serve:    start the unsubscribe endpoint; one job per group
+    serve:    start the web application (web/); one job per group
     runner:   every group whose send time came -> run_due(...)       one run per UTC day,
               (those due together share one run, so one fetch)       pipeline.run_once
               soon after the start, then every RESUME_EVERY -> resume: the day's unfinished run
@@ -49,8 +49,8 @@ from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.sources import Source
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
-from newsletter.web.publish import ArchiveServer
-from newsletter.web.server import UnsubscribeServer
+from newsletter.web.app import Site
+from newsletter.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ def run_due(
 
 
 class Daemon:
-    """``newsletter serve``: the scheduler's runs, the unsubscribe endpoint, reload and stop.
+    """``newsletter serve``: the scheduler's runs, the web application, reload and stop.
 
     ``echo`` says to the operator what the command line shows (a silence warning).
     """
@@ -427,16 +427,10 @@ class Daemon:
             self.run, grace_seconds=grace, resume=self.resume, regroup=self.regroup, clock=clock
         )
         self.roster_mark: object = None  # the state's readers as the jobs were last made
-        # Listens now: a port in use is said before anything else happens.
-        self.web = UnsubscribeServer(
-            config.server.host,
-            config.server.port,
-            state_path=config.state_path,
-            key=self.keys,
-            title=lambda: self.config.newsletter.title,
-            clock=clock,
-            archive=ArchiveServer(lambda: self.config),
-        )
+        # Listens now: a port in use is said before anything else happens. The pages read
+        # the config in force (a SIGHUP replaces it) through this daemon.
+        site = Site(config=lambda: self.config, keys=self.keys, clock=clock)
+        self.web = WebServer(config.server.host, config.server.port, site)
 
     def run(self, now: dt.datetime, keys: set[str]) -> None:
         """The run of the UTC day of ``now`` for ``keys``; its outcome is logged."""
