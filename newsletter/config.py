@@ -49,6 +49,9 @@ def _check_email(value: str) -> str:
     return value
 
 
+#: An address as the config file accepts one (stripped), or ValueError: for the sign-up form.
+check_email = _check_email
+
 _LINE_BREAKS = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\0": "a NUL character"}
 
 
