@@ -31,8 +31,8 @@ import signal
 import threading
 import time
 import zoneinfo
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -407,11 +407,11 @@ PURGE_EVERY = 15 * 60
 REGROUP_AFTER = 1.0
 
 
-class _Outcome:
-    """What became of one sign-up email (the Events a send reports to)."""
+class _Outcomes:
+    """What became of sign-up emails (the Events a send reports to), counted by status."""
 
-    status = "pending"
-    detail = ""
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
 
     def started(self, message: Outgoing) -> None:
         pass
@@ -420,7 +420,7 @@ class _Outcome:
         pass
 
     def finished(self, message: Outgoing, outcome: Outcome) -> None:
-        self.status, self.detail = outcome.status, outcome.detail
+        self.counts[outcome.status] += 1
 
 
 class Daemon:
@@ -528,21 +528,23 @@ class Daemon:
         self.scheduler.set_groups(groups, config.schedule.weekly_on)
         log.info("schedule.regrouped jobs=%d", len(groups))
 
-    def signup_mail(self, kind: MailKind, to: str, links: Mapping[str, str]) -> None:
-        """A sign-up's email (the outbox's worker calls this), sent now over SMTP."""
+    def signup_mail(self, batch: Sequence[tuple[MailKind, str, Mapping[str, str]]]) -> None:
+        """Sign-ups' emails (the outbox's worker calls this), sent now over one connection."""
         with self.lock:
             config = self.config
-        message = transactional(kind, to, links, compose.load_masthead(config))
-        sender = SmtpSender(wiring.smtp_settings(config), records_deliveries=False)
-        outcome = _Outcome()
-        sender.send_all([message], outcome)
-        log.log(
-            logging.INFO if outcome.status == "sent" else logging.WARNING,
-            "signup.mail_sent kind=%s status=%s%s",
-            kind,
-            outcome.status,
-            f" detail={outcome.detail}" if outcome.detail else "",
+        masthead = compose.load_masthead(config)
+        messages = [transactional(kind, to, links, masthead) for kind, to, links in batch]
+        outcomes = _Outcomes()
+        SmtpSender(wiring.smtp_settings(config), records_deliveries=False).send_all(
+            messages, outcomes
         )
+        for status, count in sorted(outcomes.counts.items()):
+            log.log(
+                logging.INFO if status == "sent" else logging.WARNING,
+                "signup.mail_sent status=%s emails=%d",
+                status,
+                count,
+            )
 
     def _upkeep(self) -> None:
         """Regroup the jobs soon after a page changed who gets mail (changes close together

@@ -115,12 +115,28 @@ class RunningSite:
 
 @contextmanager
 def running_site(
-    folder: Path, *, signup: str = "", enabled: bool = True, subscribers: str = "[]"
+    folder: Path,
+    *,
+    signup: str = "",
+    enabled: bool = True,
+    subscribers: str = "[]",
+    hf_url: str | None = None,
 ) -> Iterator[RunningSite]:
+    """``hf_url``: the Hugging Face source's (a test server); without it, no source."""
     with SmtpServer() as smtp:
         web_port = free_port()
         cfg = write_config(
-            folder, smtp.port, web_port, signup=signup, enabled=enabled, subscribers=subscribers
+            folder,
+            smtp.port,
+            web_port,
+            signup=signup,
+            enabled=enabled,
+            subscribers=subscribers,
+            sources=(
+                f"  huggingface:\n    base_url: {hf_url}\n    retries: 0\n"
+                if hf_url
+                else "  huggingface:\n    enabled: false\n"
+            ),
         )
         daemon = schedule.Daemon(cfg, config.load(cfg), (KEY,), clock=FakeClock(NOW))
         daemon.start()

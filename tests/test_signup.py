@@ -4,7 +4,14 @@ and a real SMTP server: sign-up, confirmation, the manage page, and the abuse li
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -292,3 +299,69 @@ def test_serve_purges_sign_ups_not_confirmed_in_time(tmp_path: Path) -> None:
             )
         on.daemon._purge()  # what its upkeep thread runs every PURGE_EVERY
         assert on.row("old@example.org") is None and on.row("new@example.org") is not None
+
+
+def test_two_thousand_sign_ups_fifty_at_a_time_leave_healthz_answering(tmp_path: Path) -> None:
+    """2,000 sign-ups of distinct addresses, 50 in flight at a time, from one client (its
+    limit raised for the test), while another client asks /healthz again and again."""
+    limits = "  per_client_per_hour: 5000\n  max_pending: 5000\n"
+    with running_site(tmp_path, signup=limits) as big:
+        visitor = Visitor("198.51.100.50")
+        token = visitor.form_token(big.root + "/")
+        cookie = "; ".join(f"{c.name}={c.value}" for c in visitor.jar)
+        host, port = big.root.removeprefix("http://").split(":")
+
+        def sign_up(i: int) -> int:
+            body = urllib.parse.urlencode(
+                {"form_token": token, "email": f"load{i}@example.org", "topics": "agents"}
+            )
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            try:
+                conn.request(
+                    "POST",
+                    "/subscribe",
+                    body,
+                    {
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "Cookie": cookie,
+                        "X-Forwarded-For": "198.51.100.50",
+                    },
+                )
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        done = threading.Event()
+        health: list[tuple[bool, float]] = []
+
+        def ask_health() -> None:
+            while not done.is_set():
+                started = time.monotonic()
+                try:
+                    with urllib.request.urlopen(big.root + "/healthz", timeout=10) as r:
+                        ok = r.status == 200 and r.read() == b"ok\n"
+                except OSError:
+                    ok = False
+                health.append((ok, time.monotonic() - started))
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=ask_health)
+        watcher.start()
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(50) as pool:
+                statuses = Counter(pool.map(sign_up, range(2000)))
+        finally:
+            done.set()
+            watcher.join()
+        took = time.monotonic() - started
+        pending = sum(1 for r in big.rows() if r.status == "pending")
+    failed = [h for h in health if not h[0]]
+    print(
+        f"\nload: 2000 sign-ups, 50 at a time: {took:.1f} s ({2000 / took:.0f}/s); "
+        f"statuses {dict(statuses)}; /healthz asked {len(health)} times, failed {len(failed)}, "
+        f"slowest {max(h[1] for h in health) * 1000:.0f} ms; pending rows {pending}"
+    )
+    assert statuses == {200: 2000}
+    assert health and failed == []
+    assert pending == 2000

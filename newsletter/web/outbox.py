@@ -1,7 +1,8 @@
 """The sign-up emails' queue: a page hands an email to a worker thread and answers at once, so
 a sign-up takes as long whether an email goes out or not (no address enumeration by timing),
-and a slow mail server never holds a request. Full (``SIZE`` waiting): the email is dropped
-and logged; the visitor can sign up again later.
+and a slow mail server never holds a request. The worker sends what has queued up meanwhile
+in one batch (one SMTP connection). Full (``SIZE`` waiting): the email is not taken, and the
+sign-up is not counted against the address's one email a day.
 """
 
 from __future__ import annotations
@@ -9,27 +10,30 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from newsletter.web.site import MailKind
 
 log = logging.getLogger(__name__)
 
-SIZE = 1000
-Send = Callable[[MailKind, str, Mapping[str, str]], None]
+SIZE = 5000
+BATCH = 200
+Item = tuple[MailKind, str, Mapping[str, str]]
+SendBatch = Callable[[Sequence[Item]], None]
 
 
 class Outbox:
-    def __init__(self, send: Send, size: int = SIZE) -> None:
+    def __init__(self, send: SendBatch, size: int = SIZE) -> None:
         self.send = send
-        self.queue: queue.Queue[tuple[MailKind, str, Mapping[str, str]] | None] = queue.Queue(
-            maxsize=size
-        )
+        self.queue: queue.Queue[Item | None] = queue.Queue(maxsize=size)
+        self.closing = threading.Event()
         self.thread = threading.Thread(target=self._work, name="newsletter-outbox", daemon=True)
         self.thread.start()
 
     def put(self, kind: MailKind, to: str, links: Mapping[str, str]) -> bool:
-        """Queue an email; False when the queue is full (then it is dropped)."""
+        """Queue an email; False when the queue is full or closed (then it is not taken)."""
+        if self.closing.is_set():
+            return False
         try:
             self.queue.put_nowait((kind, to, dict(links)))
         except queue.Full:
@@ -39,22 +43,36 @@ class Outbox:
 
     def _work(self) -> None:
         while True:
-            item = self.queue.get()
-            try:
-                if item is None:
-                    return
-                kind, to, links = item
+            batch: list[Item | None] = [self.queue.get()]
+            while len(batch) < BATCH and batch[-1] is not None:
                 try:
-                    self.send(kind, to, links)
-                except Exception:
-                    log.exception("signup.mail_failed kind=%s", kind)
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            try:
+                if items and not self.closing.is_set():
+                    self.send(items)
+            except Exception:
+                log.exception("signup.mail_failed emails=%d", len(items))
             finally:
-                self.queue.task_done()
+                for _ in batch:
+                    self.queue.task_done()
+            if batch[-1] is None:
+                return
 
     def drain(self) -> None:
         """Until every queued email went (or failed)."""
         self.queue.join()
 
     def close(self, timeout: float = 30) -> None:
-        self.queue.put(None)
+        """Stop: what is still queued is not sent (the visitor can sign up again)."""
+        self.closing.set()
+        while True:
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                if not self.thread.is_alive():
+                    return
         self.thread.join(timeout)

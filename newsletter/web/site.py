@@ -35,7 +35,7 @@ def _no_mail(kind: MailKind, to: str, links: Mapping[str, str]) -> bool:
 class Site:
     """What the pages need from the daemon: the config in force now (a SIGHUP replaces it),
     the signing keys (the first signs), the clock, a way to mail a sign-up's email (queued:
-    returns whether it was taken), and a call to make when who gets mail changed (the
+    returns whether it was taken; the one-email-a-day limit counts only those), and a call to make when who gets mail changed (the
     daemon then regroups its jobs)."""
 
     config: Callable[[], Config]
