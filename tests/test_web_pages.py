@@ -21,10 +21,12 @@ import pytest
 from tests.conftest import ROOT, require
 from tests.httpserver import FixtureServer
 from tests.signup_site import RunningSite, env, link, running_site
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, MEASURE
+from tests.test_browser import MEASURE, browser
 
 AXE = ROOT / ".ci" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 READER = "reader@example.org"
+
+__all__ = ["browser"]  # the browser fixture of test_browser, one per module
 
 AXE_RUN = """async () => {
   const result = await axe.run(document, {resultTypes: ['violations']});
@@ -34,20 +36,9 @@ AXE_RUN = """async () => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "playwright is not installed (pip install -e '.[test]')")
-    require(CHROMIUM.is_file(), f"no browser at {CHROMIUM} (apt-get install chromium)")
+@pytest.fixture(autouse=True)
+def axe_core() -> None:
     require(AXE.is_file(), f"no axe-core at {AXE} (npm install --prefix .ci/node axe-core@4)")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 def checked(page: Any, what: str, problems: list[str]) -> None:
