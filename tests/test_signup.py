@@ -267,6 +267,11 @@ def test_the_public_pages_are_off_unless_signup_is_enabled(tmp_path: Path) -> No
         assert Visitor().get(off.root + "/healthz")[0] == 200
         assert Visitor().get(off.root + "/manage/abc")[0] == 400  # always on
 
+        # A reload (SIGHUP) turns them on: the pages read the config in force.
+        off.cfg.write_text(off.cfg.read_text().replace("enabled: false", "enabled: true"))
+        off.daemon.reload()
+        assert Visitor().get(off.root + "/")[0] == 200
+
 
 def test_a_file_subscriber_can_pause_but_keeps_the_files_topics(tmp_path: Path) -> None:
     listed = "\n  - email: file@example.org\n    topics: [agents]\n"

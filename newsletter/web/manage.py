@@ -143,6 +143,6 @@ class Manage(Handlers):
             resumable=row.status in RESUMABLE,
             saved=saved,
             max_papers_limit=MAX_PAPERS,
-            action=request.url.path,
+            action=self.page_root() + request.url.path,
             unsubscribe_action=f"{self.page_root()}/unsubscribe/{unsubscribe}",
         )

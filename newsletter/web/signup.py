@@ -294,7 +294,7 @@ class Signup(Handlers):
                     self.config.topics[t].name or t for t in row.topics if t in self.config.topics
                 ],
                 cadence=row.cadence,
-                action=request.url.path,
+                action=self.page_root() + request.url.path,
             )
         form = forms.parse_form(request.headers.get("content-type", ""), body or b"")
         if form is None or not self.form_token_ok(request, form):

@@ -66,7 +66,7 @@ class Unsubscribe(Handlers):
                 "unsubscribe.html.j2",
                 heading=f"Unsubscribe from {title}",
                 address=address,
-                action=request.url.path,
+                action=self.page_root() + request.url.path,
             )
         if body is None or not one_click(request.headers.get("content-type", ""), body):
             log.info("unsubscribe.refused reason=not_one_click")
