@@ -31,7 +31,10 @@ from tests.signup_site import (
 )
 
 # One site for the module: each test uses its own addresses and client addresses.
-LIMITS = "  per_client_per_hour: 30\n  max_pending: 500\n  confirm_hours: 48\n"
+LIMITS = (
+    "  per_client_per_hour: 30\n  max_pending: 500\n  confirm_hours: 48\n"
+    "  defaults:\n    max_papers: 7\n    timezone: Europe/Berlin\n    send_at: '07:30'\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,7 @@ def test_sign_up_confirm_and_manage(site: RunningSite) -> None:
     assert row is not None and row.status == "pending" and row.source == "web"
     assert row.topics == ("agents", "diffusion") and row.cadence == "weekly"
     assert row.signup_client == "198.51.100.10"  # from the trusted proxy's X-Forwarded-For
+    assert (row.max_papers, row.timezone, row.send_at) == (7, "Europe/Berlin", dt.time(7, 30))
 
     confirm = link(mail, "confirm")
     status, page = ada.get(confirm)  # a link scanner's GET changes nothing
