@@ -374,3 +374,31 @@ def test_two_thousand_sign_ups_fifty_at_a_time_leave_healthz_answering(tmp_path:
     assert statuses == {200: 2000}
     assert health and failed == []
     assert pending == 2000
+
+
+def test_an_unsubscribed_reader_comes_back_only_by_confirming_and_a_bounced_one_not_at_all(
+    site: RunningSite,
+) -> None:
+    with SqliteStore(site.state) as store:
+        for address, status in (
+            ("gone@example.org", "unsubscribed"),
+            ("dead@example.org", "bounced"),
+        ):
+            store.add_subscriber(
+                SubscriberRecord(email=address, topics=("agents",), status=status, source="web"),  # type: ignore[arg-type]
+                now=NOW,
+            )
+    visitor = Visitor("198.51.100.60")
+    for address in ("gone@example.org", "dead@example.org"):
+        status, page = visitor.sign_up(site.root, address, ["diffusion"])
+        assert status == 200 and "Check your inbox" in page
+    site.drain()
+    assert site.mail_to("dead@example.org") == []
+    assert site.row("dead@example.org").status == "bounced"  # type: ignore[union-attr]
+    [mail] = site.mail_to("gone@example.org")
+    row = site.row("gone@example.org")
+    assert row is not None and row.status == "unsubscribed" and row.topics == ("diffusion",)
+    confirm = link(mail, "confirm")
+    status, page = visitor.post(confirm, {"form_token": form_token(visitor.get(confirm)[1])})
+    assert status == 200 and "You are subscribed" in page
+    assert site.row("gone@example.org").status == "active"  # type: ignore[union-attr]

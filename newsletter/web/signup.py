@@ -4,17 +4,20 @@ the confirmation of a sign-up (double opt-in).
     GET  /                  title, description, the topics with a few recent papers, the form
     POST /subscribe         always the same "check your inbox" page (no address enumeration)
     GET  /confirm/<token>   a button (link scanners follow GETs)
-    POST /confirm/<token>   pending -> active, with the time and client of the confirmation
+    POST /confirm/<token>   pending (or unsubscribed) -> active, with the confirmation's time
+                            and client
 
 A sign-up, in order: a form that is not one of ours (no form token, a forged or stale one) is
 a 400 and changes nothing; more than ``signup.per_client_per_hour`` sign-ups from one client
 address get a 429 page; a filled honeypot field gets the usual page and nothing else; a bad
 address or no topic is a 400. Then, at most one email per address per 24 hours because of
-sign-ups (more sign-ups get the same page and no mail): a new, pending or unsubscribed
-address gets a confirmation email (pending, with the visitor's topics and cadence and
-``signup.defaults`` for the rest), an active or paused one, or one in the config file, gets
-"you are already subscribed" with a link to its manage page. At most ``signup.max_pending``
-sign-ups wait for confirmation in all (then a 503 page). The emails carry no text the
+sign-ups (more sign-ups get the same page and no mail): a new or pending address gets a
+confirmation email (pending, with the visitor's topics and cadence and ``signup.defaults``
+for the rest), and so does an unsubscribed one (unsubscribed until it confirms); an active
+or paused one, or one in the config file, gets "you are already subscribed" with a link to
+its manage page; one that bounced or complained, or that the operator removed, gets nothing
+(only the operator brings it back). At most ``signup.max_pending`` sign-ups wait for
+confirmation in all (then a 503 page, whatever the address). The emails carry no text the
 visitor typed other than the address, and go out from a queue (``outbox``), so a page takes
 as long whatever the address.
 """
@@ -26,7 +29,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -49,6 +52,8 @@ RECENT_DAYS = 7
 RECENT_PER_TOPIC = 3
 #: How long the home page's recent papers are reused (seconds).
 RECENT_FOR = 600
+#: What a confirmation link activates: a sign-up, or an unsubscribed reader signing up again.
+CONFIRMABLE = ("pending", "unsubscribed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +208,10 @@ class Signup(Handlers):
             if store.signup_mail_since(key, now - dt.timedelta(hours=24)) > 0:
                 log.info("signup.quiet reason=mailed_today")
                 return "quiet"
+            # Said whatever the address, so that a full site does not tell who is subscribed.
+            if store.count_pending() >= config.signup.max_pending:
+                log.warning("signup.full pending=%d", config.signup.max_pending)
+                return "full"
             row = store.subscriber_by_email(choice.email)
             if key in file_keys or (row is not None and row.status in ("active", "paused")):
                 if row is None:  # the file's, before its first run
@@ -210,10 +219,9 @@ class Signup(Handlers):
                 kind: MailKind = "already"
                 links = {"manage": self.url(f"/manage/{self._token('manage', row.id)}")}
             else:
-                pending = self._pending(store, row, choice, client, now)
-                if pending is None or pending == "full":
-                    return pending or "quiet"
-                row = pending
+                row = self._to_confirm(store, row, choice, client, now)
+                if row is None:
+                    return "quiet"
                 kind = "confirm"
                 expires = now + dt.timedelta(hours=config.signup.confirm_hours)
                 token = tokens.make_token(self.site.keys, "confirm", row.id, expires=expires)
@@ -224,29 +232,25 @@ class Signup(Handlers):
         log.info("signup.mail kind=%s", kind)
         return kind
 
-    def _pending(
+    def _to_confirm(
         self,
         store: SqliteStore,
         row: SubscriberRecord | None,
         choice: Choice,
         client: str,
         now: dt.datetime,
-    ) -> SubscriberRecord | Literal["full"] | None:
-        """The pending row a confirmation is for: new, or an existing one made pending with
-        the visitor's choice; "full" when too many wait; None when the address was removed
-        by the operator (never added back from a page)."""
-        full = store.count_pending() >= self.config.signup.max_pending
-        if row is not None and row.status != "pending":
-            # unsubscribed, bounced, complained: back to pending, confirmed again.
-            if full:
-                return "full"
-            store.set_subscriber_status(row.id, "pending", "signed up again", now)
+    ) -> SubscriberRecord | None:
+        """The row a confirmation is for, with the visitor's choice: a new pending one, a
+        pending one, or an unsubscribed one (it stays unsubscribed until confirmed). None:
+        no confirmation, for an address that bounced or complained (only the operator brings
+        it back) or that the operator removed."""
         if row is not None:
+            if row.status not in ("pending", "unsubscribed"):
+                log.info("signup.quiet reason=%s", row.status)
+                return None
             return store.update_preferences(
                 row.id, now=now, topics=choice.topics, cadence=choice.cadence
             )
-        if full:
-            return "full"
         defaults = self.config.signup.defaults
         record = SubscriberRecord(
             email=choice.email,
@@ -282,7 +286,7 @@ class Signup(Handlers):
         row = await run_in_threadpool(self.holder, token, "confirm")
         if row is None:
             return self.bad_token("confirmation")
-        if row.status != "pending":
+        if row.status not in CONFIRMABLE:
             return self._confirmed_page(row, again=True)
         if request.method == "GET":
             return self.form_page(
@@ -308,8 +312,13 @@ class Signup(Handlers):
         return self._confirmed_page(confirmed, again=False)
 
     def _confirm(self, subscriber_id: str, client: str) -> SubscriberRecord | None:
+        now = self.site.clock()
         with self.store() as store:
-            return store.confirm_subscriber(subscriber_id, self.site.clock(), client)
+            row = store.subscriber_by_id(subscriber_id)
+            if row is not None and row.status == "unsubscribed":  # back, confirmed again
+                store.set_subscriber_status(subscriber_id, "active", "confirmed again", now)
+                return store.subscriber_by_id(subscriber_id)
+            return store.confirm_subscriber(subscriber_id, now, client)
 
     def _confirmed_page(self, row: SubscriberRecord, *, again: bool) -> Response:
         manage = f"/manage/{self._token('manage', row.id)}"
