@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.models import SubscriberRecord
+from newsletter.models import PaperData, SubscriberRecord
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
 from tests.signup_site import (
@@ -44,6 +44,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
 
 
 def test_the_home_page_shows_the_topics_and_the_form(site: RunningSite) -> None:
+    papers = [
+        PaperData(id=f"2605.0000{i}", title=title, day=NOW.date(), upvotes=votes)
+        for i, (title, votes) in enumerate(
+            [
+                ("Agents that plan with tools", 5),
+                ("Agentic search at scale", 50),
+                ("Latent diffusion, faster", 9),
+                ("A paper about nothing", 99),
+            ]
+        )
+    ]
+    with SqliteStore(site.state) as store:
+        store.add_papers(papers, NOW)
     status, page = Visitor().get(site.root + "/")
     assert status == 200
     assert "<h1>Trending Papers</h1>" in page
@@ -52,6 +65,10 @@ def test_the_home_page_shows_the_topics_and_the_form(site: RunningSite) -> None:
         assert shown in page
     assert '<input type="checkbox" id="topic-robotics" name="topics" value="robotics">' in page
     assert 'name="cadence" value="weekly"' in page and 'name="website"' in page
+    # A few recent papers of each topic, the most upvoted first.
+    agents = page.index("Agentic search at scale")
+    assert agents < page.index("Agents that plan with tools") < page.index("Latent diffusion")
+    assert "A paper about nothing" not in page
 
 
 def test_sign_up_confirm_and_manage(site: RunningSite) -> None:
