@@ -72,6 +72,9 @@ signup:
     keywords: [diffusion]
   robotics:
     keywords: [robot, robotics]
+  internal:
+    public: false
+    keywords: [benchmark]
 {extra}subscribers: {subscribers}
 """,
         encoding="utf-8",

@@ -64,6 +64,7 @@ def test_the_home_page_shows_the_topics_and_the_form(site: RunningSite) -> None:
     for shown in ("AI agents", "Agents that plan, use tools and act.", "Diffusion models"):
         assert shown in page
     assert '<input type="checkbox" id="topic-robotics" name="topics" value="robotics">' in page
+    assert "internal" not in page  # public: false
     assert 'name="cadence" value="weekly"' in page and 'name="website"' in page
     # A few recent papers of each topic, the most upvoted first.
     agents = page.index("Agentic search at scale")
@@ -183,6 +184,7 @@ def test_the_confirmation_email_carries_no_text_the_visitor_typed(site: RunningS
         {"form_token": "TOKEN", "email": "not an address", "topics": "agents"},
         {"form_token": "TOKEN", "email": "x@example.org"},  # no topic
         {"form_token": "TOKEN", "email": "x@example.org", "topics": "nope"},
+        {"form_token": "TOKEN", "email": "x@example.org", "topics": "internal"},  # not public
         {"form_token": "TOKEN", "email": "x@example.org", "topics": "agents", "cadence": "hourly"},
         {"form_token": "TOKEN", "email": "x@example.org\r\nBcc: y@example.org", "topics": "agents"},
     ],

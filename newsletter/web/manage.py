@@ -85,7 +85,7 @@ class Manage(Handlers):
         if form is None or not self.form_token_ok(request, form):
             return self.bad_form("This form has expired or did not come from this site.")
         managed = self.file_managed(row)
-        choice = read_preferences(form, list(self.config.topics), file_managed=managed)
+        choice = read_preferences(form, self.choosable(row.topics), file_managed=managed)
         if isinstance(choice, str):
             return self.bad_form(choice)
         if choice.delivery == "active" and row.status not in RESUMABLE:
@@ -128,8 +128,8 @@ class Manage(Handlers):
     def show(self, request: Request, row: SubscriberRecord, *, saved: bool) -> Response:
         config = self.config
         topics = [
-            {"slug": slug, "name": t.name or slug, "chosen": slug in row.topics}
-            for slug, t in config.topics.items()
+            {"slug": slug, "name": config.topics[slug].name or slug, "chosen": slug in row.topics}
+            for slug in self.choosable(row.topics)
         ]
         unsubscribe = tokens.make_token(self.site.keys, "unsubscribe", row.id)
         return self.form_page(

@@ -27,9 +27,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -73,7 +72,7 @@ class Choice:
     cadence: Cadence
 
 
-def read_signup(form: forms.Form, topics: Mapping[str, Any]) -> Choice | str:
+def read_signup(form: forms.Form, topics: list[str]) -> Choice | str:
     """The visitor's choice, or what is wrong with the form (one line for the 400 page)."""
     try:
         email = config_mod.check_email(forms.field(form, "email"))
@@ -124,6 +123,7 @@ class Signup(Handlers):
                 tuple(recent.get(slug, ())),
             )
             for slug, t in config.topics.items()
+            if t.public
         ]
         Signup._recent = ((id(config), now + dt.timedelta(seconds=RECENT_FOR)), views)
         return views
@@ -136,9 +136,9 @@ class Signup(Handlers):
         days = [today - dt.timedelta(days=n) for n in range(RECENT_DAYS)]
         with SqliteStore(self.config.state_path, read_only=True) as store:
             papers = store.candidates(days)
-        matches = selection.match_topics(papers, self.config.topic_models())
+        matches = selection.match_topics(papers, self.config.public_topics())
         out: dict[str, list[str]] = {}
-        for slug in self.config.topics:
+        for slug in self.choosable():
             found = [matches.papers[pid] for pid in matches.by_topic.get(slug, {})]
             found.sort(key=lambda p: (-p.upvotes, p.title))
             out[slug] = [p.title for p in found[:RECENT_PER_TOPIC]]
@@ -168,7 +168,7 @@ class Signup(Handlers):
         if forms.field(form, HONEYPOT):
             log.info("signup.refused reason=honeypot")
             return self.check_inbox()
-        choice = read_signup(form, self.config.topics)
+        choice = read_signup(form, self.choosable())
         if isinstance(choice, str):
             return self.bad_form(choice)
         outcome = await run_in_threadpool(self.decide, choice, client)

@@ -115,6 +115,11 @@ class Handlers:
             status=400,
         )
 
+    def choosable(self, chosen: tuple[str, ...] = ()) -> list[str]:
+        """The topics a reader may pick, in the config's order: the public ones
+        (``topics.<slug>.public``), and those they have already."""
+        return [slug for slug, t in self.config.topics.items() if t.public or slug in chosen]
+
     def signup_enabled(self) -> bool:
         return bool(self.config.signup.enabled)
 
