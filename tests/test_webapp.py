@@ -119,11 +119,16 @@ def test_a_thousand_idle_or_half_sent_connections_do_not_block_a_real_request(
                 if i % 2:
                     s.sendall(b"POST /unsubscribe/abc HTTP/1.1\r\nHost: x\r\nContent-Len")
                 held.append(s)
+            started = time.monotonic()
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
             conn.request("GET", "/healthz")
             answer = conn.getresponse()
             assert (answer.status, answer.read()) == (200, b"ok\n")
             conn.close()
+            print(
+                f"\n1,000 held connections (500 idle, 500 half-sent): /healthz answered in "
+                f"{(time.monotonic() - started) * 1000:.0f} ms; open-file limit {limit}"
+            )
         finally:
             for s in held:
                 s.close()

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from newsletter.models import Cadence, SubscriberRecord, SubscriberStatus
 from newsletter.web import forms, tokens
 from newsletter.web.site import Handlers
+from newsletter.web.unsubscribe import test_copy_address, test_copy_page
 
 log = logging.getLogger("newsletter.web.server")
 
@@ -78,6 +79,9 @@ class Manage(Handlers):
         body = await forms.read_body(request, MAX_BODY) if request.method == "POST" else b""
         row = await run_in_threadpool(self.holder, token, "manage")
         if row is None or row.status == "pending":
+            test = await run_in_threadpool(test_copy_address, self, token)
+            if test is not None:  # a test copy's link changes nothing
+                return test_copy_page(self, test)
             return self.bad_token("manage")
         if request.method == "GET":
             return self.show(request, row, saved=False)

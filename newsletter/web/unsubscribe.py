@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.models import SubscriberRecord
+from newsletter.store import SqliteStore
 from newsletter.web import tokens
 from newsletter.web.forms import one_click, read_body
 from newsletter.web.site import Handlers
@@ -38,15 +39,9 @@ class Unsubscribe(Handlers):
         return None if address is None else (address, None)
 
     def _test_address(self, token: str) -> str | None:
-        """The address a test copy's token names; its page opens no state file."""
-        claim = tokens.read_token(self.site.keys, token, "test", self.site.clock())
-        if claim is not None:
-            if not self.config.state_path.exists():
-                return None
-            with self.store() as store:
-                row = store.subscriber_by_id(claim.subscriber_id)
-            return None if row is None else row.email
-        return tokens.read_legacy_token(self.site.keys, token, test=True)
+        """The address a test copy's token names ("" when the state has no such row: a test
+        send of a subscriber's first digest), or None when it is not a test token."""
+        return test_copy_address(self, token)
 
     async def handle(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -55,9 +50,7 @@ class Unsubscribe(Handlers):
         if found is None:
             test = await run_in_threadpool(self._test_address, token)
             if test is not None:  # a test copy never unsubscribes anyone
-                return self.page(
-                    "test_copy.html.j2", heading="Test copy: nothing changed", address=test
-                )
+                return test_copy_page(self, test)
             return self.bad_token("unsubscribe")
         address, subscriber_id = found
         title = self.config.newsletter.title
@@ -104,3 +97,23 @@ class Unsubscribe(Handlers):
             elif row is not None and row.status != "unsubscribed":
                 store.set_subscriber_status(row.id, "unsubscribed", "one-click unsubscribe", now)
                 log.info("unsubscribe.done subscriber=%s", address)
+
+
+def test_copy_address(handlers: Handlers, token: str) -> str | None:
+    """For the unsubscribe and manage links of a test copy (``send --test``): the address its
+    token names ("" when the state has no such row: a test send of a first digest), or None
+    when it is not a test token. Opens no state file that is not there."""
+    site = handlers.site
+    claim = tokens.read_token(site.keys, token, "test", site.clock())
+    if claim is not None:
+        if not handlers.config.state_path.exists():
+            return ""
+        with SqliteStore(handlers.config.state_path, read_only=True) as store:
+            row = store.subscriber_by_id(claim.subscriber_id)
+        return "" if row is None else row.email
+    return tokens.read_legacy_token(site.keys, token, test=True)
+
+
+def test_copy_page(handlers: Handlers, address: str) -> Response:
+    """A test copy's link changes nothing, and says so."""
+    return handlers.page("test_copy.html.j2", heading="Test copy: nothing changed", address=address)
