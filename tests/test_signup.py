@@ -421,3 +421,21 @@ def test_an_unsubscribed_reader_comes_back_only_by_confirming_and_a_bounced_one_
     status, page = visitor.post(confirm, {"form_token": form_token(visitor.get(confirm)[1])})
     assert status == 200 and "You are subscribed" in page
     assert site.row("gone@example.org").status == "active"  # type: ignore[union-attr]
+
+
+def test_a_test_copys_links_show_the_test_page_and_change_nothing(site: RunningSite) -> None:
+    row = pending_row(site, "tested@example.org")
+    with SqliteStore(site.state) as store:
+        store.set_subscriber_status(row.id, "active", "test", NOW)
+    before = site.rows()
+    visitor = Visitor("198.51.100.70")
+    for sid, shown in ((row.id, "tested@example.org"), ("NoRowYet0123", "the subscriber")):
+        token = tokens.make_token(KEY, "test", sid)
+        for kind in ("manage", "unsubscribe"):
+            for answer in (
+                visitor.get(f"{site.root}/{kind}/{token}"),
+                visitor.post(f"{site.root}/{kind}/{token}", {"List-Unsubscribe": "One-Click"}),
+            ):
+                assert answer[0] == 200 and "test copy" in answer[1], answer
+                assert f"Nothing was changed: {shown} stays subscribed" in answer[1]
+    assert site.rows() == before
