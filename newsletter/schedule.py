@@ -533,7 +533,19 @@ class Daemon:
         with self.lock:
             config = self.config
         masthead = compose.load_masthead(config)
-        messages = [transactional(kind, to, links, masthead) for kind, to, links in batch]
+        now = self.clock()
+        messages = [
+            transactional(
+                kind,
+                to,
+                links,
+                masthead,
+                now=now,
+                confirm_hours=config.signup.confirm_hours,
+                templates_dir=config.templates_path,
+            )
+            for kind, to, links in batch
+        ]
         outcomes = _Outcomes()
         SmtpSender(wiring.smtp_settings(config), records_deliveries=False).send_all(
             messages, outcomes
