@@ -41,7 +41,6 @@ from apscheduler.triggers.base import BaseTrigger
 
 from newsletter import compose, roster, wiring
 from newsletter import config as config_mod
-from newsletter.compose.transactional import transactional
 from newsletter.config import Config
 from newsletter.deliver import SmtpSender
 from newsletter.deliver.events import Outcome
@@ -534,15 +533,10 @@ class Daemon:
             config = self.config
         masthead = compose.load_masthead(config)
         now = self.clock()
+        letters = compose.Transactional(config.templates_path)  # its templates read once
         messages = [
-            transactional(
-                kind,
-                to,
-                links,
-                masthead,
-                now=now,
-                confirm_hours=config.signup.confirm_hours,
-                templates_dir=config.templates_path,
+            letters.compose(
+                kind, to, links, masthead, now=now, confirm_hours=config.signup.confirm_hours
             )
             for kind, to, links in batch
         ]
