@@ -5,9 +5,11 @@ store connection per request).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -21,6 +23,8 @@ from newsletter.store import SqliteStore
 from newsletter.web import forms, pages, protect, tokens
 
 log = logging.getLogger("newsletter.web.server")
+
+_threads = threading.local()  # each worker thread's connection to the state (``store``)
 
 #: The emails a sign-up sends: a confirmation, or "you are already subscribed".
 MailKind = Literal["confirm", "already"]
@@ -55,9 +59,18 @@ class Handlers:
     def config(self) -> Config:
         return self.site.config()
 
-    def store(self) -> SqliteStore:
-        """A connection of this request's own (handlers run in worker threads)."""
-        return SqliteStore(self.config.state_path)
+    @contextlib.contextmanager
+    def store(self) -> Iterator[SqliteStore]:
+        """The state, on a connection of this worker thread's own, kept open for the next
+        request: closing the last connection to a WAL database checkpoints it (an fsync),
+        which opening one per request paid every time."""
+        path = str(self.config.state_path)
+        held: SqliteStore | None = getattr(_threads, "store", None)
+        if held is None or held.path != path:
+            if held is not None:
+                held.close()
+            held = _threads.store = SqliteStore(path)
+        yield held
 
     def holder(self, token: str, purpose: tokens.Purpose) -> SubscriberRecord | None:
         """The subscriber a genuine ``purpose`` token names (None: not genuine, or gone)."""
