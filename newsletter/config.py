@@ -49,6 +49,9 @@ def _check_email(value: str) -> str:
     return value
 
 
+#: An address as the config file accepts one (stripped), or ValueError: for the sign-up form.
+check_email = _check_email
+
 _LINE_BREAKS = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\0": "a NUL character"}
 
 
@@ -332,6 +335,25 @@ class Schedule(_Model):
 class Server(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8025
+    # Whose X-Forwarded-For to believe (addresses or networks): the reverse proxy's. Anyone
+    # else's header is ignored, or a client could claim any address to dodge the limits.
+    trusted_proxies: list[str] = []
+    # A request must arrive in full (headers and body) within this many seconds of the
+    # connection (or of the previous response): slow or idle clients cannot hold the server.
+    request_timeout: Annotated[float, Field(gt=0, le=300)] = 10
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
+
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies]
 
 
 def _check_term(value: str) -> str:

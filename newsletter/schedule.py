@@ -9,7 +9,7 @@ doubled.
 
 The daemon is a thin loop over ``pipeline.run_once``:
 
-    serve:    start the unsubscribe endpoint; one job per group
+    serve:    start the web application (web/); one job per group
     runner:   every group whose send time came -> run_due(...)       one run per UTC day,
               (those due together share one run, so one fetch)       pipeline.run_once
               soon after the start, then every RESUME_EVERY -> resume: the day's unfinished run
@@ -29,9 +29,10 @@ import datetime as dt
 import logging
 import signal
 import threading
+import time
 import zoneinfo
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -42,15 +43,18 @@ from newsletter import compose, roster, wiring
 from newsletter import config as config_mod
 from newsletter.config import Config
 from newsletter.deliver import SmtpSender
+from newsletter.deliver.events import Outcome
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.health import logged, silence_warning
-from newsletter.models import WEEKDAYS, Subscriber
+from newsletter.models import WEEKDAYS, Outgoing, Subscriber
 from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.sources import Source
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
-from newsletter.web.publish import ArchiveServer
-from newsletter.web.server import UnsubscribeServer
+from newsletter.web.app import Site
+from newsletter.web.outbox import Outbox
+from newsletter.web.server import WebServer
+from newsletter.web.site import MailKind
 
 log = logging.getLogger(__name__)
 
@@ -396,9 +400,30 @@ def run_due(
 
 # -- the daemon ---------------------------------------------------------------------------
 
+#: How often ``serve`` purges the sign-ups not confirmed in time (seconds).
+PURGE_EVERY = 15 * 60
+#: How long after a page changed who gets mail the jobs are regrouped (changes meanwhile join).
+REGROUP_AFTER = 1.0
+
+
+class _Outcomes:
+    """What became of sign-up emails (the Events a send reports to), counted by status."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, message: Outgoing) -> None:
+        pass
+
+    def retrying(self, message: Outgoing, detail: str) -> None:
+        pass
+
+    def finished(self, message: Outgoing, outcome: Outcome) -> None:
+        self.counts[outcome.status] += 1
+
 
 class Daemon:
-    """``newsletter serve``: the scheduler's runs, the unsubscribe endpoint, reload and stop.
+    """``newsletter serve``: the scheduler's runs, the web application, reload and stop.
 
     ``echo`` says to the operator what the command line shows (a silence warning).
     """
@@ -427,16 +452,19 @@ class Daemon:
             self.run, grace_seconds=grace, resume=self.resume, regroup=self.regroup, clock=clock
         )
         self.roster_mark: object = None  # the state's readers as the jobs were last made
-        # Listens now: a port in use is said before anything else happens.
-        self.web = UnsubscribeServer(
-            config.server.host,
-            config.server.port,
-            state_path=config.state_path,
-            key=self.keys,
-            title=lambda: self.config.newsletter.title,
+        # Listens now: a port in use is said before anything else happens. The pages read
+        # the config in force (a SIGHUP replaces it) through this daemon.
+        self.outbox = Outbox(self.signup_mail)
+        self.changes = threading.Event()  # who gets mail changed (a page): regroup the jobs
+        site = Site(
+            config=lambda: self.config,
+            keys=self.keys,
             clock=clock,
-            archive=ArchiveServer(lambda: self.config),
+            mail=self.outbox.put,
+            changed=self.changes.set,
         )
+        self.web = WebServer(config.server.host, config.server.port, site)
+        self.upkeep = threading.Thread(target=self._upkeep, name="newsletter-upkeep", daemon=True)
 
     def run(self, now: dt.datetime, keys: set[str]) -> None:
         """The run of the UTC day of ``now`` for ``keys``; its outcome is logged."""
@@ -499,6 +527,61 @@ class Daemon:
         self.scheduler.set_groups(groups, config.schedule.weekly_on)
         log.info("schedule.regrouped jobs=%d", len(groups))
 
+    def signup_mail(self, batch: Sequence[tuple[MailKind, str, Mapping[str, str]]]) -> None:
+        """Sign-ups' emails (the outbox's worker calls this), sent now over one connection."""
+        with self.lock:
+            config = self.config
+        masthead = compose.load_masthead(config)
+        now = self.clock()
+        letters = compose.Transactional(config.templates_path)  # its templates read once
+        messages = [
+            letters.compose(
+                kind, to, links, masthead, now=now, confirm_hours=config.signup.confirm_hours
+            )
+            for kind, to, links in batch
+        ]
+        outcomes = _Outcomes()
+        SmtpSender(wiring.smtp_settings(config), records_deliveries=False).send_all(
+            messages, outcomes
+        )
+        for status, count in sorted(outcomes.counts.items()):
+            log.log(
+                logging.INFO if status == "sent" else logging.WARNING,
+                "signup.mail_sent status=%s emails=%d",
+                status,
+                count,
+            )
+
+    def _upkeep(self) -> None:
+        """Regroup the jobs soon after a page changed who gets mail (changes close together
+        make one regroup; the scheduler regroups every REGROUP_EVERY anyway), and purge the
+        sign-ups not confirmed in time every PURGE_EVERY."""
+        purge_at = 0.0
+        while not self.stop_requested.is_set():
+            if time.monotonic() >= purge_at:
+                self._purge()
+                purge_at = time.monotonic() + PURGE_EVERY
+            if not self.changes.wait(min(PURGE_EVERY, max(0.1, purge_at - time.monotonic()))):
+                continue
+            if self.stop_requested.is_set() or self.stop_requested.wait(REGROUP_AFTER):
+                return
+            self.changes.clear()
+            try:
+                self.regroup()  # now rather than at the scheduler's next REGROUP_EVERY
+            except Exception:
+                log.exception("schedule.regroup_failed")
+
+    def _purge(self) -> None:
+        with self.lock:
+            config = self.config
+        if not config.state_path.exists():
+            return
+        try:
+            with SqliteStore(config.state_path) as store:
+                roster.purge(store, self.clock(), config.signup.confirm_hours)
+        except Exception:
+            log.exception("signup.purge_failed")
+
     def reload(self) -> None:
         """Read the config file again; a broken one is logged and the one loaded before kept."""
         try:
@@ -537,6 +620,7 @@ class Daemon:
         self.web.start()
         self.scheduler.set_groups(groups_of(self.config), self.config.schedule.weekly_on)
         self.scheduler.start()
+        self.upkeep.start()
 
     def wait(self) -> None:
         """Until a stop is asked for, reloading when asked; then finish and close."""
@@ -551,4 +635,8 @@ class Daemon:
         self.stop()
         self.scheduler.stop(wait=True)
         self.web.stop()
+        self.outbox.close()
+        self.changes.set()  # wakes the upkeep thread, which sees the stop
+        if self.upkeep.is_alive():
+            self.upkeep.join(timeout=30)
         log.info("serve.stopped")

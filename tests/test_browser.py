@@ -337,25 +337,20 @@ def test_the_unsubscribe_button_sends_one_click(browser: Any, tmp_path: Path) ->
     """The confirm page's form, submitted by a real browser, is a valid one-click POST."""
     from newsletter.models import SubscriberRecord
     from newsletter.store import SqliteStore
-    from newsletter.web.server import UnsubscribeServer
     from newsletter.web.tokens import make_token
+    from tests.webapp import minimal_config, running
 
     state, key = tmp_path / "state.db", b"browser-test-signing-key-0123456789ab"
     with SqliteStore(state) as store:
         ada = SubscriberRecord("ada@example.org", ("t",), status="active")
         sid = store.add_subscriber(ada, now=dt.datetime.now(dt.UTC)).id
-    web = UnsubscribeServer("127.0.0.1", 0, state_path=state, key=key, title=lambda: "Papers")
-    web.start()
-    host, port = web.address
-    try:
+    with running(minimal_config(state, "Papers"), key) as root:
         page = browser.new_page()
-        page.goto(f"http://{host}:{port}/unsubscribe/{make_token(key, 'unsubscribe', sid)}")
+        page.goto(f"{root}/unsubscribe/{make_token(key, 'unsubscribe', sid)}")
         with page.expect_navigation():
             page.click("button[type=submit]")
         heading = page.inner_text("h1")
         page.close()
-    finally:
-        web.stop()
     assert heading == "You are unsubscribed"
     with SqliteStore(state, read_only=True) as store:
         assert held(store) == {"ada@example.org": ("unsubscribed", "one-click unsubscribe")}

@@ -396,3 +396,25 @@ def test_a_port_in_use_names_host_port_and_the_key(tmp_path: Path, hf: FixtureSe
         f"{cfg}: server.port: cannot listen on 127.0.0.1:{port}: Address already in use "
         "(another `newsletter serve`? set server.port to a free port)\n"
     )
+
+
+def test_no_token_of_any_page_reaches_the_log_even_at_vv(tmp_path: Path) -> None:
+    """The confirm, manage and unsubscribe paths are logged with their token cut off, whatever
+    the answer (a page, a 400, a 404 with signup off)."""
+    from tests.signup_site import write_config as site_config
+
+    web_port = free_port()
+    cfg = site_config(tmp_path, 25, web_port)
+    secret = tokens.make_token(KEY, "manage", "AbCdEfGhIjKlMnOp")
+    daemon = Daemon(cfg, "-vv")
+    try:
+        for kind in ("confirm", "manage", "unsubscribe"):
+            url = f"http://127.0.0.1:{web_port}/{kind}/{secret}"
+            assert get(url)[0] == 400
+            assert post(url + "?x=" + secret)[0] == 400
+        wait_for(lambda: daemon.log().count("http POST /unsubscribe/<token>") >= 1, 10, daemon.log)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    log = daemon.log()
+    assert "DEBUG newsletter.web.server http GET /manage/<token> 400" in log, log
+    assert secret not in log and secret[:12] not in log, log

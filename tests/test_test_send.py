@@ -22,11 +22,11 @@ import pytest
 
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
-from newsletter.web.server import UnsubscribeServer
 from tests.conftest import held, ids_in
 from tests.smtpserver import Received, SmtpServer
 from tests.test_preview import body
 from tests.test_send import make_config, send
+from tests.webapp import minimal_config, running
 
 KEY = "test-signing-key-of-at-least-32-bytes"
 READER = "reader001@example.org"
@@ -41,15 +41,8 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def endpoint(tmp_path: Path) -> Iterator[str]:
     """The one-click endpoint that `serve` runs, on the test's state file."""
-    server = UnsubscribeServer(
-        "127.0.0.1", 0, state_path=tmp_path / "state.db", key=KEY.encode(), title=lambda: "T"
-    )
-    server.start()
-    host, port = server.address
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with running(minimal_config(tmp_path / "state.db", "T"), KEY.encode()) as root:
+        yield root
 
 
 def parse(received: Received) -> EmailMessage:

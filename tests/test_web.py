@@ -13,8 +13,9 @@ import pytest
 from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from newsletter.web import tokens
-from newsletter.web.server import MAX_BODY, UnsubscribeServer
+from newsletter.web.app import MAX_BODY
 from tests.conftest import held
+from tests.webapp import minimal_config, running
 
 KEY = b"web-test-signing-key-0123456789abcdef"
 ADA = "ada@example.org"
@@ -35,18 +36,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     state = tmp_path / "state.db"
     with SqliteStore(state) as store:
         ada = store.add_subscriber(SubscriberRecord(ADA, ("t",), status="active"), now=NOW)
-    web = UnsubscribeServer(
-        "127.0.0.1", 0, state_path=state, key=KEY, title=lambda: "Trending Papers"
-    )
-    web.start()
-    host, port = web.address
-    try:
-        yield (
-            f"http://{host}:{port}/unsubscribe/{tokens.make_token(KEY, 'unsubscribe', ada.id)}",
-            state,
-        )
-    finally:
-        web.stop()
+    with running(minimal_config(state), KEY) as root:
+        yield f"{root}/unsubscribe/{tokens.make_token(KEY, 'unsubscribe', ada.id)}", state
 
 
 NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)

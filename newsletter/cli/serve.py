@@ -23,7 +23,8 @@ from newsletter.errors import ConfigError
 @config_option
 @handles_errors
 def serve(config_path: Path) -> None:
-    """Run as a service: send on schedule and answer one-click unsubscribes.
+    """Run as a service: send on schedule and serve the web pages (unsubscribe, manage, and
+    with signup.enabled the sign-up pages).
 
     One job per group of subscribers sharing cadence, send time and timezone; what today's
     run left unsent is resumed at the start and every 15 minutes. SIGHUP
@@ -57,7 +58,7 @@ def serve(config_path: Path) -> None:
         signal.signal(sig, daemon.on_signal)
     daemon.start()
     host, port = daemon.web.address
-    click.echo(f"serving: unsubscribe endpoint on http://{host}:{port}/unsubscribe/", err=True)
+    click.echo(f"serving: web pages on http://{host}:{port}/", err=True)
     for job_id, when in daemon.scheduler.next_runs():
         click.echo(
             f"  next {job_id}: {when:%Y-%m-%d %H:%M:%S %Z}" if when else f"  {job_id}: paused",
