@@ -50,6 +50,7 @@ the composing workers: a real send composes without them (``bodies=False``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -219,6 +220,7 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
     day, spec, report = job.day, job.spec, job.report
     with store.send_lock(options.lock_wait):
         run = ledger.open_run(store, day, clock)
+        spec = dataclasses.replace(spec, run_id=run.id)  # named in each VERP envelope sender
         missing = run.missing(subscribers)
         if missing:
             # Selected here, in full, before the ledger transaction (fetching does I/O of its

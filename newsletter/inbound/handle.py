@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from newsletter.inbound import mime
-from newsletter.inbound.tokens import parse_unsubscribe, parse_verp
-from newsletter.inbound.verdict import Kind, Verdict, read
+from newsletter.inbound.reasons import classify, find_status
+from newsletter.inbound.tokens import UNSUBSCRIBE_LOCAL, parse_unsubscribe, parse_verp
+from newsletter.inbound.verdict import Detail, Kind, Verdict, read
 from newsletter.models import InboundKind
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelop
 _TOKENIZED = re.compile(rb"[A-Za-z0-9._%=-]{1,64}\+[A-Za-z2-7]{8,64}@[A-Za-z0-9.-]+")
 # Statuses a bounce does not overwrite: the reader's or the operator's choice.
 _CHOSEN = frozenset({"unsubscribed", "complained"})
-UNSUBSCRIBE_LOCAL = "unsubscribe"
 
 
 class Record(Protocol):
@@ -313,6 +313,37 @@ def decide(
     )
 
 
+def smtp_refusal(
+    store: Subscribers,
+    address: str,
+    reply: str,
+    *,
+    permanent: bool,
+    rules: Rules,
+    run_id: int | None,
+    now: dt.datetime,
+) -> Handled:
+    """A 5xx to RCPT during the SMTP conversation, judged and applied as a bounce read back
+    later would be: ``permanent`` (the reply condemns the address) suppresses at once, any
+    other is counted."""
+    record = store.subscriber_by_email(address)
+    code = find_status(reply)
+    reason = classify(code, reply, "RCPT")
+    detail = Detail(address, code, " ".join(reply.split())[:500], reason, permanent, True)
+    verdict = Verdict("bounce", permanent, (address,), code, (detail,))
+    if record is None:
+        return _nothing(verdict, "not a stored subscriber")
+    since = now - dt.timedelta(days=rules.soft_days)
+    handled = decide(
+        verdict,
+        Found(subscriber=record.id, run_id=run_id),
+        [(record, address)],
+        lambda r: store.inbound_count(r.id, ("soft",), since),
+        rules,
+    )
+    return _applied(handled, store, now, dry_run=False)
+
+
 def apply(store: Subscribers, changes: Iterable[Change], now: dt.datetime) -> None:
     """Record each event and set each new status."""
     for c in changes:
@@ -403,4 +434,5 @@ __all__ = [
     "apply",
     "decide",
     "handle",
+    "smtp_refusal",
 ]
