@@ -11,7 +11,6 @@ Print the figures: ``python -m tests.test_inbound_cli``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -19,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from tests import inbound_mail as mail
 from tests.test_inbound_verdict import BOUNCES, _expected
+from tests.test_state_file import read_only
 
 KEY = "inbound-cli-test-key-of-at-least-32-bytes"
 ENV = {**os.environ, "NEWSLETTER_SECRET": KEY}
@@ -196,24 +195,6 @@ def test_garbage_is_understood_as_nothing_and_exits_0(tmp_path: Path) -> None:
         assert json.loads(out)["action"] == "none"
 
 
-@contextlib.contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """``path`` cannot be written, even by root (the immutable attribute), or skip."""
-    if os.geteuid() != 0:
-        path.chmod(0o444)
-        try:
-            yield
-        finally:
-            path.chmod(0o644)
-        return
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("cannot make a file read-only here (chattr +i)")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
 def test_an_unwritable_state_exits_75_with_one_line(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     state = tmp_path / "state.db"
@@ -226,7 +207,7 @@ def test_an_unwritable_state_exits_75_with_one_line(tmp_path: Path) -> None:
         )
     sqlite3.connect(state).execute("PRAGMA journal_mode=DELETE").fetchone()
     to = verp_address("bounces@example.org", 1, ada.id, KEY.encode())
-    with immutable(state):
+    with read_only(state):
         code, out, err = subprocess_inbound(
             cfg, "--envelope-to", to, stdin=mail.dsn(to, "ada@example.org")
         )
