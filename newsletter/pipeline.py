@@ -62,6 +62,7 @@ from newsletter import compose, ledger, roster, selection, sources
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
+from newsletter.inbound.handle import Rules
 from newsletter.models import NothingNew, Subscriber
 from newsletter.selection import Request, Selecting
 from newsletter.store import Store
@@ -234,7 +235,10 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
         papers = run.papers()
         digests = run.digests(rows, subscribers, job.mailed, papers)
         recorder = run.recorder(
-            rows, max_deferrals=config.smtp.max_deferrals, progress=options.progress
+            rows,
+            max_deferrals=config.smtp.max_deferrals,
+            progress=options.progress,
+            rules=Rules.of(config),
         )
         # A real send's sender sends the bytes; the ledger reads the papers each one carried.
         messages = compose.compose_many(
