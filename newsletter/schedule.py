@@ -594,7 +594,7 @@ class Daemon:
             return
         try:
             # Tokens of ours exist only with a bounce address (VERP, the unsubscribe address).
-            keys = [self.key] if config.smtp.bounce_address else []
+            keys = self.keys if config.smtp.bounce_address else ()
             wiring.read_bounce_mailbox(config, keys, self.clock, reported=self.reported)
         except ConfigError as e:
             for line in e.problems:

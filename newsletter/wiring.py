@@ -20,7 +20,6 @@ from newsletter.errors import ConfigError
 from newsletter.sources.http import ResponseStore
 
 if TYPE_CHECKING:
-    from newsletter.inbound.handle import Rules
     from newsletter.inbound.imap import Pass
 
 log = logging.getLogger(__name__)
@@ -62,14 +61,6 @@ def smtp_settings(config: Config) -> SmtpSettings:
     )
 
 
-def inbound_rules(config: Config) -> Rules:
-    """What ``inbound.handle`` decides by: the soft-bounce rule and whose tokens are ours."""
-    from newsletter.inbound.handle import Rules
-
-    settings = config.inbound
-    return Rules(settings.soft_bounces, settings.soft_days, config.smtp.bounce_address)
-
-
 def imap_password(config: Config) -> str:
     """The IMAP password from the environment; missing: a ConfigError (exit 2, 75 for inbound)."""
     imap = config.inbound.imap
@@ -96,7 +87,7 @@ def read_bounce_mailbox(
 ) -> Pass:
     """One pass over ``inbound.imap``'s folder, each message handled against the state file
     (``serve``'s poll and ``newsletter inbound --imap``)."""
-    from newsletter.inbound.handle import handle
+    from newsletter.inbound.handle import Rules, handle
     from newsletter.inbound.imap import read_mailbox
     from newsletter.store import SqliteStore
 
@@ -104,7 +95,7 @@ def read_bounce_mailbox(
     if imap is None:
         raise ConfigError(str(config.path), [f"{config.path}: inbound.imap: not configured"])
     password = imap_password(config)
-    rules = inbound_rules(config)
+    rules = Rules.of(config)
     with SqliteStore(config.state_path) as store:
 
         def one(raw: bytes) -> None:

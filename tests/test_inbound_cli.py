@@ -57,7 +57,7 @@ subscribers: []
 
 
 def invoke(cfg: Path, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    result = CliRunner(mix_stderr=False).invoke(
+    result = CliRunner().invoke(
         cli, ["inbound", "-c", str(cfg), *args], input=stdin, env={"NEWSLETTER_SECRET": KEY}
     )
     return result.exit_code, result.stdout, result.stderr
@@ -243,7 +243,7 @@ def test_a_bad_config_exits_75_naming_the_key(
 
 def test_bad_inbound_keys_exit_2_elsewhere(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, "inbound:\n  soft_days: 0\n  poll_minutes: -1\n")
-    result = CliRunner(mix_stderr=False).invoke(cli, ["status", "-c", str(cfg)])
+    result = CliRunner().invoke(cli, ["status", "-c", str(cfg)])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f"{cfg}:7: inbound.soft_days: input should be greater than or equal to 1, got 0",

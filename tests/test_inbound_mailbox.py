@@ -16,16 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import config, schedule
+from newsletter import config
 from newsletter.config import ImapSettings
 from newsletter.inbound.imap import read_mailbox
 from newsletter.store import SqliteStore
 from tests import inbound_mail as mail
+from tests.clock import FakeClock
 from tests.httpserver import FixtureServer
 from tests.servers.dovecot import Dovecot, Mailbox
 from tests.servers.postfix import Postfix
 from tests.smtpserver import free_port
-from tests.test_serve import ENV, KEY, cli
+from tests.test_serve import ENV, cli, daemon_in_process, wait_for
 from tests.test_serve import hf as hf  # the fixture: today's list is a real capture
 
 pytest_plugins = ["tests.servers.fixtures"]
@@ -96,13 +97,10 @@ def header(raw: bytes, name: str) -> str:
     return str(email.message_from_bytes(raw, policy=email.policy.compat32)[name] or "")
 
 
-def poll_once(cfg: Path) -> None:
-    """What ``serve``'s poll does, once, on the daemon ``serve`` runs."""
-    daemon = schedule.Daemon(cfg, config.load(cfg), KEY)
-    try:
-        daemon.poll_inbound()
-    finally:
-        daemon.close()
+def serve_until_read(cfg: Path, mailbox: Mailbox) -> None:
+    """What ``serve`` runs, in this process: its poll reads the mailbox as it starts."""
+    with daemon_in_process(cfg, FakeClock(dt.datetime.now(dt.UTC))):
+        wait_for(lambda: mailbox.messages() == [], 60, lambda: "the mailbox was not read")
 
 
 def test_a_digest_bounced_after_250_a_complaint_and_a_mailto_unsubscribe_come_back(
@@ -145,7 +143,7 @@ def test_a_digest_bounced_after_250_a_complaint_and_a_mailto_unsubscribe_come_ba
         ["gone@bounce.test", complainer.address, leaver.address, "full@full.test"], "active"
     )
 
-    poll_once(cfg)
+    serve_until_read(cfg, mailbox)
 
     assert statuses(cfg) == {
         "gone@bounce.test": "bounced",  # 5.1.1: at once

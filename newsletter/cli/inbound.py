@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from newsletter.cli.common import config_option, load_config, now_utc, signing_key
+from newsletter.cli.common import config_option, load_config, now_utc, signing_keys
 from newsletter.errors import ConfigError, NewsletterError
 
 log = logging.getLogger(__name__)
@@ -114,21 +114,21 @@ def inbound(
         click.echo(("(dry run) " if dry_run else "") + handled.line())
 
 
-def _keys(config: Any) -> list[bytes]:
-    """The keys tokens verify with; with no bounce address no token of ours exists."""
+def _keys(config: Any) -> tuple[bytes, ...]:
+    """The keys tokens verify with (every key of ``newsletter.secret_env``); with no bounce
+    address no token of ours exists."""
     if config.smtp.bounce_address is None:
-        return []
-    return [signing_key(config, preview=False)]
+        return ()
+    return signing_keys(config, preview=False)
 
 
 def _handle(
-    config: Any, raw: bytes, envelope_to: tuple[str, ...], keys: list[bytes], dry_run: bool
+    config: Any, raw: bytes, envelope_to: tuple[str, ...], keys: tuple[bytes, ...], dry_run: bool
 ) -> Any:
-    from newsletter import wiring
-    from newsletter.inbound.handle import handle
+    from newsletter.inbound.handle import Rules, handle
     from newsletter.store import SqliteStore
 
-    rules = wiring.inbound_rules(config)
+    rules = Rules.of(config)
     with SqliteStore(config.state_path, read_only=dry_run) as store:
         return handle(
             raw, envelope_to, store=store, keys=keys, rules=rules, now=now_utc(), dry_run=dry_run

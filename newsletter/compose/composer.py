@@ -142,8 +142,8 @@ class Composer:
         and the tokenized unsubscribe address on its domain (``inbound`` reads both back).
         None, None: the masthead's (a test send's copy must not be able to unsubscribe)."""
         bounce = self.spec.masthead.bounce_address
-        subscriber = getattr(digest.subscriber, "id", None)
-        if bounce is None or subscriber is None or self.spec.test_links:
+        subscriber = digest.subscriber.id
+        if bounce is None or not subscriber or self.spec.test_links:
             return None, None
         key = self.spec.key
         domain = bounce.rpartition("@")[2]

@@ -35,13 +35,17 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from newsletter.inbound import mime
 from newsletter.inbound.reasons import classify, find_status
 from newsletter.inbound.tokens import UNSUBSCRIBE_LOCAL, parse_unsubscribe, parse_verp
 from newsletter.inbound.verdict import Detail, Kind, Verdict, read
-from newsletter.models import InboundKind
+from newsletter.models import InboundKind, SubscriberRecord, SubscriberStatus
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +59,6 @@ _TOKENIZED = re.compile(rb"[A-Za-z0-9._%=-]{1,64}\+[A-Za-z2-7]{8,64}@[A-Za-z0-9.
 _CHOSEN = frozenset({"unsubscribed", "complained"})
 
 
-class Record(Protocol):
-    """What handling needs of a stored subscriber (``models.SubscriberRecord`` has it)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def email(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-
-
-class Subscribers(Protocol):
-    """What handling needs of the store."""
-
-    def subscriber_by_id(self, id: str) -> Any: ...
-    def subscriber_by_email(self, email: str) -> Any: ...
-    def set_subscriber_status(self, id: str, status: Any, reason: str, now: dt.datetime) -> Any: ...
-    def record_inbound(
-        self,
-        subscriber_id: str,
-        kind: InboundKind,
-        now: dt.datetime,
-        *,
-        status: str | None = None,
-        detail: str = "",
-        run_id: int | None = None,
-    ) -> None: ...
-    def inbound_count(
-        self, subscriber_id: str, kinds: Sequence[InboundKind], since: dt.datetime
-    ) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Rules:
     """The settings the rules read (``config.inbound``, ``smtp.bounce_address``)."""
@@ -96,6 +68,12 @@ class Rules:
     #: The bounce address (``bounces@example.org``): its tokenized forms and the unsubscribe
     #: address on its domain are ours. None: no message carries a token of ours.
     bounce_address: str | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> Rules:
+        """The rules a config sets (``inbound``, ``smtp.bounce_address``)."""
+        inbound = config.inbound
+        return cls(inbound.soft_bounces, inbound.soft_days, config.smtp.bounce_address)
 
     @property
     def bases(self) -> tuple[tuple[str, str], ...]:
@@ -126,7 +104,7 @@ class Change:
     subscriber_id: str
     email: str
     event: InboundKind
-    status: str | None  # the new status; None: unchanged
+    status: SubscriberStatus | None  # the new status; None: unchanged
     reason: str
     code: str | None = None  # the enhanced status code of a bounce
     run_id: int | None = None
@@ -168,30 +146,20 @@ def addressed(raw: bytes, envelope_to: Sequence[str], rules: Rules, keys: Sequen
     if not bases or not keys:
         return Found()
     recipients = list(envelope_to) or _header_recipients(raw)
-    ours = [a for a in recipients if _is_ours(a, bases)]
+    ours = [a for a in recipients if _purpose(a, bases) is not None]
     for address in ours:
-        for key in keys:
-            who = parse_unsubscribe(address, key)
-            if who is not None:
-                return Found(unsubscribe=str(who))
-            verp = parse_verp(address, key)
-            if verp is not None:
-                return Found(subscriber=str(verp.subscriber), run_id=verp.run_id)
+        found = _read(address, _purpose(address, bases), keys, enclosed=False)
+        if found is not None:
+            return found
     if ours:
         return Found(forged=ours[0])
     # Not sent to a token of ours: one in the message (a complaint's enclosed original) names
     # whom it was sent to.
     for match in _TOKENIZED.finditer(raw):
         address = match[0].decode("ascii")
-        if not _is_ours(address, bases):
-            continue
-        for key in keys:
-            verp = parse_verp(address, key)
-            if verp is not None:
-                return Found(subscriber=str(verp.subscriber), run_id=verp.run_id)
-            who = parse_unsubscribe(address, key)
-            if who is not None:
-                return Found(subscriber=str(who))
+        found = _read(address, _purpose(address, bases), keys, enclosed=True)
+        if found is not None:
+            return found
     return Found()
 
 
@@ -199,7 +167,7 @@ def handle(
     raw: bytes,
     envelope_to: Sequence[str],
     *,
-    store: Subscribers,
+    store: Store,
     keys: Sequence[bytes],
     rules: Rules,
     now: dt.datetime,
@@ -241,7 +209,7 @@ def handle(
     targets = _targets(verdict, found, store)
     since = now - dt.timedelta(days=rules.soft_days)
 
-    def soft_before(record: Record) -> int:
+    def soft_before(record: SubscriberRecord) -> int:
         return store.inbound_count(record.id, ("soft",), since)
 
     handled = decide(verdict, found, targets, soft_before, rules)
@@ -251,7 +219,7 @@ def handle(
 def decide(
     verdict: Verdict,
     found: Found,
-    targets: Sequence[tuple[Record, str | None]],
+    targets: Sequence[tuple[SubscriberRecord, str | None]],
     soft_before: Any,
     rules: Rules,
 ) -> Handled:
@@ -292,16 +260,18 @@ def decide(
         first = details[0] if details else None
         code = first.status if first else verdict.status
         why = f"{first.reason}: {first.diagnostic}" if first else "bounced"
+        bounced: SubscriberStatus | None = (
+            None if record.status in _CHOSEN or record.status == "bounced" else "bounced"
+        )
         if permanent:
-            status = None if record.status in _CHOSEN or record.status == "bounced" else "bounced"
             changes_list.append(
-                Change(record.id, record.email, "hard", status, why, code, found.run_id)
+                Change(record.id, record.email, "hard", bounced, why, code, found.run_id)
             )
             suppressed = True
             continue
         count = soft_before(record) + 1
         over = count >= rules.soft_bounces
-        status = "bounced" if over and record.status not in _CHOSEN | {"bounced"} else None
+        status = bounced if over else None
         reason = f"{why} ({count} failures within {rules.soft_days} days)" if over else why
         changes_list.append(
             Change(record.id, record.email, "soft", status, reason, code, found.run_id)
@@ -314,7 +284,7 @@ def decide(
 
 
 def smtp_refusal(
-    store: Subscribers,
+    store: Store,
     address: str,
     reply: str,
     *,
@@ -344,7 +314,7 @@ def smtp_refusal(
     return _applied(handled, store, now, dry_run=False)
 
 
-def apply(store: Subscribers, changes: Iterable[Change], now: dt.datetime) -> None:
+def apply(store: Store, changes: Iterable[Change], now: dt.datetime) -> None:
     """Record each event and set each new status."""
     for c in changes:
         store.record_inbound(
@@ -364,7 +334,9 @@ def apply(store: Subscribers, changes: Iterable[Change], now: dt.datetime) -> No
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _targets(verdict: Verdict, found: Found, store: Subscribers) -> list[tuple[Record, str | None]]:
+def _targets(
+    verdict: Verdict, found: Found, store: Store
+) -> list[tuple[SubscriberRecord, str | None]]:
     """The subscribers a bounce or complaint is about: the token's, else the report's."""
     if found.subscriber is not None:
         record = store.subscriber_by_id(found.subscriber)
@@ -374,7 +346,7 @@ def _targets(verdict: Verdict, found: Found, store: Subscribers) -> list[tuple[R
             (a for a in verdict.recipients if a.casefold() == record.email.casefold()), None
         )
         return [(record, named)]
-    targets: list[tuple[Record, str | None]] = []
+    targets: list[tuple[SubscriberRecord, str | None]] = []
     seen: set[str] = set()
     for address in verdict.recipients:
         record = store.subscriber_by_email(address)
@@ -384,7 +356,7 @@ def _targets(verdict: Verdict, found: Found, store: Subscribers) -> list[tuple[R
     return targets
 
 
-def _applied(handled: Handled, store: Subscribers, now: dt.datetime, dry_run: bool) -> Handled:
+def _applied(handled: Handled, store: Store, now: dt.datetime, dry_run: bool) -> Handled:
     if not dry_run:
         apply(store, handled.changes, now)
     return handled
@@ -396,10 +368,34 @@ def _nothing(verdict: Verdict, note: str = "") -> Handled:
     )
 
 
-def _is_ours(address: str, bases: Sequence[tuple[str, str]]) -> bool:
+def _purpose(address: str, bases: Sequence[tuple[str, str]]) -> str | None:
+    """ "verp" for a tokenized bounce address, "unsubscribe" for a tokenized unsubscribe
+    address (``bases``: the bounce address's, then the unsubscribe address's), else None."""
     local, _, domain = address.strip().strip("<>").casefold().rpartition("@")
     base, plus, token = local.partition("+")
-    return bool(plus and token) and (base, domain) in bases
+    if not (plus and token):
+        return None
+    if (base, domain) == bases[0]:
+        return "verp"
+    return "unsubscribe" if (base, domain) == bases[1] else None
+
+
+def _read(
+    address: str, purpose: str | None, keys: Sequence[bytes], *, enclosed: bool
+) -> Found | None:
+    """What a tokenized address of ours names, under any key; None unless it verifies. Each
+    token counts only under its own address: an unsubscribe token under the bounce address
+    is as good as forged. An enclosed unsubscribe address names whom a message was for."""
+    for key in keys:
+        if purpose == "verp":
+            verp = parse_verp(address, key)
+            if verp is not None:
+                return Found(subscriber=str(verp.subscriber), run_id=verp.run_id)
+        elif purpose == "unsubscribe":
+            who = parse_unsubscribe(address, key)
+            if who is not None:
+                return Found(subscriber=str(who)) if enclosed else Found(unsubscribe=str(who))
+    return None
 
 
 def _header_recipients(raw: bytes) -> list[str]:
@@ -427,9 +423,7 @@ __all__ = [
     "Change",
     "Found",
     "Handled",
-    "Record",
     "Rules",
-    "Subscribers",
     "addressed",
     "apply",
     "decide",
