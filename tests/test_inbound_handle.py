@@ -15,6 +15,8 @@ from newsletter.inbound.handle import Handled, Rules, handle, smtp_refusal
 from newsletter.models import SubscriberRecord
 from newsletter.store import SqliteStore
 from tests import inbound_mail as mail
+from tests.smtpserver import Faults, SmtpServer
+from tests.test_send import make_config, send
 
 KEY = b"inbound-test-key-of-at-least-32-bytes!"
 OLD_KEY = b"an-older-key-still-verifying-tokens!!"
@@ -254,3 +256,32 @@ def test_a_5xx_to_rcpt_is_judged_by_the_same_rules(store: SqliteStore) -> None:
     )
     assert gone.action == "suppressed"
     assert status(store, "ada@example.org") == status(store, "bob@example.org") == "bounced"
+
+
+def test_a_soft_5xx_to_rcpt_in_a_real_send_is_counted_until_it_suppresses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET", KEY.decode())
+    full = "reader001@example.org"
+    with SmtpServer(Faults(rcpt_replies={full: "552 5.2.2 Mailbox full"})) as server:
+        cfg = make_config(
+            tmp_path,
+            server.port,
+            n=2,
+            extra="inbound:\n  soft_bounces: 2\nselection:\n  send_empty: true",
+        )
+        first = send(cfg)
+        assert first.exit_code == 1, first.output
+        assert f"failed: {full}: 552 5.2.2 Mailbox full" in first.output
+        with SqliteStore(tmp_path / "state.db", read_only=True) as store:
+            assert status(store, full) == "active"  # counted: one of two
+        second = send(cfg, "--date", "2026-05-09")
+        assert second.exit_code == 1, second.output
+        with SqliteStore(tmp_path / "state.db", read_only=True) as store:
+            assert status(store, full) == "bounced"
+            record = store.subscriber_by_email(full)
+            assert record is not None and store.inbound_counts()[record.id] == {"soft": 2}
+        third = send(cfg, "--date", "2026-05-10")
+        assert third.exit_code == 0, third.output
+    assert server.handler.count()["reader000@example.org"] == 3
+    assert full not in server.handler.count()
