@@ -259,7 +259,7 @@ def decide(
         permanent = bool(details) and all(d.permanent for d in details)
         first = details[0] if details else None
         code = first.status if first else verdict.status
-        why = f"{first.reason}: {first.diagnostic}" if first else "bounced"
+        why = (first.diagnostic or first.reason) if first else "bounced"
         bounced: SubscriberStatus | None = (
             None if record.status in _CHOSEN or record.status == "bounced" else "bounced"
         )
