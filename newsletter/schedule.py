@@ -616,6 +616,8 @@ class Daemon:
             compose.check_templates(config.templates_path)
             compose.load_masthead(config)
             wiring.smtp_settings(config)
+            if config.inbound.imap is not None:
+                wiring.imap_password(config)
         except ConfigError as e:
             for line in e.problems:
                 log.error("reload.failed %s", line)

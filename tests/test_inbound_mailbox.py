@@ -242,3 +242,15 @@ def test_a_wrong_imap_password_exits_75_with_one_line(
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert f"login as {mailbox.address} refused" in done.stderr
     assert "not-the-password-1f3c" not in done.stderr
+
+
+def test_serve_refuses_an_imap_mailbox_without_its_password(
+    tmp_path: Path, hf: FixtureServer, postfix_relay: Postfix, mailbox: Mailbox
+) -> None:
+    cfg = write_config(tmp_path / "c.yaml", hf, postfix_relay, mailbox, ["ada@example.net"])
+    done = cli(cfg, "serve")  # returns at once: the password is checked before anything starts
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"{cfg}: inbound.imap.password_env: ${IMAP_ENV} is not set "
+        f"(inbound.imap.username is {mailbox.address!r})\n"
+    )
