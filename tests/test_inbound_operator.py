@@ -26,8 +26,8 @@ def listed(cfg: Path) -> dict[str, list[str]]:
     code, out, err = invoke("subscribers", "list", "-c", str(cfg))
     assert code == 0, err
     header, *rows = out.splitlines()
-    assert header.split()[:4] == ["email", "status", "bounces", "complaints"], header
-    return {row.split()[0]: row.split()[1:4] for row in rows}
+    assert header.split()[:5] == ["email", "status", "source", "bounces", "complaints"], header
+    return {row.split()[0]: [row.split()[1], *row.split()[3:5]] for row in rows}
 
 
 def test_counts_status_rates_and_a_resubscribe(

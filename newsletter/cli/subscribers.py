@@ -84,13 +84,13 @@ def subscribers_list(config_path: Path) -> None:
         )
     width = max((len(line[0]) for line in lines), default=5)
     click.echo(
-        f"{'email':<{width}}  {'status':<12}  {'bounces':>7}  {'complaints':>10}  "
-        f"{'source':<11}  {'last digest':<11}  topics"
+        f"{'email':<{width}}  {'status':<12}  {'source':<11}  {'bounces':>7}  {'complaints':>10}  "
+        f"{'last digest':<11}  topics"
     )
     for email, status, (bounces, complaints), source, day, topics in lines:
         click.echo(
-            f"{email:<{width}}  {status:<12}  {bounces:>7}  {complaints:>10}  "
-            f"{source:<11}  {day:<11}  {topics}"
+            f"{email:<{width}}  {status:<12}  {source:<11}  {bounces:>7}  {complaints:>10}  "
+            f"{day:<11}  {topics}"
         )
 
 
