@@ -14,12 +14,16 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from newsletter.cli.common import config_option, load_config, now_utc, signing_keys
 from newsletter.errors import ConfigError, NewsletterError
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.inbound.handle import Handled
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +118,7 @@ def inbound(
         click.echo(("(dry run) " if dry_run else "") + handled.line())
 
 
-def _keys(config: Any) -> tuple[bytes, ...]:
+def _keys(config: Config) -> tuple[bytes, ...]:
     """The keys tokens verify with (every key of ``newsletter.secret_env``); with no bounce
     address no token of ours exists."""
     if config.smtp.bounce_address is None:
@@ -123,8 +127,8 @@ def _keys(config: Any) -> tuple[bytes, ...]:
 
 
 def _handle(
-    config: Any, raw: bytes, envelope_to: tuple[str, ...], keys: tuple[bytes, ...], dry_run: bool
-) -> Any:
+    config: Config, raw: bytes, envelope_to: tuple[str, ...], keys: tuple[bytes, ...], dry_run: bool
+) -> Handled:
     from newsletter.inbound.handle import Rules, handle
     from newsletter.store import SqliteStore
 
