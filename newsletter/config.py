@@ -356,6 +356,59 @@ class Server(_Model):
         return [ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies]
 
 
+# An IMAP folder name as we write it: printable ASCII without quotes, backslashes, wildcards or
+# "&" (which starts IMAP's UTF-7 for other characters).
+_FOLDER_RE = re.compile(r"^[ !#$'-)+-\[\]-~]+$")
+
+
+class ImapSettings(_Model):
+    """The mailbox bounces, complaints and mailto unsubscribes arrive in, read by ``serve``."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: 993 for tls, else 143
+    security: Literal["tls", "starttls", "none"] = "tls"
+    allow_insecure: bool = False
+    username: Annotated[str, Field(min_length=1)]
+    password_env: str = "NEWSLETTER_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    after: Literal["move", "delete"] = "move"
+    processed: str = "processed"  # the folder handled messages are moved to (made if missing)
+    timeout: Annotated[float, Field(gt=0)] = 60.0
+
+    @field_validator("folder", "processed")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if not _FOLDER_RE.match(value):
+            raise ValueError(
+                f"not a folder name (ASCII without quotes, backslashes, &, * or %): {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_plaintext_over_the_network(self) -> ImapSettings:
+        if self.security == "none" and not self.allow_insecure and not is_loopback(self.host):
+            raise ValueError(
+                f"security: none sends the password unencrypted to {self.host}; use tls or "
+                "starttls, or set allow_insecure: true"
+            )
+        if self.after == "move" and self.processed == self.folder:
+            raise ValueError(f"processed must be another folder than folder ({self.folder!r})")
+        return self
+
+    @property
+    def port_number(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+
+class InboundSettings(_Model):
+    """What bounces and complaints do (``newsletter inbound``, the IMAP poll of ``serve``)."""
+
+    soft_bounces: Annotated[int, Field(ge=1, le=1000)] = 3  # other failures that make it bounced
+    soft_days: Annotated[int, Field(ge=1, le=365)] = 14  # ... when they fall within this many days
+    poll_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 5.0
+    imap: ImapSettings | None = None
+
+
 def _check_term(value: str) -> str:
     # A term of punctuation only ("-") matches between any two non-letters: everywhere.
     if not any(c.isalnum() for c in value):
@@ -490,6 +543,7 @@ class Config(_Model):
     server: Server = Server()
     archive: ArchiveSettings = ArchiveSettings()
     signup: SignupSettings = SignupSettings()
+    inbound: InboundSettings = InboundSettings()
     topics: dict[str, TopicSettings]
     subscribers: list[SubscriberSettings] = []
     # Where the file was read from; relative paths in it are relative to its folder.

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from newsletter.deliver import Outcome
+from newsletter.inbound.handle import Rules, smtp_refusal
 from newsletter.models import Digest, LedgerRow, Outgoing, PaperData, Subscriber
 from newsletter.store import Store
 
@@ -126,11 +127,16 @@ class Run:
         return rebuilt()
 
     def recorder(
-        self, rows: Iterable[LedgerRow], *, max_deferrals: int, progress: Progress | None = None
+        self,
+        rows: Iterable[LedgerRow],
+        *,
+        max_deferrals: int,
+        progress: Progress | None = None,
+        rules: Rules | None = None,
     ) -> Recorder:
-        """The ``Events`` of a send of ``rows``."""
+        """The ``Events`` of a send of ``rows``; a 5xx to RCPT is judged by ``rules``."""
         deferrals = {r.subscriber: r.deferrals for r in rows if r.deferrals}
-        return Recorder(self, deferrals, max_deferrals, progress)
+        return Recorder(self, deferrals, max_deferrals, progress, rules)
 
     def totals(self) -> Totals:
         store = self.store
@@ -161,7 +167,9 @@ class Recorder:
         deferrals: Mapping[str, int],
         max_deferrals: int,
         progress: Progress | None = None,
+        rules: Rules | None = None,
     ) -> None:
+        self.rules = rules or Rules()
         self.store = run.store
         self.run_id = run.id
         self.clock = run.clock
@@ -192,10 +200,18 @@ class Recorder:
             self.clock(),
             paper_ids=msg.email.paper_ids,
         )
-        if outcome.suppress:
-            found = self.store.subscriber_by_email(key)
-            if found is not None:
-                self.store.set_subscriber_status(found.id, "bounced", outcome.detail, self.clock())
+        if outcome.suppress or outcome.refused:
+            # A 5xx to RCPT: suppressed at once (user unknown) or counted (mailbox full), by
+            # the rules bounces read back later are judged by.
+            smtp_refusal(
+                self.store,
+                key,
+                outcome.detail,
+                permanent=outcome.suppress,
+                rules=self.rules,
+                run_id=self.run_id,
+                now=self.clock(),
+            )
         log.log(
             logging.WARNING if outcome.status in ("failed", "unknown") else logging.INFO,
             "digest.%s subscriber=%s detail=%r",

@@ -340,6 +340,11 @@ class SubscriberRecord:
         )
 
 
+#: What came back about a subscriber (``inbound``): a permanent failure of the address, another
+#: failure (counted), a spam complaint, an unsubscribe by mail.
+InboundKind = Literal["hard", "soft", "complaint", "unsubscribe"]
+
+
 #: A recipient's row in a run's ledger: ``pending`` (to send), ``sending`` (handed to the
 #: server, no answer yet), then ``sent``, ``failed``, ``unknown`` (the server may have it),
 #: ``deferred`` (a 4xx outlived the run's retries), ``empty`` (nothing new) or ``cancelled``.

@@ -50,6 +50,7 @@ the composing workers: a real send composes without them (``bodies=False``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -61,6 +62,7 @@ from newsletter import compose, ledger, roster, selection, sources
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
 from newsletter.errors import NewsletterError, SendError
+from newsletter.inbound.handle import Rules
 from newsletter.models import NothingNew, Subscriber
 from newsletter.selection import Request, Selecting
 from newsletter.store import Store
@@ -219,6 +221,7 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
     day, spec, report = job.day, job.spec, job.report
     with store.send_lock(options.lock_wait):
         run = ledger.open_run(store, day, clock)
+        spec = dataclasses.replace(spec, run_id=run.id)  # named in each VERP envelope sender
         missing = run.missing(subscribers)
         if missing:
             # Selected here, in full, before the ledger transaction (fetching does I/O of its
@@ -232,7 +235,10 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
         papers = run.papers()
         digests = run.digests(rows, subscribers, job.mailed, papers)
         recorder = run.recorder(
-            rows, max_deferrals=config.smtp.max_deferrals, progress=options.progress
+            rows,
+            max_deferrals=config.smtp.max_deferrals,
+            progress=options.progress,
+            rules=Rules.of(config),
         )
         # A real send's sender sends the bytes; the ledger reads the papers each one carried.
         messages = compose.compose_many(

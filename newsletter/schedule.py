@@ -15,6 +15,8 @@ The daemon is a thin loop over ``pipeline.run_once``:
               soon after the start, then every RESUME_EVERY -> resume: the day's unfinished run
               every REGROUP_EVERY -> regroup: readers who signed up, were added or left since
               (another process wrote them) join or leave the jobs; a job keeps its next time
+    inbound:  with inbound.imap, every inbound.poll_minutes -> read the bounce mailbox
+              (wiring.read_bounce_mailbox: bounces, complaints, mailto unsubscribes)
     SIGHUP:   reload the config (a broken file is reported, the old one kept)
     SIGTERM:  finish the message in flight, stop
 
@@ -447,6 +449,8 @@ class Daemon:
         self.sender: SmtpSender | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
+        self.reported: set[str] = set()  # mailbox messages that failed, said once
+        self.poller = threading.Thread(target=self._poll, name="newsletter-inbound", daemon=True)
         grace = config.schedule.grace_minutes * 60
         self.scheduler = Scheduler(
             self.run, grace_seconds=grace, resume=self.resume, regroup=self.regroup, clock=clock
@@ -582,6 +586,29 @@ class Daemon:
         except Exception:
             log.exception("signup.purge_failed")
 
+    def poll_inbound(self) -> None:
+        """One pass over the bounce mailbox (``inbound.imap``); a failure is logged."""
+        with self.lock:
+            config = self.config
+        if config.inbound.imap is None:
+            return
+        try:
+            # Tokens of ours exist only with a bounce address (VERP, the unsubscribe address).
+            keys = self.keys if config.smtp.bounce_address else ()
+            wiring.read_bounce_mailbox(config, keys, self.clock, reported=self.reported)
+        except ConfigError as e:
+            for line in e.problems:
+                log.error("inbound.poll_failed %s", line)
+        except NewsletterError as e:
+            log.error("inbound.poll_failed %s", e)
+
+    def _poll(self) -> None:
+        while not self.stop_requested.is_set():
+            self.poll_inbound()
+            with self.lock:
+                minutes = self.config.inbound.poll_minutes
+            self.clock.wait(self.stop_requested, minutes * 60)
+
     def reload(self) -> None:
         """Read the config file again; a broken one is logged and the one loaded before kept."""
         try:
@@ -589,6 +616,8 @@ class Daemon:
             compose.check_templates(config.templates_path)
             compose.load_masthead(config)
             wiring.smtp_settings(config)
+            if config.inbound.imap is not None:
+                wiring.imap_password(config)
         except ConfigError as e:
             for line in e.problems:
                 log.error("reload.failed %s", line)
@@ -599,6 +628,8 @@ class Daemon:
             return
         with self.lock:
             self.config = config
+        if config.inbound.imap is not None and not self.poller.is_alive():
+            self.poller.start()
         groups = groups_of(config)
         self.scheduler.set_groups(groups, config.schedule.weekly_on)
         log.info("reload.done subscribers=%d jobs=%d", len(config.subscribers), len(groups))
@@ -621,6 +652,8 @@ class Daemon:
         self.scheduler.set_groups(groups_of(self.config), self.config.schedule.weekly_on)
         self.scheduler.start()
         self.upkeep.start()
+        if self.config.inbound.imap is not None:
+            self.poller.start()
 
     def wait(self) -> None:
         """Until a stop is asked for, reloading when asked; then finish and close."""
@@ -634,6 +667,8 @@ class Daemon:
         log.info("serve.stopping (finishing the message in flight)")
         self.stop()
         self.scheduler.stop(wait=True)
+        if self.poller.is_alive():
+            self.poller.join()
         self.web.stop()
         self.outbox.close()
         self.changes.set()  # wakes the upkeep thread, which sees the stop

@@ -5,16 +5,24 @@ sources (or the one ``--from`` file). The commands (``cli``) and the ``serve`` d
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableSet, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter import sources
 from newsletter.config import Config
 from newsletter.deliver import SmtpSettings, default_helo_name
 from newsletter.errors import ConfigError
 from newsletter.sources.http import ResponseStore
+
+if TYPE_CHECKING:
+    from newsletter.inbound.imap import Pass
+
+log = logging.getLogger(__name__)
 
 
 def password_problem(config: Config) -> str | None:
@@ -51,6 +59,50 @@ def smtp_settings(config: Config) -> SmtpSettings:
         connect_timeout=smtp.connect_timeout,
         helo_name=smtp.helo_name or default_helo_name(config.newsletter.from_address),
     )
+
+
+def imap_password(config: Config) -> str:
+    """The IMAP password from the environment; missing: a ConfigError (exit 2, 75 for inbound)."""
+    imap = config.inbound.imap
+    if imap is None:
+        raise ConfigError(str(config.path), [f"{config.path}: inbound.imap: not configured"])
+    password = os.environ.get(imap.password_env)
+    if not password:
+        raise ConfigError(
+            str(config.path),
+            [
+                f"{config.path}: inbound.imap.password_env: ${imap.password_env} is not set "
+                f"(inbound.imap.username is {imap.username!r})"
+            ],
+        )
+    return password
+
+
+def read_bounce_mailbox(
+    config: Config,
+    keys: Sequence[bytes],
+    clock: Callable[[], dt.datetime],
+    *,
+    reported: MutableSet[str] | None = None,
+) -> Pass:
+    """One pass over ``inbound.imap``'s folder, each message handled against the state file
+    (``serve``'s poll and ``newsletter inbound --imap``)."""
+    from newsletter.inbound.handle import Rules, handle
+    from newsletter.inbound.imap import read_mailbox
+    from newsletter.store import SqliteStore
+
+    imap = config.inbound.imap
+    if imap is None:
+        raise ConfigError(str(config.path), [f"{config.path}: inbound.imap: not configured"])
+    password = imap_password(config)
+    rules = Rules.of(config)
+    with SqliteStore(config.state_path) as store:
+
+        def one(raw: bytes) -> None:
+            handled = handle(raw, (), store=store, keys=keys, rules=rules, now=clock())
+            log.info("inbound.handled %s", handled.line())
+
+        return read_mailbox(imap, password, one, reported=reported)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import sys
 import click
 
 from newsletter import __version__
-from newsletter.cli import archive, check, fetch, run, serve, status, subscribers
+from newsletter.cli import archive, check, fetch, inbound, run, serve, status, subscribers
 from newsletter.cli.common import abort
 
 
@@ -39,6 +39,7 @@ for command in (
     archive.archive,
     check.check,
     fetch.fetch,
+    inbound.inbound,
     run.preview,
     run.run,
     run.send,

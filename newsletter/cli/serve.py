@@ -36,6 +36,8 @@ def serve(config_path: Path) -> None:
     config = load_config(config_path)
     keys = signing_keys(config, preview=False)
     wiring.smtp_settings(config)  # a missing password is a config error now, not at 08:00
+    if config.inbound.imap is not None:
+        wiring.imap_password(config)  # so is the bounce mailbox's
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("newsletter").setLevel(logging.INFO)  # a daemon says what it does
     try:

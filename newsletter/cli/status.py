@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from pathlib import Path
 
 import click
 
 from newsletter.cli.common import config_option, handles_errors, load_config, now_utc
+
+RATE_DAYS = 30  # the window of the bounce and complaint rates
+MAX_BOUNCE_RATE = 0.02  # above it: a warning line
+MAX_COMPLAINT_RATE = 0.001
 
 
 @click.command()
@@ -39,6 +44,8 @@ def status(config_path: Path, runs: int) -> None:
             for key, source, status in store.subscriber_statuses()
             if source != "config" and status != "active" and key not in who.file_keys
         )
+        since = now - dt.timedelta(days=RATE_DAYS)
+        sent, came_back = store.sent_since(since), store.inbound_since(since)
     click.echo("last runs:")
     if not history:
         click.echo("  none yet")
@@ -71,5 +78,24 @@ def status(config_path: Path, runs: int) -> None:
         f"subscribers: {len(who.mailed)} active, {kinds['unsubscribed']} unsubscribed, "
         f"{kinds['bounced']} bounced{more}"
     )
+    bounces, complaints = came_back["hard"] + came_back["soft"], came_back["complaint"]
+    bounce_rate, complaint_rate = (bounces / sent, complaints / sent) if sent else (0.0, 0.0)
+    click.echo(
+        f"last {RATE_DAYS} days: {sent} sent, {bounces} bounced ({bounce_rate:.2%}), "
+        f"{complaints} spam complaint{'s' if complaints != 1 else ''} ({complaint_rate:.2%})"
+    )
+    if bounce_rate > MAX_BOUNCE_RATE:
+        click.echo(
+            f"warning: the bounce rate is {bounce_rate:.2%} (above {MAX_BOUNCE_RATE:.0%}): "
+            "mailbox providers throttle or block senders above it; check the list's addresses",
+            err=True,
+        )
+    if complaint_rate > MAX_COMPLAINT_RATE:
+        click.echo(
+            f"warning: the spam complaint rate is {complaint_rate:.2%} (above "
+            f"{MAX_COMPLAINT_RATE:.1%}): Gmail and Yahoo ask bulk senders to stay under it, "
+            "and never reach 0.3%",
+            err=True,
+        )
     if warning:
         click.echo(f"warning: {warning}", err=True)

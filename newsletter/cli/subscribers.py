@@ -44,7 +44,8 @@ def subscribers() -> None:
 @config_option
 @handles_errors
 def subscribers_list(config_path: Path) -> None:
-    """Every subscriber: status, source (config, web, cli, import), last digest, topics.
+    """Every subscriber: status, source (config, web, cli, import), bounces and spam
+    complaints (since the last resubscribe), last digest, topics.
 
     The config file's subscribers first, then the readers in the state file.
 
@@ -59,22 +60,38 @@ def subscribers_list(config_path: Path) -> None:
         who = roster.load(store, config.subscriber_models(), now, write=False)
         rows = {r.key: r for r in store.subscribers()}
         last = store.last_digest_days()
-    lines: list[tuple[str, str, str, str, str]] = []
+        came_back = store.inbound_counts()
+
+    def counts(row: SubscriberRecord | None) -> tuple[int, int]:
+        got = came_back.get(row.id) if row is not None else None
+        return (got["hard"] + got["soft"], got["complaint"]) if got else (0, 0)
+
+    lines: list[tuple[str, str, tuple[int, int], str, str, str]] = []
     held = {s.key: status for s, status in who.held}
     for sub in config.subscriber_models():
         row = rows.pop(sub.key, None)
         status = held.get(sub.key, "active")
         source = "config" if row is None or row.source == "config" else f"config+{row.source}"
-        lines.append((sub.email, status, source, _day(last.get(sub.key)), ", ".join(sub.topics)))
+        lines.append(
+            (sub.email, status, counts(row), source, _day(last.get(sub.key)), ", ".join(sub.topics))
+        )
     for row in rows.values():
         topics = ", ".join(row.topics)
         if row.source == "config":
             topics = f"(not in {config.path})"
-        lines.append((row.email, row.status, row.source, _day(last.get(row.key)), topics))
+        lines.append(
+            (row.email, row.status, counts(row), row.source, _day(last.get(row.key)), topics)
+        )
     width = max((len(line[0]) for line in lines), default=5)
-    click.echo(f"{'email':<{width}}  {'status':<12}  {'source':<11}  {'last digest':<11}  topics")
-    for email, status, source, day, topics in lines:
-        click.echo(f"{email:<{width}}  {status:<12}  {source:<11}  {day:<11}  {topics}")
+    click.echo(
+        f"{'email':<{width}}  {'status':<12}  {'source':<11}  {'bounces':>7}  {'complaints':>10}  "
+        f"{'last digest':<11}  topics"
+    )
+    for email, status, (bounces, complaints), source, day, topics in lines:
+        click.echo(
+            f"{email:<{width}}  {status:<12}  {source:<11}  {bounces:>7}  {complaints:>10}  "
+            f"{day:<11}  {topics}"
+        )
 
 
 def _day(day: dt.date | None) -> str:
@@ -151,6 +168,7 @@ def subscribers_resubscribe(config_path: Path, email: str) -> None:
         held = row is not None and row.status in roster_held()
         if row is not None and held:
             store.set_subscriber_status(row.id, "active", "resubscribed by the operator", now_utc())
+            store.clear_inbound(row.id)  # its bounce and complaint counts start again
     if held:
         click.echo(f"{email}: active again")
     elif row is not None and row.status == "pending":

@@ -36,6 +36,7 @@ from newsletter.compose.partials import Partials
 from newsletter.compose.size import HTML_LIMIT, fit, log_guarded
 from newsletter.compose.templates import HTML_TEMPLATE, TEXT_CARD_TEMPLATE, TEXT_TEMPLATE
 from newsletter.errors import TemplateError
+from newsletter.inbound.tokens import UNSUBSCRIBE_LOCAL, unsubscribe_address, verp_address
 from newsletter.models import Digest, Email, Outgoing, Pick, digest_id
 from newsletter.web import tokens
 
@@ -52,6 +53,8 @@ class ComposeSpec:
     #: A test send: every link carries a test token, which changes nothing.
     test_links: bool = False
     html_limit: int = HTML_LIMIT  # bytes of HTML on the wire (the size guard)
+    #: The run the messages belong to, named in their VERP envelope sender (0: a preview).
+    run_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,7 @@ class Composer:
         manage = f"{base}/manage/{tokens.make_token(key, 'test' if test else 'manage', sub.id)}"
         rendered = self.render(digest, unsubscribe_url=url, manage_url=manage)
         rendered.log(digest)
+        envelope_from, mailto_to = self._addresses(digest)
         return self._writer.write(
             rendered.email,
             unsubscribe_url=url,
@@ -129,6 +133,23 @@ class Composer:
             mailto_subject=f"test unsubscribe {token}" if self.spec.test_links else "unsubscribe",
             html_parts=rendered.html_parts,
             text_parts=rendered.text_parts,
+            envelope_from=envelope_from,
+            mailto_to=mailto_to,
+        )
+
+    def _addresses(self, digest: Digest) -> tuple[str | None, str | None]:
+        """With a bounce address, the VERP envelope sender naming the run and the subscriber,
+        and the tokenized unsubscribe address on its domain (``inbound`` reads both back).
+        None, None: the masthead's (a test send's copy must not be able to unsubscribe)."""
+        bounce = self.spec.masthead.bounce_address
+        subscriber = digest.subscriber.id
+        if bounce is None or not subscriber or self.spec.test_links:
+            return None, None
+        key = self.spec.key
+        domain = bounce.rpartition("@")[2]
+        return (
+            verp_address(bounce, self.spec.run_id, subscriber, key),
+            unsubscribe_address(f"{UNSUBSCRIBE_LOCAL}@{domain}", subscriber, key),
         )
 
     def email(

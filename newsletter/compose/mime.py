@@ -48,10 +48,11 @@ def message_id(
     return f"<{token}@{masthead.domain}>"
 
 
-def _mailto(masthead: Masthead, subject: str) -> str:
-    """The List-Unsubscribe mailto: a message to the From address with ``subject``
-    (a test send's names its test token, so that a request made from it is known as one)."""
-    return f"mailto:{masthead.address}?subject={quote(subject, safe='')}"
+def _mailto(masthead: Masthead, subject: str, to: str | None = None) -> str:
+    """The List-Unsubscribe mailto: a message to ``to`` (the subscriber's tokenized unsubscribe
+    address), else to the From address with ``subject`` (a test send's names its test token,
+    so that a request made from it is known as one)."""
+    return f"mailto:{to or masthead.address}?subject={quote(subject, safe='')}"
 
 
 class Writer:
@@ -76,6 +77,8 @@ class Writer:
         mailto_subject: str = "unsubscribe",
         html_parts: Sequence[str] | None = None,
         text_parts: Sequence[str] | None = None,
+        envelope_from: str | None = None,
+        mailto_to: str | None = None,
     ) -> Outgoing:
         """``html_parts`` and ``text_parts``, when given, are pieces whose joins are
         ``email.html`` and ``email.text``: the encoded lines inside a piece are kept with the
@@ -83,7 +86,7 @@ class Writer:
         masthead = self.masthead
         mid = message_id(masthead, email.to, digest_key, email.paper_ids)
         to = to_header(header_text(email.to_name or ""), email.to)
-        mailto = _mailto(masthead, mailto_subject)
+        mailto = _mailto(masthead, mailto_subject, mailto_to)
         # The boundary cannot occur in a quoted-printable body: "=" is always encoded there.
         boundary = f"==============={mid[1:33]}=="
         head = b"".join(
@@ -121,7 +124,7 @@ class Writer:
                 b"--\r\n",
             )
         )
-        return _outgoing(email, masthead, mid, data)
+        return _outgoing(email, masthead, mid, data, envelope_from)
 
 
 class ReferenceWriter:
@@ -140,6 +143,8 @@ class ReferenceWriter:
         mailto_subject: str = "unsubscribe",
         html_parts: Sequence[str] | None = None,  # the fast writer's; not needed here
         text_parts: Sequence[str] | None = None,
+        envelope_from: str | None = None,  # None: the masthead's
+        mailto_to: str | None = None,  # None: the From address
     ) -> Outgoing:
         masthead = self.masthead
         msg = EmailMessage(policy=POLICY)
@@ -150,7 +155,7 @@ class ReferenceWriter:
         mid = message_id(masthead, email.to, digest_key, email.paper_ids)
         msg["Message-ID"] = mid
         msg["List-Id"] = f"{masthead.list_phrase} <{masthead.list_id}>"
-        mailto = _mailto(masthead, mailto_subject)
+        mailto = _mailto(masthead, mailto_subject, mailto_to)
         # RFC 8058: the HTTPS URL takes a one-click POST; the mailto is for older clients.
         msg["List-Unsubscribe"] = f"<{header_url(unsubscribe_url)}>, <{mailto}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -158,7 +163,7 @@ class ReferenceWriter:
         msg["Precedence"] = "bulk"
         msg.set_content(email.text, subtype="plain", charset="utf-8", cte="quoted-printable")
         msg.add_alternative(email.html, subtype="html", charset="utf-8", cte="quoted-printable")
-        return _outgoing(email, masthead, mid, msg.as_bytes())
+        return _outgoing(email, masthead, mid, msg.as_bytes(), envelope_from)
 
 
 def html_size(html: str) -> int:
@@ -168,13 +173,15 @@ def html_size(html: str) -> int:
     return len(part.as_bytes().split(b"\r\n\r\n", 1)[1])
 
 
-def _outgoing(email: Email, masthead: Masthead, mid: str, data: bytes) -> Outgoing:
-    """The final bytes (DKIM-signed when configured) with who they go to."""
+def _outgoing(
+    email: Email, masthead: Masthead, mid: str, data: bytes, envelope_from: str | None = None
+) -> Outgoing:
+    """The final bytes (DKIM-signed when configured) with who they go to and from whom."""
     if masthead.dkim is not None:
         data = masthead.dkim.sign(data)
     return Outgoing(
         recipient=email.to,
-        envelope_from=masthead.envelope_from,
+        envelope_from=envelope_from or masthead.envelope_from,
         message_id=mid,
         data=data,
         email=email,

@@ -22,6 +22,9 @@ class Outcome:
     status: Status
     detail: str = ""
     suppress: bool = False  # the address does not exist: never mail it again
+    #: A 5xx to RCPT that does not condemn the address (mailbox full, disabled): counted as a
+    #: bounce read back later is (``inbound.soft_bounces`` of them suppress it).
+    refused: bool = False
 
 
 class Events(Protocol):

@@ -287,7 +287,8 @@ class SmtpSender:
                     ) from e
                 if said in (ReplyAction.fail, ReplyAction.bounce):
                     await self._reset(conn)
-                    return Outcome("failed", _reply(e), suppress=said is ReplyAction.bounce)
+                    bounce = said is ReplyAction.bounce
+                    return Outcome("failed", _reply(e), suppress=bounce, refused=not bounce)
                 raise
             # DATA by hand, so that we know whether the end of data went out: a failure before
             # it can be retried, one after it may have been delivered.

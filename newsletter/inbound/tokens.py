@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 SubscriberKey = int | str
 
+#: The local part of the unsubscribe address, on the bounce address's domain.
+UNSUBSCRIBE_LOCAL = "unsubscribe"
 MAX_LOCAL_PART = 64  # octets, RFC 5321 section 4.5.3.1.1
 MAC_BYTES = 10  # 80 bits
 _VERSION = 1

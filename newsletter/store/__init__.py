@@ -20,6 +20,7 @@ from typing import Protocol
 from newsletter.models import (
     Cadence,
     Digest,
+    InboundKind,
     LedgerRow,
     LedgerStatus,
     PaperData,
@@ -160,6 +161,25 @@ class Store(Protocol):
     def run_rows(self, run_id: int, status: LedgerStatus) -> list[tuple[str, str]]: ...
     def run_counts(self, run_id: int) -> Counter[str]: ...
     def close_run(self, run_id: int, now: dt.datetime) -> None: ...
+
+    # inbound: bounces (hard, soft), complaints and mailto unsubscribes, by subscriber id
+    def record_inbound(
+        self,
+        subscriber_id: str,
+        kind: InboundKind,
+        now: dt.datetime,
+        *,
+        status: str | None = None,
+        detail: str = "",
+        run_id: int | None = None,
+    ) -> None: ...
+    def inbound_count(
+        self, subscriber_id: str, kinds: Sequence[InboundKind], since: dt.datetime
+    ) -> int: ...
+    def inbound_counts(self) -> dict[str, Counter[str]]: ...
+    def clear_inbound(self, subscriber_id: str) -> int: ...
+    def inbound_since(self, since: dt.datetime) -> Counter[str]: ...
+    def sent_since(self, since: dt.datetime) -> int: ...
 
     # the run log
     def log_run_start(self, kind: str, now: dt.datetime) -> int: ...

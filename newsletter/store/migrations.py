@@ -284,6 +284,27 @@ def new_subscriber_id() -> str:
     return secrets.token_urlsafe(9)
 
 
+def inbound_events(db: sqlite3.Connection) -> None:
+    """8: what came back: bounces (hard, soft), complaints and mailto unsubscribes, one row each,
+    for the soft-bounce count, the operator's counts and the bounce and complaint rates."""
+    _run(
+        db,
+        """
+        CREATE TABLE inbound_events (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            subscriber  TEXT NOT NULL,          -- the subscriber's opaque id
+            kind        TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint', 'unsubscribe')),
+            status      TEXT,                   -- the enhanced status code, 5.1.1
+            detail      TEXT NOT NULL,          -- why, on one line (a reason, a server's words)
+            run_id      INTEGER,                -- the run the message was sent in, when known
+            at          TEXT NOT NULL,
+            cleared     INTEGER NOT NULL DEFAULT 0  -- 1: counted before a resubscribe
+        )""",
+        "CREATE INDEX inbound_events_subscriber ON inbound_events(subscriber, at)",
+        "CREATE INDEX inbound_events_at ON inbound_events(at)",
+    )
+
+
 MIGRATIONS: Sequence[Migration] = (
     papers_days_snapshots_and_deliveries,
     digests_and_skipped_papers,
@@ -292,6 +313,7 @@ MIGRATIONS: Sequence[Migration] = (
     run_log,
     deferred_ledger_rows,
     subscribers_in_the_store,
+    inbound_events,
 )
 
 #: The schema version this program writes and reads.

@@ -27,6 +27,7 @@ from typing import Any
 from newsletter.errors import StoreError
 from newsletter.models import (
     Digest,
+    InboundKind,
     LedgerRow,
     LedgerStatus,
     PaperData,
@@ -724,6 +725,72 @@ class SqliteStore(SubscriberRows):
     def last_digest_days(self) -> dict[str, dt.date]:
         rows = self.db.execute("SELECT subscriber, MAX(day) FROM digests GROUP BY subscriber")
         return {key: dt.date.fromisoformat(day) for key, day in rows}
+
+    # -- inbound: bounces, complaints, mailto unsubscribes ---------------------------------
+
+    def record_inbound(
+        self,
+        subscriber_id: str,
+        kind: InboundKind,
+        now: dt.datetime,
+        *,
+        status: str | None = None,
+        detail: str = "",
+        run_id: int | None = None,
+    ) -> None:
+        with self._recording(f"a {kind} for subscriber {subscriber_id}"):
+            self.db.execute(
+                "INSERT INTO inbound_events(subscriber, kind, status, detail, run_id, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (subscriber_id, kind, status, detail, run_id, now.isoformat()),
+            )
+
+    def inbound_count(
+        self, subscriber_id: str, kinds: Sequence[InboundKind], since: dt.datetime
+    ) -> int:
+        """Events of these kinds for one subscriber since ``since``, resubscribes cleared."""
+        marks = ", ".join("?" * len(kinds))
+        row = self.db.execute(
+            f"SELECT COUNT(*) FROM inbound_events WHERE subscriber = ? AND kind IN ({marks}) "
+            "AND at >= ? AND NOT cleared",
+            (subscriber_id, *kinds, since.isoformat()),
+        ).fetchone()
+        return int(row[0])
+
+    def inbound_counts(self) -> dict[str, Counter[str]]:
+        """Subscriber id -> how many of each kind of event since their last resubscribe."""
+        counts: dict[str, Counter[str]] = {}
+        rows = self.db.execute(
+            "SELECT subscriber, kind, COUNT(*) FROM inbound_events WHERE NOT cleared "
+            "GROUP BY subscriber, kind"
+        )
+        for subscriber, kind, n in rows:
+            counts.setdefault(subscriber, Counter())[kind] = n
+        return counts
+
+    def clear_inbound(self, subscriber_id: str) -> int:
+        """Reset a subscriber's counts (a resubscribe); the events stay for the rates."""
+        cur = self.db.execute(
+            "UPDATE inbound_events SET cleared = 1 WHERE subscriber = ? AND NOT cleared",
+            (subscriber_id,),
+        )
+        return cur.rowcount
+
+    def inbound_since(self, since: dt.datetime) -> Counter[str]:
+        """Events of each kind since ``since``, cleared or not (for the rates)."""
+        rows = self.db.execute(
+            "SELECT kind, COUNT(*) FROM inbound_events WHERE at >= ? GROUP BY kind",
+            (since.isoformat(),),
+        )
+        return Counter({kind: n for kind, n in rows})
+
+    def sent_since(self, since: dt.datetime) -> int:
+        """Messages the server took since ``since`` (the rates' denominator)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM ledger WHERE status = 'sent' AND updated_at >= ?",
+            (since.isoformat(),),
+        ).fetchone()
+        return int(row[0])
 
 
 def _digest_json(digest: Digest) -> str:
