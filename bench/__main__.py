@@ -168,6 +168,20 @@ def summary(r: dict[str, Any]) -> None:
         rows.append(
             ("send: SmtpSender + ledger / raw", f"{s['sender_ledger_vs_raw']:.0%}", ">= 90%")
         )
+    if "instances" in r:
+        i = r["instances"]
+        for name, label in (
+            ("sqlite", "one instance, SQLite"),
+            ("postgres", "one instance, PostgreSQL"),
+            ("postgres2", "two instances, PostgreSQL"),
+        ):
+            rows.append(
+                (
+                    f"send {i['recipients']:,}: {label}, msgs/s",
+                    f"{i[name]['messages_per_s']:,.0f}",
+                    "",
+                )
+            )
     width = max(len(a) for a, _, _ in rows)
     print()
     for name, value, target in rows:

@@ -100,7 +100,7 @@ def run(recipients: int) -> dict[str, Any]:
                 if name == "sqlite":
                     state = str(folder / name / "state.db")
                 else:
-                    state = cluster.create_database(name).url
+                    state = cluster.create_database(f"bench_{name}").url
                 configs = [
                     write_config(folder / name / f"i{i}", sink.port, state, recipients)
                     for i in range(instances)
