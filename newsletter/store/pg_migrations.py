@@ -5,9 +5,9 @@ of either kind at version N has the same tables and columns. Where the SQL is th
 body is too; where it differs it says why. Columns keep SQLite's types (timestamps and days
 as ISO text, JSON as text; text compares byte by byte, ``COLLATE "C"``, as SQLite's does) so
 that ``state copy`` moves rows as they are, a comparison of two timestamps means the same on
-both, and the ledger's checksum is the same on both. ``schema_version`` (one row) counts the migrations run; each
-runs in a transaction of its own under an advisory lock, so two instances starting at once
-never both run one.
+both, and the ledger's checksum is the same on both. ``schema_version`` (one row) counts
+the migrations run; the missing ones run in one transaction under an advisory lock, so two
+instances starting at once never both run one, and no instance sees a database half-way.
 """
 
 from __future__ import annotations
@@ -359,20 +359,22 @@ def version(db: psycopg.Connection) -> int:
 
 
 def migrate(db: psycopg.Connection, to: int = LATEST) -> None:
-    """Run the migrations ``db`` lacks, up to number ``to``, each all-or-nothing.
+    """Run the migrations ``db`` lacks, up to number ``to``, all in one transaction.
 
-    ``db`` is in autocommit mode; each migration is a transaction that first takes the
-    migration lock and reads the version again (another instance may have run it)."""
-    while True:
-        with db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-            at = version(db)
-            if at >= to:
-                return
-            if at == 0:
-                db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                db.execute(
-                    "INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT FROM schema_version)"
-                )
-            MIGRATIONS[at](db)
-            db.execute("UPDATE schema_version SET version = %s", (at + 1,))
+    ``db`` is in autocommit mode. The transaction first takes the migration lock and reads
+    the version again (another instance may have run them). PostgreSQL's DDL is
+    transactional, so another instance sees the database before or after, never half-way
+    (a ``status`` opening it read-only while a ``send`` upgrades it)."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        at = version(db)
+        if at >= to:
+            return
+        if at == 0:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            db.execute(
+                "INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT FROM schema_version)"
+            )
+        for number, step in enumerate(MIGRATIONS[at:to], start=at + 1):
+            step(db)
+            db.execute("UPDATE schema_version SET version = %s", (number,))
