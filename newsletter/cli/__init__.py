@@ -7,7 +7,8 @@ Only this package configures logging handlers (``-v``, ``-vv``).
 The commands live in modules by what they do: ``run.py`` (preview, send, run),
 ``archive.py`` (the static archive),
 ``serve.py``, ``status.py``, ``subscribers.py``, ``check.py`` (with ``preflight.py``),
-``fetch.py`` and ``state.py`` (copy the state between SQLite and PostgreSQL). Each imports the stages inside its command, so ``newsletter --help`` loads no
+``fetch.py``, ``inbound.py`` and ``state.py`` (copy the state between SQLite and
+PostgreSQL). Each imports the stages inside its command, so ``newsletter --help`` loads no
 template engine, SMTP or HTTP client (``tests/test_imports.py``).
 """
 
