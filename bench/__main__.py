@@ -7,6 +7,9 @@
             every process of the build
     send    messages/s to an aiosmtpd sink (another process):    (this process + the sink)
             raw aiosmtplib vs SmtpSender vs SmtpSender + ledger
+    instances  messages/s of whole `send` processes to one sink:   (child processes)
+            one on SQLite, one on PostgreSQL, two on PostgreSQL (not in the default set:
+            ``--only instances``; it starts a throwaway PostgreSQL cluster)
 
 ``--quick`` shrinks everything to check that the benchmarks run (figures meaningless).
 Run nothing else heavy at the same time: the machine's cores are the thing measured.
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import parsebench, sendbench
+from bench import instancebench, parsebench, sendbench
 from bench.rss import PeakSampler
 
 TARGETS = {
@@ -77,7 +80,9 @@ def build_child(subscribers: int, naive: int, outbox: Path | None) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--only", choices=["parse", "build", "memory", "send"], action="append")
+    parser.add_argument(
+        "--only", choices=["parse", "build", "memory", "send", "instances"], action="append"
+    )
     parser.add_argument("--naive", type=int, default=300, help="digests for the naive baseline")
     parser.add_argument("--outbox", type=Path, default=None, help="write the 10k build here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -100,6 +105,9 @@ def main() -> None:
     if "send" in only:
         results["send"] = sendbench.run(300 if args.quick else 3_000, rounds=1 if args.quick else 3)
         print("send", json.dumps(results["send"]), flush=True)
+    if "instances" in only:
+        results["instances"] = instancebench.run(300 if args.quick else 5_000)
+        print("instances", json.dumps(results["instances"]), flush=True)
     summary(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -160,6 +168,20 @@ def summary(r: dict[str, Any]) -> None:
         rows.append(
             ("send: SmtpSender + ledger / raw", f"{s['sender_ledger_vs_raw']:.0%}", ">= 90%")
         )
+    if "instances" in r:
+        i = r["instances"]
+        for name, label in (
+            ("sqlite", "one instance, SQLite"),
+            ("postgres", "one instance, PostgreSQL"),
+            ("postgres2", "two instances, PostgreSQL"),
+        ):
+            rows.append(
+                (
+                    f"send {i['recipients']:,}: {label}, msgs/s",
+                    f"{i[name]['messages_per_s']:,.0f}",
+                    "",
+                )
+            )
     width = max(len(a) for a, _, _ in rows)
     print()
     for name, value, target in rows:

@@ -113,12 +113,21 @@ class NewsletterSettings(_Model):
     from_: Annotated[HeaderText, Field(alias="from")] = "Trending Papers <papers@example.org>"
     base_url: HeaderText = "https://papers.example.org"
     secret_env: str = "NEWSLETTER_SECRET"
-    state: str = "newsletter.db"
+    state: str = "newsletter.db"  # a SQLite file, or a postgresql:// URL
+    state_password_env: str = "NEWSLETTER_STATE_PASSWORD"
     templates_dir: str | None = None
     subject: HeaderText = "{title}: {papers} for {date}"
     dkim: DkimSettings | None = None
     alert_after_days: Annotated[int, Field(ge=1)] = 3
     description: str = ""  # a sentence or two under the title on the sign-up page
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str) -> str:
+        problem = state_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("from_")
     @classmethod
@@ -252,6 +261,7 @@ class Smtp(_Model):
     connections: Annotated[int, Field(ge=1, le=64)] = 4
     rate_per_second: Annotated[float, Field(gt=0)] | None = None
     daily_cap: Annotated[int, Field(ge=1)] | None = None
+    claim_lease_seconds: Annotated[float, Field(ge=5)] = 120
     timeout: Annotated[float, Field(gt=0)] = 30.0
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
@@ -562,6 +572,17 @@ class Config(_Model):
         return self.base_dir / self.newsletter.state
 
     @property
+    def state_url(self) -> str | None:
+        """The PostgreSQL URL ``newsletter.state`` names, or None: a SQLite file."""
+        state = self.newsletter.state
+        return state if state.startswith(POSTGRES_SCHEMES) else None
+
+    @property
+    def state_location(self) -> str | Path:
+        """What ``store.open_store`` opens: the URL, or the file's path."""
+        return self.state_url or self.state_path
+
+    @property
     def templates_path(self) -> Path | None:
         tdir = self.newsletter.templates_dir
         return None if tdir is None else self.base_dir / tdir
@@ -660,7 +681,7 @@ def parse(text: str, shown: str, *, path: Path | None = None) -> Config:
         if templates is not None and not templates.is_dir():
             loc = ("newsletter", "templates_dir")
             problems.append(_problem(shown, root, loc, f"no such folder {str(templates)!r}"))
-        state = state_path_problem(config.state_path)
+        state = None if config.state_url else state_path_problem(config.state_path)
         if state is not None:
             loc = ("newsletter", "state")
             problems.append(_problem(shown, root, loc, f"{config.state_path}: {state}"))
@@ -720,6 +741,36 @@ def _located(err: Any) -> tuple[tuple[Any, ...], str]:
             f"YAML reads this name as {type(key).__name__} {key!r}, not text; put it in quotes",
         )
     return loc, _message(err)
+
+
+#: A ``newsletter.state`` with one of these schemes is a PostgreSQL database.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def state_url_problem(value: str) -> str | None:
+    """Why ``value`` is no usable state URL, or None (also for a file's path). The message
+    never repeats a password the URL carries."""
+    if "://" not in value:
+        return None
+    if not value.startswith(POSTGRES_SCHEMES):
+        scheme = value.split("://", 1)[0]
+        return f"{scheme!r} URLs are not supported: a postgresql:// URL or a SQLite file's path"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018  # raises on a port that is no number
+    except ValueError:
+        return "the URL's port is not a number (postgresql://user@host:5432/dbname)"
+    if parts.password is not None:
+        return (
+            "the URL carries a password: put it in the environment variable that "
+            "newsletter.state_password_env names (or libpq's PGPASSWORD or ~/.pgpass)"
+        )
+    name = parts.path.lstrip("/")
+    if not name or "/" in name:
+        return "the URL names no database (postgresql://user@host:5432/dbname)"
+    return None
 
 
 def state_path_problem(path: Path) -> str | None:

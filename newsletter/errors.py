@@ -72,6 +72,11 @@ class StoreError(NewsletterError):
         super().__init__(f"{path}: {message}")
 
 
+class ClaimLost(StoreError):
+    """A sender's claim on ledger rows lapsed (its lease ran out) and others may have them:
+    it stops that batch. Only a state shared by several senders (PostgreSQL) has this."""
+
+
 class SendError(NewsletterError):
     """A message could not be delivered to one recipient."""
 

@@ -5,7 +5,12 @@
                                            that died -> unknown (the server may have them)
     run.missing(subscribers)               who the run has no row for yet
     run.freeze(digests)                    their digests, kept before any message goes out
-    rows = run.due(retry_unknown, cap)     pending and deferred rows, within the daily cap
+    for batch in run.batches(keys, ...):   claimed rows: pending and deferred ones (unknown
+                                           with retry_unknown), within the daily cap; a claim
+                                           holds a lease that the recorder renews (several
+                                           senders share a run on PostgreSQL: each claims
+                                           what no other has, SKIP LOCKED; SQLite: one batch)
+    rows = run.due(retry_unknown, cap)     the same rows, read without a claim
     run.digests(rows, subscribers, ...)    each row's frozen digest, on the run's papers (read
                                            once); a row whose subscriber left (removed,
                                            paused, unsubscribed, bounced) cancelled
@@ -21,19 +26,26 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from newsletter.deliver import Outcome
+from newsletter.errors import ClaimLost
 from newsletter.inbound.handle import Rules, smtp_refusal
-from newsletter.models import Digest, LedgerRow, Outgoing, PaperData, Subscriber
+from newsletter.models import Digest, LedgerRow, LedgerStatus, Outgoing, PaperData, Subscriber
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 Progress = Callable[[str, Outcome], None]
+
+#: Rows a sender claims at a time when several share a run: small enough that the others
+#: get work from the start and a dead sender's lease holds back little, large enough that a
+#: claim (one transaction) is rare next to the messages.
+CLAIM_BATCH = 250
 
 
 def open_run(store: Store, day: dt.date, clock: Clock) -> Run:
@@ -92,6 +104,70 @@ class Run:
             rows = rows[:room]
         return rows
 
+    def batches(
+        self,
+        keys: Collection[str],
+        *,
+        retry_unknown: bool,
+        daily_cap: int | None,
+        lease_seconds: float,
+        size: int = CLAIM_BATCH,
+    ) -> Generator[Batch, None, None]:
+        """The rows of ``keys`` to send, claimed a batch at a time until none is left: the
+        same rows ``due`` reads, but no two senders get the same one. Before each claim,
+        claims whose lease lapsed are freed (their rows in flight -> unknown); the daily cap
+        counts what went out today and what other senders have claimed. A row deferred (or
+        left unknown) during this pass is not claimed again in it. A batch's rows left unsent
+        are released when the caller moves on."""
+        store = self.store
+        since = self.clock()
+        again: tuple[LedgerStatus, ...] = (
+            ("deferred", "unknown") if retry_unknown else ("deferred",)
+        )
+        limit = size if store.shared else None  # one sender: all of it at once
+        while True:
+            for email in store.expire_claims(self.clock()):
+                log.warning(
+                    "digest.unknown subscriber=%s (in flight when its sender's claim lapsed)", email
+                )
+            with store.cap_lock():
+                room = self._room(daily_cap)
+                take = limit if room is None else room if limit is None else min(limit, room)
+                if take == 0:
+                    left = len(store.pending(self.id, retry_unknown=retry_unknown))
+                    if left:
+                        log.warning("run.daily_cap cap=%d left_pending=%d", daily_cap, left)
+                    return
+                claim_id, rows = store.claim(
+                    self.id,
+                    keys,
+                    again=again,
+                    since=since,
+                    limit=take,
+                    lease_seconds=lease_seconds,
+                    now=self.clock(),
+                )
+            if not rows:
+                store.release_claim(claim_id)
+                if not store.claimed_unsent(self.id):
+                    return
+                # Others hold the rest: wait until they send it or their lease lapses.
+                time.sleep(min(2.0, lease_seconds / 4))
+                continue
+            batch = Batch(claim_id, rows, lease_seconds)
+            try:
+                yield batch
+            finally:
+                store.release_claim(claim_id)
+
+    def _room(self, daily_cap: int | None) -> int | None:
+        """What the daily cap leaves of today (UTC), counting rows other senders claimed."""
+        if daily_cap is None:
+            return None
+        start_of_day = dt.datetime.combine(self.clock().date(), dt.time(), tzinfo=dt.UTC)
+        gone = self.store.delivered_since(start_of_day) + self.store.claimed_unsent()
+        return max(0, daily_cap - gone)
+
     def papers(self) -> dict[str, PaperData]:
         """Every paper of the run's digests, read once: they share them."""
         return self.store.run_papers(self.id)
@@ -133,10 +209,18 @@ class Run:
         max_deferrals: int,
         progress: Progress | None = None,
         rules: Rules | None = None,
+        batch: Batch | None = None,
+        rate_per_second: float | None = None,
     ) -> Recorder:
-        """The ``Events`` of a send of ``rows``; a 5xx to RCPT is judged by ``rules``."""
+        """The ``Events`` of a send of ``rows``; a 5xx to RCPT is judged by ``rules``
+        (``batch``: claimed, its lease renewed as it goes; ``rate_per_second``: shared with
+        every sender of a shared state)."""
         deferrals = {r.subscriber: r.deferrals for r in rows if r.deferrals}
-        return Recorder(self, deferrals, max_deferrals, progress, rules)
+        recorder = Recorder(self, deferrals, max_deferrals, progress, rules, batch)
+        if rate_per_second and self.store.shared:
+            interval = 1.0 / rate_per_second
+            recorder.pace = lambda: self.store.pace(interval)
+        return recorder
 
     def totals(self) -> Totals:
         store = self.store
@@ -154,11 +238,24 @@ class Run:
         self.store.close_run(self.id, self.clock())
 
 
+@dataclass(slots=True)
+class Batch:
+    """Rows claimed by this sender (``Run.batches``), held for ``lease_seconds`` at a time."""
+
+    claim_id: int
+    rows: list[LedgerRow]
+    lease_seconds: float
+    renewed: float = field(default_factory=time.monotonic)
+
+
 class Recorder:
     """Events of a real send: every transition is committed as it happens.
 
     ``deferrals``: how many earlier runs deferred each recipient; one deferred again after
-    ``max_deferrals`` of them fails. ``counts``: this send's outcomes.
+    ``max_deferrals`` of them fails. ``counts``: this send's outcomes. ``batch``: the claim
+    the rows are sent under: its lease is renewed as messages go (every third of it); once
+    it lapsed, ``started`` raises ``ClaimLost`` and the sender stops the batch. ``pace``
+    (when set): the seconds to wait before a message starts, shared by every sender.
     """
 
     def __init__(
@@ -168,6 +265,7 @@ class Recorder:
         max_deferrals: int,
         progress: Progress | None = None,
         rules: Rules | None = None,
+        batch: Batch | None = None,
     ) -> None:
         self.rules = rules or Rules()
         self.store = run.store
@@ -176,10 +274,25 @@ class Recorder:
         self.deferrals = deferrals
         self.max_deferrals = max_deferrals
         self.progress = progress
+        self.batch = batch
         self.counts: Counter[str] = Counter()
+        self.pace: Callable[[], float] | None = None
 
     def started(self, msg: Outgoing) -> None:
-        self.store.mark_sending(self.run_id, msg.recipient.casefold(), msg.message_id, self.clock())
+        batch = self.batch
+        if batch is not None and time.monotonic() - batch.renewed > batch.lease_seconds / 3:
+            if not self.store.renew_claim(batch.claim_id, batch.lease_seconds, self.clock()):
+                raise ClaimLost(
+                    str(self.run_id), "this sender's claim lapsed; others have its rows"
+                )
+            batch.renewed = time.monotonic()
+        self.store.mark_sending(
+            self.run_id,
+            msg.recipient.casefold(),
+            msg.message_id,
+            self.clock(),
+            claim=None if batch is None else batch.claim_id,
+        )
 
     def retrying(self, msg: Outgoing, detail: str) -> None:
         self.store.finish(self.run_id, msg.recipient.casefold(), "pending", detail, self.clock())

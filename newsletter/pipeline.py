@@ -18,16 +18,19 @@
                    # on a pool the workers select too; nothing new -> reported, not composed
         sender.send_all(messages, tally)             (I/O: the preview folder, or SMTP)
 
-    real send (under the state's send lock):
-        run     = ledger.open_run(store, day, clock) # earlier days superseded, in-flight
+    real send (under the state's send lock: SQLite's file lock; none on PostgreSQL, where
+    several senders share the run):
+        under the run's freeze lock (PostgreSQL: the first sender freezes, the others wait):
+            run     = ledger.open_run(store, day, clock) # earlier days superseded, in-flight
                                                      # rows of a send that died -> unknown
-        missing = run.missing(subscribers)
-        if missing:                                  # a new run, or subscribers added since
-            selecting, requests = match(missing)
-            run.freeze(selecting.select(r) for r in requests)    before any message goes out
-        rows     = run.due(retry_unknown, smtp.daily_cap)
-        messages = compose.compose_many(spec, run.digests(rows, ...), bodies=False, papers=...)
-        sender.send_all(messages, run.recorder(rows))  (I/O: SMTP; each outcome committed)
+            missing = run.missing(subscribers)
+            if missing:                              # a new run, or subscribers added since
+                selecting, requests = match(missing)
+                run.freeze(selecting.select(r) for r in requests)  before any message goes out
+        for batch in run.batches(subscribers, retry_unknown, smtp.daily_cap, lease):
+            messages = compose.compose_many(spec, run.digests(batch.rows, ...), bodies=False)
+            sender.send_all(messages, run.recorder(batch))  (I/O: SMTP; each outcome
+                                                     committed; a lapsed claim stops the batch)
         report   = run.totals(); run.close()
 
     match(subscribers):
@@ -61,15 +64,18 @@ from dataclasses import dataclass, field
 from newsletter import compose, ledger, roster, selection, sources
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
-from newsletter.errors import NewsletterError, SendError
+from newsletter.errors import ClaimLost, NewsletterError, SendError
 from newsletter.inbound.handle import Rules
-from newsletter.models import NothingNew, Subscriber
+from newsletter.models import LedgerRow, NothingNew, PaperData, Subscriber
 from newsletter.selection import Request, Selecting
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+
+#: How long a sender waits for another to freeze the day's run (it fetches and selects first).
+FREEZE_WAIT = 1800.0
 Progress = Callable[[str, Outcome], None]
 
 
@@ -218,50 +224,86 @@ def _preview(job: _Job, subscribers: list[Subscriber]) -> None:
 def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
     """A real send of the day's frozen run: see the module's map."""
     config, options, store, sender = job.config, job.options, job.store, job.sender
-    day, spec, report = job.day, job.spec, job.report
+    day, report = job.day, job.report
     with store.send_lock(options.lock_wait):
-        run = ledger.open_run(store, day, clock)
-        spec = dataclasses.replace(spec, run_id=run.id)  # named in each VERP envelope sender
-        missing = run.missing(subscribers)
-        if missing:
-            # Selected here, in full, before the ledger transaction (fetching does I/O of its
-            # own): the ledger keeps each digest, so a resumed run sends the same ones.
-            selecting, requests = job.match(missing)
-            run.freeze(
-                [selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests],
-                send_empty=config.selection.send_empty,
-            )
-        rows = run.due(retry_unknown=options.retry_unknown, daily_cap=config.smtp.daily_cap)
+        with store.freeze_lock(day, FREEZE_WAIT):
+            run = ledger.open_run(store, day, clock)
+            missing = run.missing(subscribers)
+            if missing:
+                # Selected here, in full, before the ledger transaction (fetching does I/O of
+                # its own): the ledger keeps each digest, so a resumed run sends the same ones.
+                selecting, requests = job.match(missing)
+                run.freeze(
+                    [
+                        selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
+                        for r in requests
+                    ],
+                    send_empty=config.selection.send_empty,
+                )
+        spec = dataclasses.replace(job.spec, run_id=run.id)  # named in each VERP envelope sender
         papers = run.papers()
-        digests = run.digests(rows, subscribers, job.mailed, papers)
-        recorder = run.recorder(
-            rows,
-            max_deferrals=config.smtp.max_deferrals,
-            progress=options.progress,
-            rules=Rules.of(config),
-        )
-        # A real send's sender sends the bytes; the ledger reads the papers each one carried.
-        messages = compose.compose_many(
-            spec, digests, count=len(rows), bodies=False, papers=list(papers.values())
+        batches = run.batches(
+            [s.key for s in subscribers],
+            retry_unknown=options.retry_unknown,
+            daily_cap=config.smtp.daily_cap,
+            lease_seconds=config.smtp.claim_lease_seconds,
         )
         try:
-            sender.send_all(messages, recorder)
-        except SendError as e:
-            # The server refuses us or cannot be reached: the rest stays pending for a later run.
-            log.info("run.aborted error=%s", e)  # the caller says it: `send` prints, `serve` logs
-            report.aborted = str(e)
+            for batch in batches:
+                recorder = run.recorder(
+                    batch.rows,
+                    max_deferrals=config.smtp.max_deferrals,
+                    progress=options.progress,
+                    rules=Rules.of(config),
+                    batch=batch,
+                    rate_per_second=config.smtp.rate_per_second,
+                )
+                try:
+                    _send_batch(job, spec, run, batch.rows, subscribers, papers, recorder)
+                except ClaimLost as e:  # others have its rows now: on to a new claim
+                    log.warning("run.claim_lapsed error=%s", e)
+                finally:
+                    report.this_run.update(recorder.counts)
+                # Aborted, stopped (SIGTERM), or rows given back: the rest is a later run's.
+                stopped = getattr(job.sender, "stopped", False)
+                if report.aborted or stopped or recorder.counts["pending"]:
+                    break
         finally:
-            # A send that stopped early ends the compose pool now; left to the garbage
-            # collector, its shutdown can deadlock (it starts a thread while collecting).
-            messages.close()
+            batches.close()  # the claim held now is released
             sender.close()
         # Any other error (a ledger write that failed) leaves: the next run recovers the ledger.
-        report.this_run.update(recorder.counts)
         totals = run.totals()
         report.delivered, report.failed, report.unknown = totals.sent, totals.failed, totals.unknown
         report.deferred, report.nothing_new = totals.deferred, totals.empty
         report.pending = totals.pending
         run.close()
+
+
+def _send_batch(
+    job: _Job,
+    spec: compose.ComposeSpec,
+    run: ledger.Run,
+    rows: list[LedgerRow],
+    subscribers: list[Subscriber],
+    papers: dict[str, PaperData],
+    recorder: ledger.Recorder,
+) -> None:
+    """Compose and send one claimed batch; a refusing server ends the send (``aborted``)."""
+    digests = run.digests(rows, subscribers, job.mailed, papers)
+    # A real send's sender sends the bytes; the ledger reads the papers each one carried.
+    messages = compose.compose_many(
+        spec, digests, count=len(rows), bodies=False, papers=list(papers.values())
+    )
+    try:
+        job.sender.send_all(messages, recorder)
+    except SendError as e:
+        # The server refuses us or cannot be reached: the rest stays pending for a later run.
+        log.info("run.aborted error=%s", e)  # the caller says it: `send` prints, `serve` logs
+        job.report.aborted = str(e)
+    finally:
+        # A send that stopped early ends the compose pool now; left to the garbage
+        # collector, its shutdown can deadlock (it starts a thread while collecting).
+        messages.close()
 
 
 class _FetchFailed(Exception):

@@ -51,7 +51,7 @@ from newsletter.health import logged, silence_warning
 from newsletter.models import WEEKDAYS, Outgoing, Subscriber
 from newsletter.pipeline import RunOptions, RunReport, run_once
 from newsletter.sources import Source
-from newsletter.store import SqliteStore
+from newsletter.store import Store
 from newsletter.web import tokens
 from newsletter.web.app import Site
 from newsletter.web.outbox import Outbox
@@ -199,6 +199,11 @@ class Scheduler:
     Semantics of APScheduler's jobs with ``coalesce`` and ``misfire_grace_time``: a job
     whose send time passed more than ``grace_seconds`` ago (the machine slept, a long run)
     is skipped, and however many times it was missed, it runs once.
+
+    ``once(slot)``: whether this instance is the first to fire a job's send time (``slot``:
+    the job and its time); False for every other instance serving the same state, which
+    skips it. The runs' ledger would send each digest once anyway; this keeps the others
+    from fetching and freezing the same run for nothing.
     """
 
     def __init__(
@@ -212,8 +217,10 @@ class Scheduler:
         regroup: Callable[[], None] | None = None,
         regroup_every: float = REGROUP_EVERY,
         clock: Clock = SYSTEM_CLOCK,
+        once: Callable[[str], bool] | None = None,
     ) -> None:
         self.run = run
+        self.once = once
         self.grace = dt.timedelta(seconds=grace_seconds)
         self.batch_seconds = batch_seconds
         self.resume = resume
@@ -310,6 +317,12 @@ class Scheduler:
                     log.warning(
                         "schedule.missed job=%s at=%s (beyond the grace)", job_id, job.next_at
                     )
+                elif self.once is not None and not self.once(f"{job_id}@{job.next_at.isoformat()}"):
+                    log.info(
+                        "schedule.skipped job=%s at=%s (another instance fired it)",
+                        job_id,
+                        job.next_at,
+                    )
                 else:
                     fired.append(job_id)
                     keys |= job.members
@@ -343,32 +356,32 @@ def groups_of(config: Config, now: dt.datetime | None = None) -> dict[Group, lis
 
 def mailed(config: Config, now: dt.datetime) -> list[Subscriber]:
     """The roster's subscribers, read without writing (a state file not there: the file's)."""
-    if not config.state_path.exists():
+    if config.state_url is None and not config.state_path.exists():
         return config.subscriber_models()
-    with SqliteStore(config.state_path, read_only=True) as store:
+    with wiring.open_state(config, read_only=True) as store:
         return roster.load(store, config.subscriber_models(), now, write=False).mailed
 
 
 def roster_version(config: Config) -> object:
     """What changes whenever a reader of the state is added, changed or deleted (None: no
     state file yet)."""
-    if not config.state_path.exists():
+    if config.state_url is None and not config.state_path.exists():
         return None
-    with SqliteStore(config.state_path, read_only=True) as store:
+    with wiring.open_state(config, read_only=True) as store:
         return store.roster_version()
 
 
 def unfinished(config: Config, day: dt.date) -> set[str]:
     """Recipients the run of ``day`` has still to send: ``run`` and ``serve`` resume them."""
-    if not config.state_path.exists():
+    if config.state_url is None and not config.state_path.exists():
         return set()
-    with SqliteStore(config.state_path) as store:
+    with wiring.open_state(config) as store:
         return store.unfinished(day)
 
 
 def run_due(
     config: Config,
-    store: SqliteStore,
+    store: Store,
     found: list[Source],
     sender: SmtpSender,
     key: bytes,
@@ -453,7 +466,12 @@ class Daemon:
         self.poller = threading.Thread(target=self._poll, name="newsletter-inbound", daemon=True)
         grace = config.schedule.grace_minutes * 60
         self.scheduler = Scheduler(
-            self.run, grace_seconds=grace, resume=self.resume, regroup=self.regroup, clock=clock
+            self.run,
+            grace_seconds=grace,
+            resume=self.resume,
+            regroup=self.regroup,
+            clock=clock,
+            once=self.fire_once,
         )
         self.roster_mark: object = None  # the state's readers as the jobs were last made
         # Listens now: a port in use is said before anything else happens. The pages read
@@ -479,7 +497,7 @@ class Daemon:
             sender = self.sender = SmtpSender(wiring.smtp_settings(config))
         try:
             with (
-                SqliteStore(config.state_path) as store,
+                wiring.open_state(config) as store,
                 wiring.open_sources(config, None, store) as found,
             ):
                 due = {now.astimezone(dt.UTC).date(): keys}
@@ -507,6 +525,18 @@ class Daemon:
         finally:
             with self.lock:
                 self.sender = None
+
+    def fire_once(self, slot: str) -> bool:
+        """Is this instance the first of those serving the state to fire ``slot``? A state
+        that cannot be opened now: yes (the run then says why it cannot run)."""
+        with self.lock:
+            config = self.config
+        try:
+            with wiring.open_state(config) as store:
+                return store.fire_once("send", slot, self.clock())
+        except NewsletterError as e:
+            log.warning("schedule.once_unknown slot=%s error=%s", slot, e)
+            return True
 
     def resume(self) -> None:
         """Send what today's run left (SMTP down, deferred, stopped), whatever the send times."""
@@ -578,10 +608,10 @@ class Daemon:
     def _purge(self) -> None:
         with self.lock:
             config = self.config
-        if not config.state_path.exists():
+        if config.state_url is None and not config.state_path.exists():
             return
         try:
-            with SqliteStore(config.state_path) as store:
+            with wiring.open_state(config) as store:
                 roster.purge(store, self.clock(), config.signup.confirm_hours)
         except Exception:
             log.exception("signup.purge_failed")

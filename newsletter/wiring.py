@@ -1,5 +1,5 @@
-"""The real edges a config names: the SMTP settings (password from the environment) and the
-sources (or the one ``--from`` file). The commands (``cli``) and the ``serve`` daemon
+"""The real edges a config names: the state (a SQLite file or a PostgreSQL database), the
+SMTP settings (password from the environment) and the sources (or the one ``--from`` file). The commands (``cli``) and the ``serve`` daemon
 (``schedule``) wire the stages with these, the same way.
 """
 
@@ -21,8 +21,31 @@ from newsletter.sources.http import ResponseStore
 
 if TYPE_CHECKING:
     from newsletter.inbound.imap import Pass
+    from newsletter.store import SqliteStore
+    from newsletter.store.postgres import PostgresStore
+
 
 log = logging.getLogger(__name__)
+
+
+def state_password(config: Config) -> str | None:
+    """The PostgreSQL password from ``newsletter.state_password_env``; None: libpq's own."""
+    return os.environ.get(config.newsletter.state_password_env) or None
+
+
+def open_state(config: Config, *, read_only: bool = False) -> SqliteStore | PostgresStore:
+    """The state ``newsletter.state`` names, opened (and brought up to date unless
+    ``read_only``)."""
+    from newsletter.store import open_store
+
+    return open_store(config.state_location, read_only=read_only, password=state_password(config))
+
+
+def scratch_state(config: Config) -> SqliteStore:
+    """A copy of the state in memory: a preview, a dry run or a test send changes nothing."""
+    from newsletter.store import scratch_store
+
+    return scratch_store(config.state_location, password=state_password(config))
 
 
 def password_problem(config: Config) -> str | None:
@@ -89,14 +112,13 @@ def read_bounce_mailbox(
     (``serve``'s poll and ``newsletter inbound --imap``)."""
     from newsletter.inbound.handle import Rules, handle
     from newsletter.inbound.imap import read_mailbox
-    from newsletter.store import SqliteStore
 
     imap = config.inbound.imap
     if imap is None:
         raise ConfigError(str(config.path), [f"{config.path}: inbound.imap: not configured"])
     password = imap_password(config)
     rules = Rules.of(config)
-    with SqliteStore(config.state_path) as store:
+    with open_state(config) as store:
 
         def one(raw: bytes) -> None:
             handled = handle(raw, (), store=store, keys=keys, rules=rules, now=clock())

@@ -49,8 +49,11 @@ def share(address: str) -> float:
 
 
 class RecordingHandler:
-    def __init__(self, faults: Faults) -> None:
+    """``keep_data=False``: the messages' bytes are not kept (a sink for many thousands)."""
+
+    def __init__(self, faults: Faults, *, keep_data: bool = True) -> None:
         self.faults = faults
+        self.keep_data = keep_data
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
         self.cut: set[str] = set()  # recipients whose data was cut off (Faults.cut_data)
@@ -86,7 +89,7 @@ class RecordingHandler:
                 Received(
                     envelope.mail_from,
                     list(envelope.rcpt_tos),
-                    bytes(envelope.content),
+                    bytes(envelope.content) if self.keep_data else b"",
                     session.host_name or "",
                 )
             )
@@ -136,9 +139,14 @@ class _FaultyController(Controller):
 
 class SmtpServer:
     def __init__(
-        self, faults: Faults | None = None, *, port: int | None = None, **smtp_kwargs: Any
+        self,
+        faults: Faults | None = None,
+        *,
+        port: int | None = None,
+        keep_data: bool = True,
+        **smtp_kwargs: Any,
     ) -> None:
-        self.handler = RecordingHandler(faults or Faults())
+        self.handler = RecordingHandler(faults or Faults(), keep_data=keep_data)
         self.port = port or free_port()
         self.controller = _FaultyController(
             self.handler, hostname="127.0.0.1", port=self.port, **smtp_kwargs

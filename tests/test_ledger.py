@@ -1,11 +1,11 @@
-"""The send ledger's protocol, on a real SQLite file with a fake sender: freeze, resume,
-supersede, recover, the daily cap, cancellations, deferrals and what a test send reads."""
+"""The send ledger's protocol on each backend (a real SQLite file, a real PostgreSQL
+database) with a fake sender: freeze, resume, supersede, recover, the daily cap,
+cancellations, deferrals and what a test send reads."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -13,7 +13,9 @@ import pytest
 from newsletter import ledger
 from newsletter.deliver import Events, Outcome
 from newsletter.models import Digest, Email, LedgerStatus, Outgoing, PaperData, Pick, Subscriber
-from newsletter.store import SqliteStore
+from newsletter.store import Store, open_store
+
+pytest_plugins = ["tests.servers.fixtures"]
 
 DAY = dt.date(2026, 5, 8)
 T0 = dt.datetime(2026, 5, 8, 7, tzinfo=dt.UTC)
@@ -74,7 +76,7 @@ def outgoing(d: Digest) -> Outgoing:
 STATUSES: tuple[LedgerStatus, ...] = get_args(LedgerStatus)
 
 
-def statuses(store: SqliteStore, run: ledger.Run) -> dict[str, str]:
+def statuses(store: Store, run: ledger.Run) -> dict[str, str]:
     """Each recipient's row in the run: address -> status."""
     return {e: status for status in STATUSES for e, _ in store.run_rows(run.id, status)}
 
@@ -99,13 +101,13 @@ def send(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterable[SqliteStore]:
-    with SqliteStore(tmp_path / "state.db") as store:
+def store(store_url: str) -> Iterable[Store]:
+    with open_store(store_url) as store:
         store.add_papers(PAPERS, T0)
         yield store
 
 
-def test_a_run_is_frozen_once_and_resumed_with_the_same_digests(store: SqliteStore) -> None:
+def test_a_run_is_frozen_once_and_resumed_with_the_same_digests(store: Store) -> None:
     ada, bob = subscriber("ada"), subscriber("bob")
     run = ledger.open_run(store, DAY, Clock())
     assert run.missing([ada, bob]) == [ada, bob]
@@ -130,7 +132,7 @@ def test_a_run_is_frozen_once_and_resumed_with_the_same_digests(store: SqliteSto
     assert rebuilt[0].picks[1].paper is rebuilt[1].picks[0].paper
 
 
-def test_a_digest_without_papers_is_empty_unless_send_empty(store: SqliteStore) -> None:
+def test_a_digest_without_papers_is_empty_unless_send_empty(store: Store) -> None:
     run = ledger.open_run(store, DAY, Clock())
     run.freeze([digest(subscriber("ada"), [])], send_empty=False)
     run.freeze([digest(subscriber("bob"), [])], send_empty=True)
@@ -138,7 +140,7 @@ def test_a_digest_without_papers_is_empty_unless_send_empty(store: SqliteStore) 
     assert run.totals().empty == ["ada@example.org"]
 
 
-def test_outcomes_are_committed_and_sent_history_written(store: SqliteStore) -> None:
+def test_outcomes_are_committed_and_sent_history_written(store: Store) -> None:
     ada, bob, cy = subscriber("ada"), subscriber("bob"), subscriber("cy")
     clock = Clock()
     run = ledger.open_run(store, DAY, clock)
@@ -182,7 +184,7 @@ def test_outcomes_are_committed_and_sent_history_written(store: SqliteStore) -> 
     assert [r.subscriber for r in run.due(retry_unknown=True, daily_cap=None)] == ["cy@example.org"]
 
 
-def test_the_papers_a_message_carried_are_the_ones_recorded(store: SqliteStore) -> None:
+def test_the_papers_a_message_carried_are_the_ones_recorded(store: Store) -> None:
     ada = subscriber("ada")
     run = ledger.open_run(store, DAY, Clock())
     run.freeze([digest(ada, [0, 1, 2])], send_empty=False)
@@ -195,7 +197,7 @@ def test_the_papers_a_message_carried_are_the_ones_recorded(store: SqliteStore) 
 
 
 def test_a_send_that_dies_in_flight_leaves_unknown_rows_for_the_next_one(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     ada, bob = subscriber("ada"), subscriber("bob")
     run = ledger.open_run(store, DAY, Clock())
@@ -214,7 +216,7 @@ def test_a_send_that_dies_in_flight_leaves_unknown_rows_for_the_next_one(
     assert sender.sent == ["bob@example.org", "ada@example.org"]
 
 
-def test_a_later_days_run_supersedes_what_earlier_runs_left(store: SqliteStore) -> None:
+def test_a_later_days_run_supersedes_what_earlier_runs_left(store: Store) -> None:
     ada, bob = subscriber("ada"), subscriber("bob")
     clock = Clock()
     earlier = ledger.open_run(store, DAY - dt.timedelta(days=1), clock)
@@ -228,7 +230,7 @@ def test_a_later_days_run_supersedes_what_earlier_runs_left(store: SqliteStore) 
     assert today.missing([ada, bob]) == [ada, bob]
 
 
-def test_the_daily_cap_counts_what_went_out_today(store: SqliteStore) -> None:
+def test_the_daily_cap_counts_what_went_out_today(store: Store) -> None:
     people = [subscriber(n) for n in ("ada", "bob", "cy", "dan", "eve")]
     run = ledger.open_run(store, DAY, Clock())
     run.freeze([digest(s) for s in people], send_empty=False)
@@ -244,7 +246,7 @@ def test_the_daily_cap_counts_what_went_out_today(store: SqliteStore) -> None:
     assert sender.sent[3:] == ["dan@example.org", "eve@example.org"]
 
 
-def test_a_subscriber_who_left_is_cancelled_one_not_due_now_waits(store: SqliteStore) -> None:
+def test_a_subscriber_who_left_is_cancelled_one_not_due_now_waits(store: Store) -> None:
     ada, bob, cy = subscriber("ada"), subscriber("bob"), subscriber("cy")
     run = ledger.open_run(store, DAY, Clock())
     run.freeze([digest(ada), digest(bob), digest(cy)], send_empty=False)
@@ -264,7 +266,7 @@ def test_a_subscriber_who_left_is_cancelled_one_not_due_now_waits(store: SqliteS
     assert statuses(store, later)["dan@example.org"] == "pending"
 
 
-def test_a_recipient_deferred_by_too_many_runs_fails(store: SqliteStore) -> None:
+def test_a_recipient_deferred_by_too_many_runs_fails(store: Store) -> None:
     ada = subscriber("ada")
     run = ledger.open_run(store, DAY, Clock())
     run.freeze([digest(ada)], send_empty=False)
@@ -277,7 +279,7 @@ def test_a_recipient_deferred_by_too_many_runs_fails(store: SqliteStore) -> None
     assert run.totals().failed == {"ada@example.org": "451 later (still refused after 3 runs)"}
 
 
-def test_a_test_send_reads_the_frozen_digest_back(store: SqliteStore) -> None:
+def test_a_test_send_reads_the_frozen_digest_back(store: Store) -> None:
     ada, bob, cy, dan = (subscriber(n) for n in ("ada", "bob", "cy", "dan"))
     run = ledger.open_run(store, DAY, Clock())
     run.freeze([digest(ada, [3]), digest(bob, []), digest(cy)], send_empty=False)

@@ -27,6 +27,7 @@ SOURCE = Path(pipeline.__file__).read_text(encoding="utf-8")
 STORE_READS = {
     "states",
     "send_lock",
+    "freeze_lock",
     "last_digest_day",
     "complete_days",
     "add_papers",
@@ -64,7 +65,7 @@ def test_every_ledger_step_the_docstring_names_exists() -> None:
     steps = set(re.findall(r"\bledger\.(\w+)\(", doc))
     methods = set(re.findall(r"\brun\.(\w+)\(", doc))
     assert {"open_run", "frozen_for_test"} <= steps
-    assert {"missing", "freeze", "due", "digests", "recorder", "totals", "close"} <= methods
+    assert {"missing", "freeze", "batches", "digests", "recorder", "totals", "close"} <= methods
     assert all(hasattr(ledger, name) for name in steps), steps
     assert all(hasattr(ledger.Run, name) for name in methods), methods
     # Both paths, as the code runs them.

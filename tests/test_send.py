@@ -6,7 +6,6 @@ import email
 import email.policy
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,11 +15,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from newsletter import config as config_mod
+from newsletter import wiring
 from newsletter.cli import cli
-from newsletter.store import SqliteStore
+from newsletter.store import SqliteStore, open_store
 from newsletter.web import tokens
 from tests.conftest import fixture_path, held
 from tests.smtpserver import Faults, SmtpServer, make_test_ca, password_authenticator
+
+pytest_plugins = ["tests.servers.fixtures"]
 
 DAY = "2026-05-08"
 SAVED = fixture_path("hf_api_daily_papers_date_2026-05-08_37papers.json")
@@ -36,7 +39,13 @@ def addresses(n: int) -> list[str]:
 
 
 def make_config(
-    tmp_path: Path, port: int, n: int = 5, smtp: str = "", extra: str = "", weekly: int = 0
+    tmp_path: Path,
+    port: int,
+    n: int = 5,
+    smtp: str = "",
+    extra: str = "",
+    weekly: int = 0,
+    state: str = "state.db",
 ) -> Path:
     subs = "".join(
         f"  - email: {a}\n    topics: [everything]\n    max_papers: 2\n"
@@ -48,7 +57,7 @@ def make_config(
         f"""\
 newsletter:
   from: "Test Papers <papers@example.org>"
-  state: state.db
+  state: {state}
 smtp:
   host: 127.0.0.1
   port: {port}
@@ -74,15 +83,15 @@ def send(cfg: Path, *args: str) -> Result:
 
 
 def ledger(tmp_path: Path) -> Counter[str]:
-    db = sqlite3.connect(tmp_path / "state.db")
-    return Counter(
-        dict(db.execute("SELECT status, COUNT(*) FROM ledger GROUP BY status").fetchall())
-    )
+    """The ledger's rows by status, in the state the test's config names (either backend)."""
+    with wiring.open_state(config_mod.load(tmp_path / "subs.yaml"), read_only=True) as store:
+        rows = store.db.execute("SELECT status, COUNT(*) FROM ledger GROUP BY status").fetchall()
+    return Counter(dict(rows))
 
 
-def test_send_delivers_once_and_a_second_run_sends_nothing(tmp_path: Path) -> None:
+def test_send_delivers_once_and_a_second_run_sends_nothing(tmp_path: Path, store_url: str) -> None:
     with SmtpServer() as server:
-        cfg = make_config(tmp_path, server.port)
+        cfg = make_config(tmp_path, server.port, state=store_url)
         result = send(cfg)
         assert result.exit_code == 0, result.output
         assert "  sent               5" in result.output
@@ -124,10 +133,14 @@ def test_temporary_failures_are_retried_until_delivered(tmp_path: Path) -> None:
     assert ledger(tmp_path) == {"sent": 40}
 
 
-def test_temporary_failures_beyond_max_retries_are_deferred_then_fail(tmp_path: Path) -> None:
+def test_temporary_failures_beyond_max_retries_are_deferred_then_fail(
+    tmp_path: Path, store_url: str
+) -> None:
     faults = Faults(temp_fail_share=1.0, temp_fail_times=99)
     with SmtpServer(faults) as server:
-        cfg = make_config(tmp_path, server.port, n=2, smtp="  max_retries: 2\n  max_deferrals: 1")
+        cfg = make_config(
+            tmp_path, server.port, n=2, smtp="  max_retries: 2\n  max_deferrals: 1", state=store_url
+        )
         first = send(cfg)
         # Not final: the row waits for a later run, which the summary says.
         assert first.exit_code == 0, first.output
@@ -184,10 +197,12 @@ def test_only_a_refusal_about_the_address_suppresses_it(tmp_path: Path) -> None:
         assert set(held(store)) == {"reader002@example.org", "reader003@example.org"}
 
 
-def test_policy_rejection_stops_the_run_and_the_rest_resumes_later(tmp_path: Path) -> None:
+def test_policy_rejection_stops_the_run_and_the_rest_resumes_later(
+    tmp_path: Path, store_url: str
+) -> None:
     faults = Faults(policy_reject={"reader002@example.org"})
     with SmtpServer(faults) as server:
-        cfg = make_config(tmp_path, server.port, n=30, smtp="  connections: 1")
+        cfg = make_config(tmp_path, server.port, n=30, smtp="  connections: 1", state=store_url)
         result = send(cfg)
         assert result.exit_code == 1
         assert (
@@ -203,10 +218,12 @@ def test_policy_rejection_stops_the_run_and_the_rest_resumes_later(tmp_path: Pat
     assert sorted(counts) == addresses(30) and set(counts.values()) == {1}
 
 
-def test_connection_dropped_mid_data_is_unknown_then_retried_on_request(tmp_path: Path) -> None:
+def test_connection_dropped_mid_data_is_unknown_then_retried_on_request(
+    tmp_path: Path, store_url: str
+) -> None:
     dropped = {"reader001@example.org", "reader004@example.org"}
     with SmtpServer(Faults(drop_data=dropped)) as server:
-        cfg = make_config(tmp_path, server.port, n=6)
+        cfg = make_config(tmp_path, server.port, n=6, state=store_url)
         result = send(cfg)
         assert result.exit_code == 0, result.output
         assert "  unknown            2" in result.output
@@ -315,9 +332,9 @@ def test_weekly_subscribers_only_on_their_day(tmp_path: Path) -> None:
         assert sorted(server.handler.count()) == addresses(4)
 
 
-def test_dry_run_writes_the_due_digests_and_records_nothing(tmp_path: Path) -> None:
+def test_dry_run_writes_the_due_digests_and_records_nothing(tmp_path: Path, store_url: str) -> None:
     with SmtpServer() as server:
-        cfg = make_config(tmp_path, server.port, n=3, weekly=1)
+        cfg = make_config(tmp_path, server.port, n=3, weekly=1, state=store_url)
         out = tmp_path / "out"
         result = send(cfg, "--dry-run", "--out", str(out))
         assert result.exit_code == 0, result.output
@@ -326,9 +343,9 @@ def test_dry_run_writes_the_due_digests_and_records_nothing(tmp_path: Path) -> N
     assert not (tmp_path / "state.db").exists()  # records nothing, creates nothing
 
 
-def test_test_send_goes_elsewhere_and_records_nothing(tmp_path: Path) -> None:
+def test_test_send_goes_elsewhere_and_records_nothing(tmp_path: Path, store_url: str) -> None:
     with SmtpServer() as server:
-        cfg = make_config(tmp_path, server.port, n=3)
+        cfg = make_config(tmp_path, server.port, n=3, state=store_url)
         result = send(
             cfg, "--subscriber", "reader001@example.org", "--test", "operator@example.org"
         )
@@ -350,9 +367,9 @@ def test_missing_signing_key_is_a_config_error(
     assert "newsletter.secret_env: $NEWSLETTER_SECRET is not set" in result.output
 
 
-def test_daily_cap_leaves_the_rest_pending(tmp_path: Path) -> None:
+def test_daily_cap_leaves_the_rest_pending(tmp_path: Path, store_url: str) -> None:
     with SmtpServer() as server:
-        cfg = make_config(tmp_path, server.port, n=5, smtp="  daily_cap: 3")
+        cfg = make_config(tmp_path, server.port, n=5, smtp="  daily_cap: 3", state=store_url)
         result = send(cfg)
         assert result.exit_code == 0, result.output
         assert len(server.received) == 3
@@ -371,9 +388,11 @@ def test_421_reconnects_and_delivers(tmp_path: Path) -> None:
     assert all(server.handler.attempts[a] == 2 for a in closing)
 
 
-def test_each_process_says_what_it_did_and_where_the_day_stands(tmp_path: Path) -> None:
+def test_each_process_says_what_it_did_and_where_the_day_stands(
+    tmp_path: Path, store_url: str
+) -> None:
     with SmtpServer() as server:
-        cfg = make_config(tmp_path, server.port, n=5, smtp="  daily_cap: 3")
+        cfg = make_config(tmp_path, server.port, n=5, smtp="  daily_cap: 3", state=store_url)
         first = send(cfg)
         assert first.exit_code == 0, first.output
         assert "this process: 3 sent\n" in first.output
@@ -392,12 +411,13 @@ def test_each_process_says_what_it_did_and_where_the_day_stands(tmp_path: Path) 
 
 def test_an_operator_unsubscribes_by_hand_and_status_counts_who_is_mailed(
     tmp_path: Path,
+    store_url: str,
 ) -> None:
     def cli_(*args: str) -> Result:
         return CliRunner().invoke(cli, [*args, "-c", str(cfg)])
 
     with SmtpServer(Faults(reject={"reader003@example.org"})) as server:
-        cfg = make_config(tmp_path, server.port, n=5)
+        cfg = make_config(tmp_path, server.port, n=5, state=store_url)
         done = cli_("subscribers", "unsubscribe", "Reader004@example.org")
         assert done.exit_code == 0, done.output
         assert done.output.startswith("Reader004@example.org: unsubscribed;")
@@ -418,7 +438,7 @@ def test_an_operator_unsubscribes_by_hand_and_status_counts_who_is_mailed(
         bounced = cli_("subscribers", "unsubscribe", "reader003@example.org")
         assert bounced.output.startswith("reader003@example.org: unsubscribed (it was bounced")
         assert cli_("subscribers", "resubscribe", "reader004@example.org").exit_code == 0
-    with SqliteStore(tmp_path / "state.db") as store:
+    with open_store(store_url) as store:
         assert held(store) == {
             "reader003@example.org": ("unsubscribed", "by the operator"),
         }

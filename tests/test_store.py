@@ -12,7 +12,9 @@ import pytest
 from newsletter import store as store_package
 from newsletter.errors import StoreError
 from newsletter.models import Digest, PaperData, Pick, Subscriber, SubscriberRecord
-from newsletter.store import SqliteStore, Store, migrations
+from newsletter.store import SqliteStore, Store, migrations, open_store
+
+pytest_plugins = ["tests.servers.fixtures"]
 
 NOW = dt.datetime(2026, 5, 8, 12, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 5, 8)
@@ -83,7 +85,7 @@ def test_not_a_database_is_one_clear_error(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_papers_round_trip_with_every_field(tmp_path: Path) -> None:
+def test_papers_round_trip_with_every_field(store_url: str) -> None:
     p = paper(
         "2605.00001",
         upvotes=7,
@@ -94,13 +96,13 @@ def test_papers_round_trip_with_every_field(tmp_path: Path) -> None:
         github_stars=3,
         organization="Lab",
     )
-    with SqliteStore(tmp_path / "s.db") as store:
+    with open_store(store_url) as store:
         store.add_papers([p], NOW)
         assert store.candidates([DAY]) == [p]
 
 
-def test_candidates_by_day_and_latest_data_wins(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_candidates_by_day_and_latest_data_wins(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a", 1), paper("b", 2, day=DAY - dt.timedelta(days=1))], NOW)
         store.add_papers([paper("a", 5)], NOW + dt.timedelta(hours=1))
         assert [(p.id, p.upvotes) for p in store.candidates([DAY])] == [("a", 5)]
@@ -108,8 +110,8 @@ def test_candidates_by_day_and_latest_data_wins(tmp_path: Path) -> None:
         assert store.candidates([]) == []
 
 
-def test_every_fetch_keeps_an_upvote_snapshot(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_every_fetch_keeps_an_upvote_snapshot(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a", 1)], NOW)
         store.add_papers([paper("a", 9)], NOW + dt.timedelta(hours=6))
         rows = store.db.execute(
@@ -124,15 +126,15 @@ def digest_for(email: str, day: dt.date, ids: list[str], skipped: tuple[str, ...
     return Digest(sub, day, picks, skipped_ids=skipped)
 
 
-def sent(store: SqliteStore, digest: Digest) -> None:
+def sent(store: Store, digest: Digest) -> None:
     """``digest`` frozen in the run of its day and sent."""
     run_id = store.open_run(digest.day, NOW)
     store.freeze(run_id, [digest], NOW)
     store.finish(run_id, digest.subscriber.key, "sent", "250", NOW)
 
 
-def test_deliveries_are_per_subscriber_and_case_insensitive(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_deliveries_are_per_subscriber_and_case_insensitive(store_url: str) -> None:
+    with open_store(store_url) as store:
         assert store.sent_ids("ada@example.org") == frozenset()
         assert store.last_digest_day("ada@example.org") is None
         sent(store, digest_for("Ada@Example.org", DAY, ["a", "b"]))
@@ -141,8 +143,8 @@ def test_deliveries_are_per_subscriber_and_case_insensitive(tmp_path: Path) -> N
         assert store.last_digest_day("ADA@example.org") == DAY
 
 
-def test_skipped_papers_are_remembered_until_delivered(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_skipped_papers_are_remembered_until_delivered(store_url: str) -> None:
+    with open_store(store_url) as store:
         sent(store, digest_for("ada@example.org", DAY, ["a"], skipped=("b", "c")))
         assert store.skipped_ids("ada@example.org") == {"b", "c"}
         later = DAY + dt.timedelta(days=1)
@@ -151,8 +153,8 @@ def test_skipped_papers_are_remembered_until_delivered(tmp_path: Path) -> None:
         assert store.last_digest_day("ada@example.org") == later
 
 
-def test_trends_compare_the_newest_snapshot_with_one_half_a_day_older(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_trends_compare_the_newest_snapshot_with_one_half_a_day_older(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a", 10), paper("b", 3)], NOW - dt.timedelta(hours=24))
         store.add_papers([paper("a", 30)], NOW - dt.timedelta(hours=2))
         store.add_papers([paper("a", 50)], NOW)
@@ -162,8 +164,8 @@ def test_trends_compare_the_newest_snapshot_with_one_half_a_day_older(tmp_path: 
         assert trends["a"].describe() == "+40 since yesterday"
 
 
-def test_a_day_is_complete_once_fetched_after_it_ended(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_a_day_is_complete_once_fetched_after_it_ended(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.mark_fetched("hf", DAY, 3, NOW)  # during the day: its list may still grow
         store.mark_fetched("hf", DAY - dt.timedelta(days=1), 0, NOW)
         assert store.complete_days("hf", [DAY, DAY - dt.timedelta(days=1)]) == {
@@ -172,8 +174,8 @@ def test_a_day_is_complete_once_fetched_after_it_ended(tmp_path: Path) -> None:
         assert store.complete_days("other", [DAY - dt.timedelta(days=1)]) == set()
 
 
-def test_frozen_digests_share_papers_read_once_per_run(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_frozen_digests_share_papers_read_once_per_run(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a", 3), paper("b", 4)], NOW)
         run_id = store.open_run(DAY, NOW)
         digests = [digest_for(f"{n}@example.org", DAY, ["a", "b"]) for n in ("ada", "bob")]
@@ -190,8 +192,8 @@ def test_frozen_digests_share_papers_read_once_per_run(tmp_path: Path) -> None:
         assert alone.picks[0].paper == first.picks[0].paper
 
 
-def test_a_runs_papers_are_those_of_its_frozen_digests(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_a_runs_papers_are_those_of_its_frozen_digests(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a", 3), paper("b", 4), paper("c", 5), paper("d", 6)], NOW)
         run_id = store.open_run(DAY, NOW)
         digests = [
@@ -208,8 +210,8 @@ def test_a_runs_papers_are_those_of_its_frozen_digests(tmp_path: Path) -> None:
         assert all(p.paper is papers[p.paper.id] for p in rebuilt.picks)
 
 
-def test_unfinished_lists_the_recipients_the_days_run_has_left(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_unfinished_lists_the_recipients_the_days_run_has_left(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a")], NOW)
         run_id = store.open_run(DAY, NOW)
         names = ("ada", "bob", "cy", "dan", "eve")
@@ -229,8 +231,8 @@ def test_unfinished_lists_the_recipients_the_days_run_has_left(tmp_path: Path) -
         assert store.db.execute("SELECT finished_at FROM runs").fetchone() == (None,)
 
 
-def test_a_later_days_run_supersedes_deferred_rows_too(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
+def test_a_later_days_run_supersedes_deferred_rows_too(store_url: str) -> None:
+    with open_store(store_url) as store:
         store.add_papers([paper("a")], NOW)
         run_id = store.open_run(DAY, NOW)
         store.freeze(run_id, [digest_for("ada@x.org", DAY, ["a"])], NOW)
@@ -288,6 +290,8 @@ def test_a_write_that_fails_names_the_state_file_and_leaves_no_transaction_open(
 
 # What only SQLite has: how a file is opened, copied into memory and inspected.
 SQLITE_ONLY = {"scratch", "created", "read_only", "schema_version", "path", "db"}
+# What only PostgreSQL has: how a database is opened (``path`` is its URL without a password).
+POSTGRES_ONLY = {"created", "read_only", "schema_version", "path", "url", "db"}
 
 
 def public(cls: type) -> dict[str, inspect.Signature | None]:
@@ -302,13 +306,14 @@ def public(cls: type) -> dict[str, inspect.Signature | None]:
     }
 
 
-def test_the_store_protocol_is_all_a_store_does_but_opening_a_file(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "s.db") as store:
-        sqlite_api = public(type(store)) | {n: None for n in vars(store)}
+def test_the_store_protocol_is_all_a_store_does_but_opening_a_file(store_url: str) -> None:
+    with open_store(store_url) as store:
+        api = public(type(store)) | {n: None for n in vars(store)}
+    only = SQLITE_ONLY if isinstance(store, SqliteStore) else POSTGRES_ONLY
     protocol = public(Store)
-    assert set(sqlite_api) - SQLITE_ONLY == set(protocol)
+    assert set(api) - only == set(protocol)
     for name, signature in protocol.items():
-        assert sqlite_api[name] == signature, name
+        assert api[name] == signature, name
 
 
 def test_the_store_imports_models_and_errors_only() -> None:

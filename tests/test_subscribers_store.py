@@ -6,21 +6,29 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from newsletter import roster
 from newsletter.errors import SubscriberExistsError, SubscriberRemovedError
 from newsletter.models import SUBSCRIBER_STATUSES, Subscriber, SubscriberRecord
-from newsletter.store import SqliteStore, migrations
+from newsletter.store import SqliteStore, migrations, open_store
+from newsletter.store.postgres import PostgresStore
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
 
+pytest_plugins = ["tests.servers.fixtures"]
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "state.db")
+def store(store_url: str) -> Iterator[SqliteStore | PostgresStore]:
+    """The state on each backend in turn."""
+    with open_store(store_url) as store:
+        yield store
 
 
 def reader(email: str = "ada@example.org", **fields: object) -> SubscriberRecord:
@@ -82,7 +90,7 @@ def test_every_status_and_only_those(store: SqliteStore) -> None:
         found = store.subscriber_by_id(sid)
         assert found is not None and (found.status, found.reason) == (status, f"now {status}")
         assert [r.id for r in store.subscribers([status])] == [sid]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         store.set_subscriber_status(sid, "asleep", "no such status", NOW)  # type: ignore[arg-type]
     assert not store.set_subscriber_status("nobody", "active", "", NOW)
 

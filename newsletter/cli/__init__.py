@@ -6,8 +6,9 @@ Only this package configures logging handlers (``-v``, ``-vv``).
 
 The commands live in modules by what they do: ``run.py`` (preview, send, run),
 ``archive.py`` (the static archive),
-``serve.py``, ``status.py``, ``subscribers.py``, ``check.py`` (with ``preflight.py``) and
-``fetch.py``. Each imports the stages inside its command, so ``newsletter --help`` loads no
+``serve.py``, ``status.py``, ``subscribers.py``, ``check.py`` (with ``preflight.py``),
+``fetch.py``, ``inbound.py`` and ``state.py`` (copy the state between SQLite and
+PostgreSQL). Each imports the stages inside its command, so ``newsletter --help`` loads no
 template engine, SMTP or HTTP client (``tests/test_imports.py``).
 """
 
@@ -19,7 +20,17 @@ import sys
 import click
 
 from newsletter import __version__
-from newsletter.cli import archive, check, fetch, inbound, run, serve, status, subscribers
+from newsletter.cli import (
+    archive,
+    check,
+    fetch,
+    inbound,
+    run,
+    serve,
+    state,
+    status,
+    subscribers,
+)
 from newsletter.cli.common import abort
 
 
@@ -44,6 +55,7 @@ for command in (
     run.run,
     run.send,
     serve.serve,
+    state.state,
     status.status,
     subscribers.subscribers,
 ):

@@ -48,7 +48,7 @@ def build(config_path: Path, out: Path) -> None:
 
         newsletter archive build -c subscribers.yaml --out /var/www/papers
     """
-    from newsletter.store import SqliteStore
+    from newsletter import wiring
     from newsletter.web.publish import ArchiveSite
 
     config = load_config(config_path)
@@ -60,7 +60,7 @@ def build(config_path: Path, out: Path) -> None:
                 "archive (digests then link to their day's page)"
             ],
         )
-    with SqliteStore(config.state_path, read_only=True) as store:
+    with wiring.open_state(config, read_only=True) as store:
         docs = ArchiveSite.from_config(config).build(store)
     written = 0
     for path, doc in docs.items():

@@ -23,6 +23,7 @@ from newsletter.web import tokens
 
 if TYPE_CHECKING:
     from newsletter.store import SqliteStore
+    from newsletter.store.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,14 @@ def load_config(path: Path) -> config_mod.Config:
     return config_mod.load(path)
 
 
-def open_state(config: config_mod.Config) -> SqliteStore:
-    """The state file of a command that sends: one line when this creates it."""
-    from newsletter.store import SqliteStore
+def open_state(config: config_mod.Config) -> SqliteStore | PostgresStore:
+    """The state of a command that writes it: one line when this creates it."""
+    from newsletter import wiring
 
-    store = SqliteStore(config.state_path)
+    store = wiring.open_state(config)
     if store.created:
         click.echo(
-            f"newsletter: {config.state_path}: a new, empty state database (newsletter.state)",
+            f"newsletter: {store.path}: a new, empty state database (newsletter.state)",
             err=True,
         )
     return store
@@ -158,10 +159,10 @@ def check_subscriber(config: config_mod.Config, address: str | None) -> None:
         return
     if any(s.email.casefold() == address.casefold() for s in config.subscribers):
         return
-    from newsletter.store import SqliteStore
+    from newsletter import wiring
 
-    if config.state_path.exists():
-        with SqliteStore(config.state_path, read_only=True) as store:
+    if config.state_url is not None or config.state_path.exists():
+        with wiring.open_state(config, read_only=True) as store:
             if store.subscriber_by_email(address) is not None:
                 return
-    raise click.UsageError(f"no subscriber {address!r} in {config.path} or {config.state_path}")
+    raise click.UsageError(f"no subscriber {address!r} in {config.path} or {config.state_location}")

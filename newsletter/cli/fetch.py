@@ -50,11 +50,10 @@ def fetch(
     Prints one status line per source and exits 1 if any source failed.
     """
     from newsletter import sources, wiring
-    from newsletter.store import SqliteStore
 
     period = _period(date_, week, month, trending)
     config = load_config(config_path)
-    with SqliteStore(config.state_path) as store:
+    with wiring.open_state(config) as store:
         with wiring.open_sources(config, from_file, store, replay=replay) as found:
             now = now_utc()
             if period is None:

@@ -129,11 +129,11 @@ def _keys(config: Config) -> tuple[bytes, ...]:
 def _handle(
     config: Config, raw: bytes, envelope_to: tuple[str, ...], keys: tuple[bytes, ...], dry_run: bool
 ) -> Handled:
+    from newsletter import wiring
     from newsletter.inbound.handle import Rules, handle
-    from newsletter.store import SqliteStore
 
     rules = Rules.of(config)
-    with SqliteStore(config.state_path, read_only=dry_run) as store:
+    with wiring.open_state(config, read_only=dry_run) as store:
         return handle(
             raw, envelope_to, store=store, keys=keys, rules=rules, now=now_utc(), dry_run=dry_run
         )

@@ -36,9 +36,18 @@ def problems(config: Config) -> list[str]:
     password = wiring.password_problem(config)
     if password is not None:
         found.append(password)
-    state = state_problem(config.state_path)
+    if config.state_url is not None:
+        from newsletter.store import _postgres, shown_url
+
+        _postgres(config.state_url)  # psycopg is there
+        from newsletter.store.postgres import connect_problem
+
+        state = connect_problem(config.state_url, wiring.state_password(config))
+        where = shown_url(config.state_url)
+    else:
+        state, where = state_problem(config.state_path), str(config.state_path)
     if state is not None:
-        found.append(f"{config.path}: newsletter.state: {config.state_path}: {state}")
+        found.append(f"{config.path}: newsletter.state: {where}: {state}")
     try:
         compose.check_templates(config.templates_path)
     except TemplateError as e:

@@ -74,7 +74,6 @@ def preview(
     from newsletter import sources, wiring
     from newsletter.deliver import PreviewSender
     from newsletter.pipeline import RunOptions, run_once
-    from newsletter.store import SqliteStore
 
     config = load_config(config_path)
     check_subscriber(config, subscriber)
@@ -82,7 +81,7 @@ def preview(
     sender = PreviewSender(out)
     now = now_utc()
     with (
-        SqliteStore.scratch(config.state_path) as store,
+        wiring.scratch_state(config) as store,
         wiring.open_sources(config, from_file, store) as found,
     ):
         report = run_once(
@@ -187,7 +186,6 @@ def send(
     from newsletter.deliver import PreviewSender, SmtpSender
     from newsletter.health import logged, silence_warning
     from newsletter.pipeline import RunOptions, run_once
-    from newsletter.store import SqliteStore
 
     config = load_config(config_path)
     check_subscriber(config, subscriber)
@@ -205,9 +203,7 @@ def send(
         )
     progress = _Progress()
     # A dry run or a test send reads the state but records nothing: a copy in memory.
-    state = (
-        open_state(config) if sender.records_deliveries else SqliteStore.scratch(config.state_path)
-    )
+    state = open_state(config) if sender.records_deliveries else wiring.scratch_state(config)
     with state as store, wiring.open_sources(config, from_file, store) as found:
         if sender.records_deliveries:  # sign-ups never confirmed go first (never mailed)
             roster.purge(store, now_utc(), config.signup.confirm_hours)

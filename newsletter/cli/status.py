@@ -27,13 +27,12 @@ MAX_COMPLAINT_RATE = 0.001
 @handles_errors
 def status(config_path: Path, runs: int) -> None:
     """Show the last runs, the next send times and whether digests are going out."""
-    from newsletter import roster, schedule
+    from newsletter import roster, schedule, wiring
     from newsletter.health import silence_warning
-    from newsletter.store import SqliteStore
 
     config = load_config(config_path)
     now = now_utc()
-    with SqliteStore(config.state_path, read_only=True) as store:
+    with wiring.open_state(config, read_only=True) as store:
         history = store.last_runs(runs)
         warning = silence_warning(store, config, now)
         who = roster.load(store, config.subscriber_models(), now, write=False)

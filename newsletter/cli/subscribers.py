@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.deliver.events import Outcome
     from newsletter.models import Outgoing, SubscriberRecord, SubscriberSource
-    from newsletter.store import SqliteStore
+    from newsletter.store import Store
 
 
 @click.group()
@@ -51,12 +51,11 @@ def subscribers_list(config_path: Path) -> None:
 
     Example: newsletter subscribers list -c newsletter.yaml
     """
-    from newsletter import roster
-    from newsletter.store import SqliteStore
+    from newsletter import roster, wiring
 
     config = load_config(config_path)
     now = now_utc()
-    with SqliteStore(config.state_path, read_only=True) as store:
+    with wiring.open_state(config, read_only=True) as store:
         who = roster.load(store, config.subscriber_models(), now, write=False)
         rows = {r.key: r for r in store.subscribers()}
         last = store.last_digest_days()
@@ -98,7 +97,7 @@ def _day(day: dt.date | None) -> str:
     return day.isoformat() if day else "-"
 
 
-def _row_for(store: SqliteStore, config: Config, email: str) -> SubscriberRecord | None:
+def _row_for(store: Store, config: Config, email: str) -> SubscriberRecord | None:
     """The address's row; one of the file's gets its row now if it has none yet."""
     row = store.subscriber_by_email(email)
     if row is None:
@@ -118,12 +117,12 @@ def subscribers_unsubscribe(config_path: Path, email: str) -> None:
 
     Example: newsletter subscribers unsubscribe -c newsletter.yaml ada@example.org
     """
+    from newsletter import wiring
     from newsletter.models import SubscriberRecord
-    from newsletter.store import SqliteStore
 
     config = load_config(config_path)
     now = now_utc()
-    with SqliteStore(config.state_path) as store:
+    with wiring.open_state(config) as store:
         row = _row_for(store, config, email)
         if row is None:  # nobody's: kept unsubscribed, so a later sign-up or import asks first
             store.add_subscriber(
@@ -160,10 +159,10 @@ def subscribers_resubscribe(config_path: Path, email: str) -> None:
 
     Example: newsletter subscribers resubscribe -c newsletter.yaml ada@example.org
     """
-    from newsletter.store import SqliteStore
+    from newsletter import wiring
 
     config = load_config(config_path)
-    with SqliteStore(config.state_path) as store:
+    with wiring.open_state(config) as store:
         row = _row_for(store, config, email)
         held = row is not None and row.status in roster_held()
         if row is not None and held:
@@ -341,7 +340,7 @@ class _Mailer:
         self.keys = signing_keys(config, preview=False)
         self.settings = wiring.smtp_settings(config)
 
-    def send(self, store: SqliteStore, records: list[SubscriberRecord], now: dt.datetime) -> None:
+    def send(self, store: Store, records: list[SubscriberRecord], now: dt.datetime) -> None:
         """The emails, over one connection; a reader whose email did not go stays pending
         (exit 1, naming them: adding them again sends it again)."""
         from newsletter import compose
@@ -448,10 +447,12 @@ def subscribers_import(config_path: Path, file: Path, confirmed: bool) -> None:
         for r in rows
         if r.email.casefold() in file_keys
     ]
-    if config.state_path.exists():  # every bad row at once: the file's and the store's
-        from newsletter.store import SqliteStore
+    if (
+        config.state_url is not None or config.state_path.exists()
+    ):  # every bad row at once: the file's and the store's
+        from newsletter import wiring
 
-        with SqliteStore(config.state_path, read_only=True) as store:
+        with wiring.open_state(config, read_only=True) as store:
             for r in rows:
                 known = store.subscriber_by_email(r.email)
                 if known is not None:
@@ -515,14 +516,14 @@ def subscribers_export(config_path: Path, format_: str) -> None:
 
     Example: newsletter subscribers export -c newsletter.yaml > readers.csv
     """
+    from newsletter import wiring
     from newsletter.cli.subscriber_csv import export_csv, export_json
     from newsletter.models import SubscriberRecord
-    from newsletter.store import SqliteStore
 
     config = load_config(config_path)
     records: list[SubscriberRecord] = []
-    if config.state_path.exists():
-        with SqliteStore(config.state_path, read_only=True) as store:
+    if config.state_url is not None or config.state_path.exists():
+        with wiring.open_state(config, read_only=True) as store:
             records = list(store.subscribers())
     have = {r.key for r in records}
     records += [

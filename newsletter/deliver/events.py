@@ -28,6 +28,11 @@ class Outcome:
 
 
 class Events(Protocol):
+    """What a sender reports as it goes. An ``Events`` may also have ``pace``, a callable
+    giving the seconds to wait before the next message starts: a rate shared by several
+    senders (the ledger's recorder on a shared state); the SMTP sender then uses it instead
+    of its own ``rate_per_second``."""
+
     def started(self, message: Outgoing) -> None:
         """Called just before the message is committed to the server (for SMTP: its data is
         written but for the end mark): from here on the server may have it."""

@@ -66,13 +66,20 @@ def default_helo_name(from_address: str) -> str:
 
 
 class _RateLimiter:
-    """At most ``rate`` message starts per second across all connections."""
+    """At most ``rate`` message starts per second across all connections; ``shared``: the
+    seconds to wait, from a pace kept by every sender together (``Events.pace``)."""
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, shared: Callable[[], float] | None = None) -> None:
         self.interval = 1.0 / rate if rate else 0.0
         self.next_at = 0.0
+        self.shared = shared
 
     async def wait(self) -> None:
+        if self.shared is not None:
+            delay = self.shared()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return
         if not self.interval:
             return
         now = time.monotonic()
@@ -151,6 +158,11 @@ class SmtpSender:
 
     def close(self) -> None:
         pass
+
+    @property
+    def stopped(self) -> bool:
+        """``stop`` was called: a send of several batches starts no other."""
+        return self._stop.is_set()
 
     def stop(self) -> None:
         """Finish the messages in flight, start no more (SIGTERM); safe from any thread and
@@ -413,7 +425,8 @@ class _Delivery:
         self.events = events
         self.connections = max(1, self.settings.connections)
         self.backlog = Backlog(2 * self.connections, sender._stop)
-        self.limiter = _RateLimiter(self.settings.rate_per_second)
+        # A ledger's recorder may carry the pace of several senders sharing one rate.
+        self.limiter = _RateLimiter(self.settings.rate_per_second, getattr(events, "pace", None))
         self.workers = self.connections  # those that have not given up on connecting
         self.error: BaseException | None = None
 

@@ -1,4 +1,5 @@
-"""The state: the ``Store`` protocol, and ``SqliteStore`` (one SQLite file) behind it.
+"""The state: the ``Store`` protocol, ``SqliteStore`` (one SQLite file) and ``PostgresStore``
+(a PostgreSQL database, ``postgres``) behind it; ``open_store`` picks one by the location.
 
 The store keeps data, not rules: papers and their upvote snapshots, fetched days and raw
 responses, sent-history, subscribers (their status, preferences and consent record; the keyed
@@ -6,7 +7,8 @@ hashes of removed addresses; the sign-up limits' counters), the send ledger's ro
 row means (when a run is frozen, what is resumed, cancelled or capped) is ``ledger``'s.
 Everything that uses a store (``pipeline``, ``ledger``, ``health``, ``web``, ``cli``,
 ``sources``) asks only for what is here, so a second backend is one more class that has it;
-opening one (``SqliteStore(path)``, ``SqliteStore.scratch(path)``) is the backend's own.
+opening one (``open_store(location)``, ``scratch_store(location)``) picks the backend: a
+``postgresql://`` URL is PostgreSQL (psycopg loads only then), anything else a SQLite file.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import contextlib
 import datetime as dt
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+from newsletter.errors import StoreError
 from newsletter.models import (
     Cadence,
     Digest,
@@ -32,8 +36,12 @@ from newsletter.models import (
     SubscriberStatus,
     Trend,
 )
+from newsletter.store.location import is_url, shown_url
 from newsletter.store.sqlite import SqliteStore
 from newsletter.store.subscribers import UNSET, Unset
+
+if TYPE_CHECKING:
+    from newsletter.store.postgres import PostgresStore
 
 
 class Store(Protocol):
@@ -146,7 +154,13 @@ class Store(Protocol):
     def run_papers(self, run_id: int) -> dict[str, PaperData]: ...
     def delivered_since(self, since: dt.datetime) -> int: ...
     def mark_sending(
-        self, run_id: int, subscriber: str, message_id: str, now: dt.datetime
+        self,
+        run_id: int,
+        subscriber: str,
+        message_id: str,
+        now: dt.datetime,
+        *,
+        claim: int | None = None,
     ) -> None: ...
     def finish(
         self,
@@ -181,6 +195,30 @@ class Store(Protocol):
     def inbound_since(self, since: dt.datetime) -> Counter[str]: ...
     def sent_since(self, since: dt.datetime) -> int: ...
 
+    # sharing a run between senders: claims on rows with a lease, a shared pace, once-only
+    # jobs. SQLite has one sender at a time (``send_lock``); its claims never lapse.
+    shared: bool  # several senders may work at once (PostgreSQL)
+
+    def freeze_lock(self, day: dt.date, wait: float) -> contextlib.AbstractContextManager[None]: ...
+    def expire_claims(self, now: dt.datetime) -> list[str]: ...
+    def claim(
+        self,
+        run_id: int,
+        keys: Collection[str],
+        *,
+        again: Sequence[LedgerStatus],
+        since: dt.datetime,
+        limit: int | None,
+        lease_seconds: float,
+        now: dt.datetime,
+    ) -> tuple[int, list[LedgerRow]]: ...
+    def renew_claim(self, claim_id: int, lease_seconds: float, now: dt.datetime) -> bool: ...
+    def release_claim(self, claim_id: int) -> None: ...
+    def claimed_unsent(self, run_id: int | None = None) -> int: ...
+    def cap_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def pace(self, interval: float) -> float: ...
+    def fire_once(self, job: str, slot: str, now: dt.datetime) -> bool: ...
+
     # the run log
     def log_run_start(self, kind: str, now: dt.datetime) -> int: ...
     def log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None: ...
@@ -189,4 +227,57 @@ class Store(Protocol):
     def last_delivery_at(self) -> dt.datetime | None: ...
 
 
-__all__ = ["UNSET", "SqliteStore", "Store", "Unset"]
+def open_store(
+    location: str | Path, *, read_only: bool = False, password: str | None = None
+) -> SqliteStore | PostgresStore:
+    """The state at ``location``: a ``postgresql://`` URL (``password``: given, else libpq's
+    own) or a SQLite file's path."""
+    if not is_url(location):
+        return SqliteStore(location, read_only=read_only)
+    backend = _postgres(str(location))
+    try:
+        return backend(str(location), read_only=read_only, password=password)
+    except StoreError as e:
+        from newsletter.store.postgres import EmptyDatabase
+
+        if not isinstance(e, EmptyDatabase):
+            raise
+        # As a SQLite file that is not there: an empty state, in memory.
+        return SqliteStore(":memory:")
+
+
+def scratch_store(location: str | Path, *, password: str | None = None) -> SqliteStore:
+    """A copy in memory of the state at ``location``, for a preview, a dry run or a test send:
+    whatever it does, the state is left as it was."""
+    if not is_url(location):
+        return SqliteStore.scratch(location)
+    from newsletter.store.copy import copy_state
+
+    scratch = SqliteStore(":memory:")
+    with open_store(location, read_only=True, password=password) as source:
+        if source is not scratch and not isinstance(source, SqliteStore):
+            copy_state(source, scratch)
+    return scratch
+
+
+def _postgres(location: str) -> type[PostgresStore]:
+    try:
+        from newsletter.store.postgres import PostgresStore
+    except ImportError as e:  # psycopg is the extra ``postgres``
+        raise StoreError(
+            shown_url(location),
+            f"a PostgreSQL state needs psycopg: pip install 'papers-newsletter[postgres]' ({e})",
+        ) from e
+    return PostgresStore
+
+
+__all__ = [
+    "UNSET",
+    "SqliteStore",
+    "Store",
+    "Unset",
+    "is_url",
+    "open_store",
+    "scratch_store",
+    "shown_url",
+]

@@ -305,6 +305,37 @@ def inbound_events(db: sqlite3.Connection) -> None:
     )
 
 
+def claims_jobs_and_pace(db: sqlite3.Connection) -> None:
+    """9: sharing a run: claims on ledger rows (with a lease), once-only jobs by slot, and the
+    next message's start for a rate shared by every sender. A SQLite state has one sender
+    at a time (its file lock), so its claims never lapse; PostgreSQL's do."""
+    _run(
+        db,
+        """
+        CREATE TABLE claims (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id      INTEGER NOT NULL REFERENCES runs(id),
+            owner       TEXT NOT NULL,          -- host and pid of the sender
+            lease_until TEXT NOT NULL
+        )""",
+        "ALTER TABLE ledger ADD COLUMN claim_id INTEGER",  # NULL: nobody's
+        "CREATE INDEX ledger_claim ON ledger(claim_id)",
+        """
+        CREATE TABLE jobs_fired (
+            job         TEXT NOT NULL,          -- send, purge, poll, ...
+            slot        TEXT NOT NULL,          -- which firing (a send time, a day)
+            owner       TEXT NOT NULL,
+            fired_at    TEXT NOT NULL,
+            PRIMARY KEY (job, slot)
+        )""",
+        """
+        CREATE TABLE send_pace (
+            name        TEXT PRIMARY KEY,
+            next_at     REAL NOT NULL           -- Unix time the next message may start
+        )""",
+    )
+
+
 MIGRATIONS: Sequence[Migration] = (
     papers_days_snapshots_and_deliveries,
     digests_and_skipped_papers,
@@ -314,6 +345,7 @@ MIGRATIONS: Sequence[Migration] = (
     deferred_ledger_rows,
     subscribers_in_the_store,
     inbound_events,
+    claims_jobs_and_pace,
 )
 
 #: The schema version this program writes and reads.

@@ -17,14 +17,15 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from newsletter.errors import StoreError
+from newsletter.errors import ClaimLost, StoreError
 from newsletter.models import (
     Digest,
     InboundKind,
@@ -57,6 +58,8 @@ class SqliteStore(SubscriberRows):
     folder must exist. ``read_only`` never writes, creates or migrates the file, nor changes
     its journal mode: a file that is not there reads as an empty state (in memory).
     """
+
+    db: sqlite3.Connection
 
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = str(path)
@@ -261,18 +264,7 @@ class SqliteStore(SubscriberRows):
     ) -> dict[str, Trend]:
         """Upvotes gained per paper between its newest snapshot and an older baseline;
         ``until``: from the snapshots taken up to then (the archive scores a past day)."""
-        history = self._snapshots(paper_ids, until)
-        out: dict[str, Trend] = {}
-        for pid, snaps in history.items():
-            if len(snaps) < 2:
-                continue
-            newest_at, newest = snaps[-1]
-            older = [s for s in snaps[:-1] if newest_at - s[0] >= TREND_BASELINE] or snaps[:1]
-            base_at, base = older[-1]
-            hours = (newest_at - base_at).total_seconds() / 3600
-            if hours > 0:
-                out[pid] = Trend(delta=newest - base, hours=hours)
-        return out
+        return _trends(self._snapshots(paper_ids, until))
 
     def _snapshots(
         self, paper_ids: Iterable[str], until: dt.datetime | None
@@ -414,6 +406,94 @@ class SqliteStore(SubscriberRows):
         """Held for the whole of a send, so two processes never deliver the same run."""
         return self._file_lock("send", wait)
 
+    # -- sharing a run: one sender at a time here (the send lock), so claims never lapse ---
+
+    shared = False
+
+    def freeze_lock(self, day: dt.date, wait: float) -> contextlib.AbstractContextManager[None]:
+        """Nothing more to hold: the send lock keeps every other sender out."""
+        return contextlib.nullcontext()
+
+    def cap_lock(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def expire_claims(self, now: dt.datetime) -> list[str]:
+        """No claim lapses while its sender holds the send lock (``recover_in_flight`` frees a
+        dead sender's)."""
+        return []
+
+    def claim(
+        self,
+        run_id: int,
+        keys: Collection[str],
+        *,
+        again: Sequence[LedgerStatus],
+        since: dt.datetime,
+        limit: int | None,
+        lease_seconds: float,
+        now: dt.datetime,
+    ) -> tuple[int, list[LedgerRow]]:
+        """Claim up to ``limit`` (None: all) of the run's unclaimed rows for ``keys``, in the
+        order they were frozen: ``pending`` ones, and ones in ``again`` last changed before
+        ``since`` (a send does not retry in the same pass what it deferred)."""
+        wanted = set(keys)
+        marks = ",".join("?" * len(again)) or "NULL"
+        with self._tx():
+            found = self.db.execute(
+                f"SELECT rowid, subscriber, email, digest, status, deferrals FROM ledger "
+                f"WHERE run_id = ? AND claim_id IS NULL AND (status = 'pending' OR "
+                f"(status IN ({marks}) AND updated_at < ?)) ORDER BY rowid",
+                (run_id, *again, since.isoformat()),
+            ).fetchall()
+            found = [r for r in found if r[1] in wanted][:limit]
+            lease = (now + dt.timedelta(seconds=lease_seconds)).isoformat()
+            cur = self.db.execute(
+                "INSERT INTO claims(run_id, owner, lease_until) VALUES (?, ?, ?)",
+                (run_id, owner(), lease),
+            )
+            claim_id = int(cur.lastrowid or 0)
+            self.db.executemany(
+                "UPDATE ledger SET claim_id = ? WHERE rowid = ?", [(claim_id, r[0]) for r in found]
+            )
+        return claim_id, [LedgerRow(run_id, *r[1:]) for r in found]
+
+    def renew_claim(self, claim_id: int, lease_seconds: float, now: dt.datetime) -> bool:
+        lease = (now + dt.timedelta(seconds=lease_seconds)).isoformat()
+        cur = self.db.execute("UPDATE claims SET lease_until = ? WHERE id = ?", (lease, claim_id))
+        return cur.rowcount > 0
+
+    def release_claim(self, claim_id: int) -> None:
+        """The claim's rows are nobody's again (those it left unsent go to the next claim)."""
+        with self._recording("the end of a batch"), self._tx():
+            self.db.execute("UPDATE ledger SET claim_id = NULL WHERE claim_id = ?", (claim_id,))
+            self.db.execute("DELETE FROM claims WHERE id = ?", (claim_id,))
+
+    def claimed_unsent(self, run_id: int | None = None) -> int:
+        """Rows claimed and not yet handed over (of ``run_id``, or of every run): the daily
+        cap counts them as going out."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM ledger WHERE claim_id IS NOT NULL "
+            "AND status IN ('pending', 'sending') AND (? IS NULL OR run_id = ?)",
+            (run_id, run_id),
+        ).fetchone()
+        return int(row[0])
+
+    def pace(self, interval: float) -> float:
+        """Seconds to wait before the next message starts, ``interval`` after the one before
+        (one sender: kept in memory)."""
+        now = time.monotonic()
+        at = max(now, getattr(self, "_next_at", 0.0))
+        self._next_at = at + interval
+        return at - now
+
+    def fire_once(self, job: str, slot: str, now: dt.datetime) -> bool:
+        """True for the first caller of ``job`` at ``slot``, False for any later one."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO jobs_fired(job, slot, owner, fired_at) VALUES (?, ?, ?, ?)",
+            (job, slot, owner(), now.isoformat()),
+        )
+        return cur.rowcount > 0
+
     # -- the send ledger -------------------------------------------------------------------
 
     def open_run(self, day: dt.date, now: dt.datetime) -> int:
@@ -455,19 +535,7 @@ class SqliteStore(SubscriberRows):
 
         A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
         """
-        stamp = now.isoformat()
-        rows = [
-            (
-                run_id,
-                d.subscriber.key,
-                d.subscriber.email,
-                _digest_json(d),
-                len(d.picks),
-                "pending" if d.picks or send_empty else "empty",
-                stamp,
-            )
-            for d in digests
-        ]
+        rows = _frozen_rows(run_id, digests, now, send_empty=send_empty)
         with self._tx():
             before = self.db.total_changes
             self.db.executemany(
@@ -504,6 +572,9 @@ class SqliteStore(SubscriberRows):
             (run_id,),
         ).fetchall()
         with self._recording("the messages in flight when a previous send stopped"), self._tx():
+            # Under the send lock every claim is a dead sender's: its rows are nobody's.
+            self.db.execute("UPDATE ledger SET claim_id = NULL WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM claims WHERE run_id = ?", (run_id,))
             for key, _, digest in rows:
                 self._finish(
                     run_id, key, "unknown", "in flight when a previous send stopped", now, digest
@@ -521,13 +592,25 @@ class SqliteStore(SubscriberRows):
         ).fetchall()
         return [LedgerRow(run_id, *row) for row in rows]
 
-    def mark_sending(self, run_id: int, subscriber: str, message_id: str, now: dt.datetime) -> None:
+    def mark_sending(
+        self,
+        run_id: int,
+        subscriber: str,
+        message_id: str,
+        now: dt.datetime,
+        *,
+        claim: int | None = None,
+    ) -> None:
+        """The message is being handed over; ``claim``: only while the row is still in it."""
         with self._recording(f"that a message to {subscriber} is being sent"):
-            self.db.execute(
+            cur = self.db.execute(
                 "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?, "
-                "updated_at = ? WHERE run_id = ? AND subscriber = ?",
-                (message_id, now.isoformat(), run_id, subscriber),
+                "updated_at = ? WHERE run_id = ? AND subscriber = ? "
+                "AND (? IS NULL OR claim_id = ?)",
+                (message_id, now.isoformat(), run_id, subscriber, claim, claim),
             )
+        if cur.rowcount == 0 and claim is not None:
+            raise ClaimLost(self.path, f"the claim on {subscriber} lapsed; another sender has it")
 
     def finish(
         self,
@@ -567,12 +650,7 @@ class SqliteStore(SubscriberRows):
             (status, detail or None, now.isoformat(), status, run_id, key),
         )
         if status in ("sent", "unknown"):
-            frozen = json.loads(digest)
-            picks = frozen["picks"]
-            if paper_ids is not None:  # the size guard may have left some out: not sent
-                carried = set(paper_ids)
-                picks = [p for p in picks if p["id"] in carried]
-            self._record(key, picks, frozen["skipped"], frozen["digest_id"], frozen["day"], now)
+            self._record(key, *_carried(digest, paper_ids), now)
 
     def run_counts(self, run_id: int) -> Counter[str]:
         rows = self.db.execute(
@@ -612,30 +690,7 @@ class SqliteStore(SubscriberRows):
         ``cache``, kept for a whole run, holds the papers already read: recipients share
         papers, so each is read and decoded once per run, not once per recipient.
         """
-        frozen = json.loads(row.digest)
-        ids = [p["id"] for p in frozen["picks"]]
-        papers = {} if cache is None else cache
-        papers.update(self.papers(pid for pid in ids if pid not in papers))
-        picks = tuple(
-            Pick(
-                paper=papers[p["id"]],
-                topic=p["topic"],
-                keyword=p["keyword"],
-                field=p["field"],
-                reason=p["reason"],
-                score=p["score"],
-                section=p["section"],
-                rising=p["rising"],
-            )
-            for p in frozen["picks"]
-            if p["id"] in papers
-        )
-        return Digest(
-            subscriber,
-            dt.date.fromisoformat(frozen["day"]),
-            picks,
-            skipped_ids=tuple(frozen["skipped"]),
-        )
+        return _rebuild_digest(self, row, subscriber, cache)
 
     def run_papers(self, run_id: int) -> dict[str, PaperData]:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache.
@@ -698,21 +753,7 @@ class SqliteStore(SubscriberRows):
             "error FROM run_log ORDER BY id DESC LIMIT ?",
             (limit,),
         )
-        return [
-            RunHealth(
-                kind=kind,
-                day=dt.date.fromisoformat(day) if day else None,
-                started_at=dt.datetime.fromisoformat(started),
-                finished_at=dt.datetime.fromisoformat(finished) if finished else None,
-                papers=papers or 0,
-                sent=sent or 0,
-                failed=failed or 0,
-                unknown=unknown or 0,
-                nothing_new=nothing_new or 0,
-                error=error,
-            )
-            for kind, day, started, finished, papers, sent, failed, unknown, nothing_new, error in rows
-        ]
+        return [_run_health(row) for row in rows]
 
     def first_run_at(self) -> dt.datetime | None:
         row = self.db.execute("SELECT MIN(started_at) FROM run_log").fetchone()
@@ -791,6 +832,115 @@ class SqliteStore(SubscriberRows):
             (since.isoformat(),),
         ).fetchone()
         return int(row[0])
+
+
+def owner() -> str:
+    """Who claims: this host and process, for an operator reading the claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _frozen_rows(
+    run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool
+) -> list[tuple[Any, ...]]:
+    """The ledger rows that freeze ``digests``: (run_id, subscriber, email, digest, papers,
+    status, updated_at); a digest without papers is ``empty`` unless ``send_empty``."""
+    stamp = now.isoformat()
+    return [
+        (
+            run_id,
+            d.subscriber.key,
+            d.subscriber.email,
+            _digest_json(d),
+            len(d.picks),
+            "pending" if d.picks or send_empty else "empty",
+            stamp,
+        )
+        for d in digests
+    ]
+
+
+def _carried(
+    digest: str, paper_ids: Sequence[str] | None
+) -> tuple[list[dict[str, Any]], list[str], str, str]:
+    """What a sent (or maybe sent) frozen digest writes to the sent-history: (picks carried,
+    skipped ids, digest id, day). ``paper_ids``: the papers the message carried, when the
+    size guard left some out (those are not sent)."""
+    frozen = json.loads(digest)
+    picks = frozen["picks"]
+    if paper_ids is not None:
+        carried = set(paper_ids)
+        picks = [p for p in picks if p["id"] in carried]
+    return picks, frozen["skipped"], frozen["digest_id"], frozen["day"]
+
+
+def _run_health(row: Sequence[Any]) -> RunHealth:
+    """A run_log row (kind, day, started_at, finished_at, papers, sent, failed, unknown,
+    nothing_new, error) as ``RunHealth``."""
+    kind, day, started, finished, papers, sent, failed, unknown, nothing_new, error = row
+    return RunHealth(
+        kind=kind,
+        day=dt.date.fromisoformat(day) if day else None,
+        started_at=dt.datetime.fromisoformat(started),
+        finished_at=dt.datetime.fromisoformat(finished) if finished else None,
+        papers=papers or 0,
+        sent=sent or 0,
+        failed=failed or 0,
+        unknown=unknown or 0,
+        nothing_new=nothing_new or 0,
+        error=error,
+    )
+
+
+def _trends(history: dict[str, list[tuple[dt.datetime, int]]]) -> dict[str, Trend]:
+    """Upvotes gained per paper between its newest snapshot and an older baseline."""
+    out: dict[str, Trend] = {}
+    for pid, snaps in history.items():
+        if len(snaps) < 2:
+            continue
+        newest_at, newest = snaps[-1]
+        older = [s for s in snaps[:-1] if newest_at - s[0] >= TREND_BASELINE] or snaps[:1]
+        base_at, base = older[-1]
+        hours = (newest_at - base_at).total_seconds() / 3600
+        if hours > 0:
+            out[pid] = Trend(delta=newest - base, hours=hours)
+    return out
+
+
+class _PaperReader(Protocol):
+    def papers(self, ids: Iterable[str]) -> dict[str, PaperData]: ...
+
+
+def _rebuild_digest(
+    store: _PaperReader,
+    row: LedgerRow,
+    subscriber: Subscriber,
+    cache: dict[str, PaperData] | None = None,
+) -> Digest:
+    """A frozen digest (the ledger row's JSON) on the store's papers; both backends'."""
+    frozen = json.loads(row.digest)
+    ids = [p["id"] for p in frozen["picks"]]
+    papers = {} if cache is None else cache
+    papers.update(store.papers(pid for pid in ids if pid not in papers))
+    picks = tuple(
+        Pick(
+            paper=papers[p["id"]],
+            topic=p["topic"],
+            keyword=p["keyword"],
+            field=p["field"],
+            reason=p["reason"],
+            score=p["score"],
+            section=p["section"],
+            rising=p["rising"],
+        )
+        for p in frozen["picks"]
+        if p["id"] in papers
+    )
+    return Digest(
+        subscriber,
+        dt.date.fromisoformat(frozen["day"]),
+        picks,
+        skipped_ids=tuple(frozen["skipped"]),
+    )
 
 
 def _digest_json(digest: Digest) -> str:

@@ -17,9 +17,8 @@ import enum
 import hashlib
 import hmac
 import json
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from newsletter.errors import SubscriberExistsError, SubscriberRemovedError
 from newsletter.models import (
@@ -48,23 +47,41 @@ _COLUMNS = (
 )
 
 
-class SubscriberRows:
-    """The subscriber methods of ``SqliteStore``."""
+class Cursor(Protocol):
+    """What ``SubscriberRows`` reads of a statement's cursor, on either backend."""
 
-    db: sqlite3.Connection
-    _tx: Callable[[], contextlib.AbstractContextManager[None]]  # SqliteStore's
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class SubscriberRows:
+    """The subscriber methods of ``SqliteStore`` and ``PostgresStore``: SQLite's SQL, which
+    ``PostgresStore`` rewrites where PostgreSQL's differs (``_exec``)."""
+
+    db: Any  # the backend's connection
+    _tx: Callable[[], contextlib.AbstractContextManager[Any]]  # the backend's transaction
     _hash_key: bytes | None = None
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement on the store's connection; its cursor."""
+        cursor: Cursor = self.db.execute(sql, params)
+        return cursor
+
+    def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.db.executemany(sql, rows)
 
     # -- reading -----------------------------------------------------------------------------
 
     def subscriber_by_id(self, subscriber_id: str) -> SubscriberRecord | None:
-        row = self.db.execute(
+        row = self._exec(
             f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)
         ).fetchone()
         return None if row is None else _Reader().record(row)
 
     def subscriber_by_email(self, email: str) -> SubscriberRecord | None:
-        row = self.db.execute(
+        row = self._exec(
             f"SELECT {_COLUMNS} FROM subscribers WHERE key = ?", (email.strip().casefold(),)
         ).fetchone()
         return None if row is None else _Reader().record(row)
@@ -80,7 +97,7 @@ class SubscriberRows:
                 return iter(())
             where, args = f" WHERE status IN ({','.join('?' * len(wanted))})", wanted
         reader = _Reader()
-        cursor = self.db.execute(f"SELECT {_COLUMNS} FROM subscribers{where} ORDER BY rowid", args)
+        cursor = self._exec(f"SELECT {_COLUMNS} FROM subscribers{where} ORDER BY rowid", args)
         return (reader.record(row) for row in cursor)
 
     def readers(self) -> Iterator[Subscriber]:
@@ -89,7 +106,7 @@ class SubscriberRows:
         ``Subscriber`` (a send reads 100,000 of them)."""
         reader = _Reader()
         lists, times = reader.list_of, reader.time_of
-        cursor = self.db.execute(
+        cursor = self._exec(
             "SELECT email, topics, name, cadence, max_papers, min_upvotes, timezone, keywords, "
             "exclude, sections, send_at, id FROM subscribers "
             "WHERE status = 'active' AND source != 'config' ORDER BY rowid"
@@ -113,22 +130,20 @@ class SubscriberRows:
     def subscriber_statuses(self) -> Iterator[tuple[str, SubscriberSource, SubscriberStatus]]:
         """(key, source, status) of every row: what ``status`` counts (100,000 rows are
         read in well under a second; no record is decoded)."""
-        return iter(self.db.execute("SELECT key, source, status FROM subscribers"))
+        return iter(self._exec("SELECT key, source, status FROM subscribers"))
 
     def roster_version(self) -> tuple[int, str]:
         """(rows, latest ``updated_at``): changes whenever a subscriber is added, changed or
         deleted (every change stamps the time of the clock, which moves on). ``serve`` asks
         every minute whether to regroup its jobs: two columns, no row decoded."""
-        rows, latest = self.db.execute(
+        rows, latest = self._exec(
             "SELECT COUNT(*), COALESCE(MAX(updated_at), '') FROM subscribers"
         ).fetchone()
         return int(rows), str(latest)
 
     def count_pending(self) -> int:
         return int(
-            self.db.execute("SELECT COUNT(*) FROM subscribers WHERE status = 'pending'").fetchone()[
-                0
-            ]
+            self._exec("SELECT COUNT(*) FROM subscribers WHERE status = 'pending'").fetchone()[0]
         )
 
     # -- writing -----------------------------------------------------------------------------
@@ -160,26 +175,24 @@ class SubscriberRows:
         if stamp is None:
             raise ValueError("add_subscriber needs the record's created_at or now")
         key = record.key
-        existing = self.db.execute(
-            "SELECT status FROM subscribers WHERE key = ?", (key,)
-        ).fetchone()
+        existing = self._exec("SELECT status FROM subscribers WHERE key = ?", (key,)).fetchone()
         if existing is not None:
             raise SubscriberExistsError(record.email, existing[0])
         hashed = self.address_hash(key)
-        removed = self.db.execute(
+        removed = self._exec(
             "SELECT 1 FROM removed_subscribers WHERE address_hash = ?", (hashed,)
         ).fetchone()
         if removed is not None:
             if not again:
                 raise SubscriberRemovedError(record.email)
-            self.db.execute("DELETE FROM removed_subscribers WHERE address_hash = ?", (hashed,))
+            self._exec("DELETE FROM removed_subscribers WHERE address_hash = ?", (hashed,))
         stored = _replace(
             record,
             id=record.id or new_subscriber_id(),
             created_at=stamp,
             updated_at=record.updated_at or stamp,
         )
-        self.db.execute(
+        self._exec(
             f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
             (*_row(stored), key),
         )
@@ -189,7 +202,7 @@ class SubscriberRows:
         self, subscriber_id: str, status: SubscriberStatus, reason: str, now: dt.datetime
     ) -> bool:
         """Change the status (and say why); False when there is no such subscriber."""
-        cur = self.db.execute(
+        cur = self._exec(
             "UPDATE subscribers SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
             (status, reason, now.isoformat(), subscriber_id),
         )
@@ -238,7 +251,7 @@ class SubscriberRows:
             changes["name"] = name
         changes["updated_at"] = now.isoformat()
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        cur = self.db.execute(
+        cur = self._exec(
             f"UPDATE subscribers SET {assignments} WHERE id = ?", (*changes.values(), subscriber_id)
         )
         return self.subscriber_by_id(subscriber_id) if cur.rowcount else None
@@ -248,7 +261,7 @@ class SubscriberRows:
     ) -> SubscriberRecord | None:
         """A pending subscriber becomes active, with the time and client of the confirmation;
         any other is left as it is. The record as it is now, or None when there is none."""
-        self.db.execute(
+        self._exec(
             "UPDATE subscribers SET status = 'active', reason = 'confirmed', confirmed_at = ?, "
             "confirm_client = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
             (now.isoformat(), client, now.isoformat(), subscriber_id),
@@ -262,14 +275,13 @@ class SubscriberRows:
         key = email.strip().casefold()
         hashed = self.address_hash(key)
         with self._tx():
-            found = self.db.execute("DELETE FROM subscribers WHERE key = ?", (key,)).rowcount > 0
+            found = self._exec("DELETE FROM subscribers WHERE key = ?", (key,)).rowcount > 0
             for table in ("deliveries", "digests", "skipped"):
                 found |= (
-                    self.db.execute(f"DELETE FROM {table} WHERE subscriber = ?", (key,)).rowcount
-                    > 0
+                    self._exec(f"DELETE FROM {table} WHERE subscriber = ?", (key,)).rowcount > 0
                 )
             found |= (
-                self.db.execute(
+                self._exec(
                     "UPDATE ledger SET subscriber = ?, email = '(removed)', "
                     "digest = json_set(digest, '$.picks', json('[]')), detail = NULL "
                     "WHERE subscriber = ?",
@@ -277,7 +289,7 @@ class SubscriberRows:
                 ).rowcount
                 > 0
             )
-            self.db.execute(
+            self._exec(
                 "INSERT OR IGNORE INTO removed_subscribers(address_hash, removed_at) VALUES (?, ?)",
                 (hashed, (now or dt.datetime.now(dt.UTC)).isoformat()),
             )
@@ -285,7 +297,7 @@ class SubscriberRows:
 
     def is_removed(self, email: str) -> bool:
         """Whether the address was removed (``remove_subscriber``) and not added back since."""
-        row = self.db.execute(
+        row = self._exec(
             "SELECT 1 FROM removed_subscribers WHERE address_hash = ?",
             (self.address_hash(email),),
         ).fetchone()
@@ -294,7 +306,7 @@ class SubscriberRows:
     def purge_pending(self, older_than: dt.datetime) -> int:
         """Delete the sign-ups still pending that were made before ``older_than``: never
         confirmed, never mailed a digest. How many went."""
-        cur = self.db.execute(
+        cur = self._exec(
             "DELETE FROM subscribers WHERE status = 'pending' AND created_at < ?",
             (older_than.isoformat(),),
         )
@@ -315,12 +327,12 @@ class SubscriberRows:
         keys = list(wanted)
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            for row in self.db.execute(
+            for row in self._exec(
                 f"SELECT {_COLUMNS}, key FROM subscribers WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
                 have[row[-1]] = reader.record(row[:-1])
-        removed = {r[0] for r in self.db.execute("SELECT address_hash FROM removed_subscribers")}
+        removed = {r[0] for r in self._exec("SELECT address_hash FROM removed_subscribers")}
         stamp = now.isoformat()
         added: list[SubscriberRecord] = []
         changed: list[SubscriberRecord] = []
@@ -352,11 +364,11 @@ class SubscriberRows:
                 changed.append(have[key])
         if write and (added or changed):
             with self._tx():
-                self.db.executemany(
+                self._exec_many(
                     f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
                     [(*_row(r), r.key) for r in added],
                 )
-                self.db.executemany(
+                self._exec_many(
                     "UPDATE subscribers SET email = ?, name = ?, topics = ?, cadence = ?, "
                     "max_papers = ?, min_upvotes = ?, timezone = ?, send_at = ?, keywords = ?, "
                     "exclude = ?, sections = ?, updated_at = ? WHERE id = ?",
@@ -368,13 +380,13 @@ class SubscriberRows:
 
     def record_signup_mail(self, address_key: str, now: dt.datetime) -> None:
         """A mail went to this address because of a sign-up (stored as a keyed hash)."""
-        self.db.execute(
+        self._exec(
             "INSERT INTO signup_mail(address_hash, sent_at) VALUES (?, ?)",
             (self.address_hash(address_key), now.isoformat()),
         )
 
     def signup_mail_since(self, address_key: str, since: dt.datetime) -> int:
-        row = self.db.execute(
+        row = self._exec(
             "SELECT COUNT(*) FROM signup_mail WHERE address_hash = ? AND sent_at >= ?",
             (self.address_hash(address_key), since.isoformat()),
         ).fetchone()
@@ -382,13 +394,13 @@ class SubscriberRows:
 
     def record_signup_attempt(self, client: str, now: dt.datetime) -> None:
         """A sign-up was posted from this client address (stored as a keyed hash)."""
-        self.db.execute(
+        self._exec(
             "INSERT INTO signup_attempts(client_hash, at) VALUES (?, ?)",
             (self._hash("client", client), now.isoformat()),
         )
 
     def signup_attempts_since(self, client: str, since: dt.datetime) -> int:
-        row = self.db.execute(
+        row = self._exec(
             "SELECT COUNT(*) FROM signup_attempts WHERE client_hash = ? AND at >= ?",
             (self._hash("client", client), since.isoformat()),
         ).fetchone()
@@ -398,8 +410,8 @@ class SubscriberRows:
         """Drop the sign-up counters' entries made before ``before``; how many went."""
         stamp = before.isoformat()
         with self._tx():
-            mail = self.db.execute("DELETE FROM signup_mail WHERE sent_at < ?", (stamp,))
-            tries = self.db.execute("DELETE FROM signup_attempts WHERE at < ?", (stamp,))
+            mail = self._exec("DELETE FROM signup_mail WHERE sent_at < ?", (stamp,))
+            tries = self._exec("DELETE FROM signup_attempts WHERE at < ?", (stamp,))
         return mail.rowcount + tries.rowcount
 
     # -- keyed hashes ----------------------------------------------------------------------
@@ -411,7 +423,7 @@ class SubscriberRows:
     def _hash(self, kind: str, value: str) -> str:
         key = self._hash_key
         if key is None:
-            row = self.db.execute("SELECT value FROM store_meta WHERE name = 'hash_key'").fetchone()
+            row = self._exec("SELECT value FROM store_meta WHERE name = 'hash_key'").fetchone()
             key = self._hash_key = bytes(row[0])
         return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:32]
 

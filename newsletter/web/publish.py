@@ -417,7 +417,7 @@ class ArchiveServer:
 
     def get(self, url_path: str, headers: Mapping[str, str]) -> Reply:
         """The reply to ``GET url_path`` with the request's ``headers`` (lower-case names)."""
-        from newsletter.store import SqliteStore
+        from newsletter import wiring
 
         config = self.current()
         site = self.site(config)
@@ -427,7 +427,7 @@ class ArchiveServer:
             return Reply(301, {"Location": "/archive/"})
         try:
             # A connection per request, read-only: the server's threads never share one.
-            with SqliteStore(config.state_path, read_only=True) as store:
+            with wiring.open_state(config, read_only=True) as store:
                 doc = site.document(store, file_path(url_path))
         except NewsletterError as e:  # a broken page template, an unreadable state file
             log.error("archive.failed path=%s error=%s", url_path, e)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import cast
@@ -38,7 +39,7 @@ from newsletter import config as config_mod
 from newsletter import selection
 from newsletter.errors import SubscriberExistsError, SubscriberRemovedError
 from newsletter.models import Cadence, SubscriberRecord
-from newsletter.store import SqliteStore
+from newsletter.store import Store, open_store
 from newsletter.web import forms, tokens
 from newsletter.web.site import Handlers, MailKind
 
@@ -130,11 +131,13 @@ class Signup(Handlers):
 
     def _recent_titles(self, now: dt.datetime) -> dict[str, list[str]]:
         """A few recent papers of each topic, the most upvoted first, from the store."""
-        if not self.config.state_path.exists():
+        config = self.config
+        if config.state_url is None and not config.state_path.exists():
             return {}
         today = now.astimezone(dt.UTC).date()
         days = [today - dt.timedelta(days=n) for n in range(RECENT_DAYS)]
-        with SqliteStore(self.config.state_path, read_only=True) as store:
+        password = os.environ.get(config.newsletter.state_password_env) or None
+        with open_store(config.state_location, read_only=True, password=password) as store:
             papers = store.candidates(days)
         matches = selection.match_topics(papers, self.config.public_topics())
         out: dict[str, list[str]] = {}
@@ -234,7 +237,7 @@ class Signup(Handlers):
 
     def _to_confirm(
         self,
-        store: SqliteStore,
+        store: Store,
         row: SubscriberRecord | None,
         choice: Choice,
         client: str,

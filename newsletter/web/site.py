@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from starlette.responses import HTMLResponse, Response
 
 from newsletter.config import Config
 from newsletter.models import SubscriberRecord
-from newsletter.store import SqliteStore
+from newsletter.store import Store, open_store
 from newsletter.web import forms, pages, protect, tokens
 
 log = logging.getLogger("newsletter.web.server")
@@ -60,16 +61,19 @@ class Handlers:
         return self.site.config()
 
     @contextlib.contextmanager
-    def store(self) -> Iterator[SqliteStore]:
+    def store(self) -> Iterator[Store]:
         """The state, on a connection of this worker thread's own, kept open for the next
         request: closing the last connection to a WAL database checkpoints it (an fsync),
         which opening one per request paid every time."""
-        path = str(self.config.state_path)
-        held: SqliteStore | None = getattr(_threads, "store", None)
-        if held is None or held.path != path:
+        config = self.config
+        where = str(config.state_location)  # a SQLite file or a PostgreSQL URL
+        held: Store | None = getattr(_threads, "store", None)
+        if held is None or getattr(_threads, "where", None) != where:
             if held is not None:
                 held.close()
-            held = _threads.store = SqliteStore(path)
+            password = os.environ.get(config.newsletter.state_password_env) or None
+            held = _threads.store = open_store(config.state_location, password=password)
+            _threads.where = where
         yield held
 
     def holder(self, token: str, purpose: tokens.Purpose) -> SubscriberRecord | None:

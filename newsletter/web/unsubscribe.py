@@ -11,13 +11,14 @@ in base64) keep working.
 from __future__ import annotations
 
 import logging
+import os
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.models import SubscriberRecord
-from newsletter.store import SqliteStore
+from newsletter.store import open_store
 from newsletter.web import tokens
 from newsletter.web.forms import one_click, read_body
 from newsletter.web.site import Handlers
@@ -106,9 +107,11 @@ def test_copy_address(handlers: Handlers, token: str) -> str | None:
     site = handlers.site
     claim = tokens.read_token(site.keys, token, "test", site.clock())
     if claim is not None:
-        if not handlers.config.state_path.exists():
+        config = handlers.config
+        if config.state_url is None and not config.state_path.exists():
             return ""
-        with SqliteStore(handlers.config.state_path, read_only=True) as store:
+        password = os.environ.get(config.newsletter.state_password_env) or None
+        with open_store(config.state_location, read_only=True, password=password) as store:
             row = store.subscriber_by_id(claim.subscriber_id)
         return "" if row is None else row.email
     return tokens.read_legacy_token(site.keys, token, test=True)

@@ -6,6 +6,8 @@ Each server starts once per test session (on first use) and is stopped, its temp
 removed, when the session ends, also when tests failed. What a test gets is its own:
 
 - ``postgres_db``: a fresh empty database (``.url``, ``.password_url``), dropped after the test;
+- ``store_url``: the state's location on each backend in turn (a test runs twice): the SQLite
+  file ``state.db`` in the test's ``tmp_path``, then a fresh PostgreSQL database's URL;
 - ``mailbox``: a fresh IMAP account ``userN@example.org`` (``.address``, ``.password``,
   ``.host``, ``.port``, ``.append(raw)``, ``.messages()``, ``.folders()``);
 - ``postfix_relay``: the SMTP relay (``.host``, ``.port``, ``.send()``, ``.flush()``) that
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Generator, Iterator
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -65,6 +68,16 @@ def postgres_db(postgres_cluster: PostgresCluster) -> Iterator[Database]:
     db = postgres_cluster.create_database()
     yield db
     postgres_cluster.drop_database(db.name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Where a state is, once per backend: ``newsletter.store.open_store(store_url)``."""
+    if request.param == "sqlite":
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        return str(tmp_path / "state.db")
+    db: Database = request.getfixturevalue("postgres_db")
+    return db.url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,892 @@
+"""The state in a PostgreSQL database: ``PostgresStore``, the ``Store`` protocol in plain SQL.
+
+The same tables, columns and meanings as ``SqliteStore`` (``pg_migrations``), written with
+psycopg 3 and no ORM: the SQL is small, and what the ledger needs of the database (row locks
+with ``SKIP LOCKED``, advisory locks) is PostgreSQL's own. The connection is in autocommit
+mode; what must be all-or-nothing runs in ``transaction()``. The URL shown in messages never
+carries a password (``shown_url``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import re
+import time
+import zlib
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Any, LiteralString
+
+import psycopg
+
+from newsletter.errors import ClaimLost, StoreError
+from newsletter.models import (
+    Digest,
+    InboundKind,
+    LedgerRow,
+    LedgerStatus,
+    PaperData,
+    Response,
+    RunHealth,
+    Subscriber,
+    SubscriberRecord,
+    Trend,
+    merge_papers,
+)
+from newsletter.store import pg_migrations as migrations
+from newsletter.store.location import shown_url
+from newsletter.store.sqlite import (
+    UNFINISHED,
+    _carried,
+    _dump,
+    _frozen_rows,
+    _load,
+    _rebuild_digest,
+    _run_health,
+    _trends,
+    owner,
+)
+from newsletter.store.subscribers import Cursor, SubscriberRows
+
+
+class EmptyDatabase(StoreError):
+    """A database opened read-only holds no state yet (``open_store`` reads it as empty)."""
+
+
+def connect_problem(url: str, password: str | None) -> str | None:
+    """Why the database at ``url`` cannot be reached now (for ``check``), or None."""
+    extra: dict[str, Any] = {"password": password} if password else {}
+    try:
+        psycopg.connect(url, connect_timeout=10, **extra).close()
+    except psycopg.Error as e:
+        return f"cannot connect: {_one_line(e)}"
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    """libpq's messages run over several lines (a hint, the server's address): one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _lock_key(name: str) -> int:
+    """A stable 32-bit key for an advisory lock named ``name``."""
+    return zlib.crc32(f"newsletter:{name}".encode())
+
+
+#: SQLite's SQL in ``SubscriberRows`` -> PostgreSQL's: (pattern, replacement), in order.
+_REWRITES = (
+    (re.compile(r"INSERT OR IGNORE INTO (.*)", re.S), r"INSERT INTO \1 ON CONFLICT DO NOTHING"),
+    (re.compile(r"\bORDER BY rowid\b"), "ORDER BY seq"),
+    (
+        re.compile(r"json_set\((\w+), '\$\.(\w+)', json\('(.*?)'\)\)"),
+        r"jsonb_set(\1::jsonb, '{\2}', '\3'::jsonb)::text",
+    ),
+    (re.compile(r"\?"), "%s"),
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _postgres_sql(sql: str) -> str:
+    """A statement of ``SubscriberRows`` as PostgreSQL reads it (placeholders, upserts, the
+    order rows were added in, a JSON edit); the tests run every one on both backends."""
+    for pattern, replacement in _REWRITES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+class PostgresStore(SubscriberRows):
+    """The state database at ``url``, opened for one command; a database error that leaves
+    the ``with`` block becomes a ``StoreError`` naming the URL (without its password).
+
+    ``password``: given, it is used (``newsletter.state_password_env``); else libpq's own
+    (``PGPASSWORD``, ``~/.pgpass``). ``read_only`` never writes nor migrates.
+    """
+
+    created = False
+    db: psycopg.Connection[tuple[Any, ...]]
+
+    def __init__(self, url: str, *, read_only: bool = False, password: str | None = None) -> None:
+        self.url = url
+        self.path = shown_url(url)  # what messages name, as SqliteStore names its file
+        self.read_only = read_only
+        try:
+            # A password given goes in as a keyword: libpq's own (PGPASSWORD, .pgpass) otherwise.
+            extra: dict[str, Any] = {"password": password} if password else {}
+            self.db = psycopg.connect(
+                url, autocommit=True, connect_timeout=10, application_name="newsletter", **extra
+            )
+        except psycopg.Error as e:
+            raise StoreError(self.path, f"cannot connect: {_one_line(e)}") from e
+        try:
+            if read_only:
+                self.db.execute("SET default_transaction_read_only = on")
+                self._check_version()
+            else:
+                self._migrate()
+        except psycopg.Error as e:
+            self.db.close()
+            raise StoreError(self.path, f"cannot open the state database: {_one_line(e)}") from e
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _check_version(self) -> None:
+        version = migrations.version(self.db)
+        if version == migrations.LATEST:
+            return
+        if version == 0:
+            raise EmptyDatabase(self.path, "no state yet: `newsletter fetch` or `send` makes it")
+        if version > migrations.LATEST:
+            why = "is newer than this program knows"
+        else:
+            why = "is older than this program's: `newsletter fetch` or `send` upgrades it"
+        raise StoreError(self.path, f"schema version {version} {why} ({migrations.LATEST})")
+
+    def _migrate(self) -> None:
+        version = migrations.version(self.db)
+        if version > migrations.LATEST:
+            raise StoreError(
+                self.path,
+                f"schema version {version} is newer than this program knows ({migrations.LATEST})",
+            )
+        if version < migrations.LATEST:
+            migrations.migrate(self.db)
+            self.created = version == 0
+
+    @property
+    def schema_version(self) -> int:
+        return migrations.version(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.close()
+        if isinstance(exc, psycopg.Error):
+            raise StoreError(self.path, _one_line(exc)) from exc
+
+    def _rows(self, sql: LiteralString, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.db.execute(sql, params).fetchall()
+
+    def _one(self, sql: LiteralString, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.db.execute(sql, params).fetchone()
+
+    @contextlib.contextmanager
+    def _recording(self, what: str) -> Iterator[None]:
+        """A write a send depends on: a failure becomes one StoreError naming the database."""
+        try:
+            yield
+        except psycopg.Error as e:
+            raise StoreError(self.path, f"cannot record {what}: {_one_line(e)}") from e
+
+    # -- papers, fetched days and raw responses ---------------------------------------------
+
+    def add_papers(self, papers: Iterable[PaperData], now: dt.datetime) -> int:
+        stamp = now.isoformat()
+        batch = list(papers)
+        with self.db.transaction():
+            stored = dict(
+                self._rows(
+                    "SELECT id, data FROM papers WHERE id = ANY(%s)", ([p.id for p in batch],)
+                )
+            )
+            merged = []
+            for p in batch:
+                if p.id in stored:
+                    # Hugging Face fields must survive a later arXiv-only fetch of the paper.
+                    p = merge_papers(_load(stored[p.id], p.day.isoformat()), p)
+                stored[p.id] = _dump(p)
+                merged.append(p)
+            with self.db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO papers(id, data, updated_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET data = excluded.data, "
+                    "updated_at = excluded.updated_at",
+                    [(p.id, _dump(p), stamp) for p in merged],
+                )
+                cur.executemany(
+                    "INSERT INTO paper_days(paper_id, day) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    [(p.id, p.day.isoformat()) for p in merged],
+                )
+                cur.executemany(
+                    "INSERT INTO snapshots(paper_id, fetched_at, upvotes, comments) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (paper_id, fetched_at) DO UPDATE SET "
+                    "upvotes = excluded.upvotes, comments = excluded.comments",
+                    [(p.id, stamp, p.upvotes, p.comments) for p in merged],
+                )
+        return len(merged)
+
+    def mark_fetched(
+        self,
+        source: str,
+        day: dt.date,
+        papers: int,
+        now: dt.datetime,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Record a fetch of ``source`` for ``day``; with ``error``, a failed one to retry."""
+        self.db.execute(
+            "INSERT INTO fetched_days(source, day, fetched_at, papers, error) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, day) DO UPDATE SET "
+            "fetched_at = excluded.fetched_at, papers = excluded.papers, error = excluded.error",
+            (source, day.isoformat(), now.isoformat(), papers, error),
+        )
+
+    def failed_days(self, source: str, since: dt.date) -> list[dt.date]:
+        """Days from ``since`` on whose last fetch from ``source`` failed: fetch them again."""
+        rows = self._rows(
+            "SELECT day FROM fetched_days WHERE source = %s AND day >= %s AND error IS NOT NULL "
+            "ORDER BY day",
+            (source, since.isoformat()),
+        )
+        return [dt.date.fromisoformat(r[0]) for r in rows]
+
+    def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]:
+        """Days fetched after they ended (UTC): their list can no longer grow."""
+        wanted = [d.isoformat() for d in days]
+        rows = self._rows(
+            "SELECT day, fetched_at FROM fetched_days "
+            "WHERE source = %s AND day = ANY(%s) AND error IS NULL",
+            (source, wanted),
+        )
+        return {
+            dt.date.fromisoformat(day)
+            for day, fetched_at in rows
+            if dt.datetime.fromisoformat(fetched_at).date() > dt.date.fromisoformat(day)
+        }
+
+    def save_response(self, response: Response, now: dt.datetime) -> None:
+        """Keep the raw response: conditional GET revalidates it, --replay re-parses it."""
+        self.db.execute(
+            "INSERT INTO responses(url, status, headers, body, fetched_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (url) DO UPDATE SET "
+            "status = excluded.status, headers = excluded.headers, body = excluded.body, "
+            "fetched_at = excluded.fetched_at",
+            (
+                response.url,
+                response.status,
+                json.dumps(dict(response.headers)),
+                response.body,
+                now.isoformat(),
+            ),
+        )
+
+    def load_response(self, url: str) -> Response | None:
+        row = self._one("SELECT url, status, headers, body FROM responses WHERE url = %s", (url,))
+        if row is None:
+            return None
+        return Response(row[0], row[1], bytes(row[3]), json.loads(row[2]), from_store=True)
+
+    def candidates(self, days: Iterable[dt.date]) -> list[PaperData]:
+        """Papers listed on any of ``days``, each once, on the earliest of its days."""
+        wanted = sorted({d.isoformat() for d in days})
+        if not wanted:
+            return []
+        rows = self._rows(
+            "SELECT p.data, MIN(d.day) FROM paper_days d JOIN papers p ON p.id = d.paper_id "
+            "WHERE d.day = ANY(%s) GROUP BY p.id ORDER BY p.id",
+            (wanted,),
+        )
+        return [_load(data, day) for data, day in rows]
+
+    def papers(self, ids: Iterable[str]) -> dict[str, PaperData]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        rows = self._rows(
+            "SELECT p.id, p.data, MIN(d.day) FROM papers p JOIN paper_days d "
+            "ON d.paper_id = p.id WHERE p.id = ANY(%s) GROUP BY p.id",
+            (wanted,),
+        )
+        return {pid: _load(data, day) for pid, data, day in rows}
+
+    def _snapshots(
+        self, paper_ids: Iterable[str], until: dt.datetime | None
+    ) -> dict[str, list[tuple[dt.datetime, int]]]:
+        """Each paper's (taken at, upvotes) snapshots up to ``until`` (None: all), oldest first."""
+        wanted = list(dict.fromkeys(paper_ids))
+        history: dict[str, list[tuple[dt.datetime, int]]] = {}
+        if not wanted:
+            return history
+        rows = self._rows(
+            "SELECT paper_id, fetched_at, upvotes FROM snapshots WHERE paper_id = ANY(%s) "
+            "ORDER BY paper_id, fetched_at",
+            (wanted,),
+        )
+        for pid, fetched_at, upvotes in rows:
+            at = dt.datetime.fromisoformat(fetched_at)
+            if until is None or at <= until:
+                history.setdefault(pid, []).append((at, upvotes))
+        return history
+
+    def trends(
+        self, paper_ids: Iterable[str], *, until: dt.datetime | None = None
+    ) -> dict[str, Trend]:
+        """Upvotes gained per paper between its newest snapshot and an older baseline;
+        ``until``: from the snapshots taken up to then (the archive scores a past day)."""
+        return _trends(self._snapshots(paper_ids, until))
+
+    def upvotes_at(
+        self, paper_ids: Iterable[str], until: dt.datetime
+    ) -> dict[str, tuple[int, dt.datetime]]:
+        """Each paper's upvotes as of ``until`` and when that snapshot was taken (see
+        ``SqliteStore.upvotes_at``)."""
+        out: dict[str, tuple[int, dt.datetime]] = {}
+        for pid, snaps in self._snapshots(paper_ids, None).items():
+            before = [s for s in snaps if s[0] <= until]
+            at, upvotes = before[-1] if before else snaps[0]
+            out[pid] = (upvotes, at)
+        return out
+
+    def listed_days(self) -> list[tuple[dt.date, int, dt.datetime]]:
+        """Every day with papers, newest first: (day, papers listed, last fetched)."""
+        rows = self._rows(
+            "SELECT d.day, COUNT(*), MAX(p.updated_at) FROM paper_days d "
+            "JOIN papers p ON p.id = d.paper_id GROUP BY d.day ORDER BY d.day DESC"
+        )
+        return [
+            (dt.date.fromisoformat(day), count, dt.datetime.fromisoformat(changed))
+            for day, count, changed in rows
+        ]
+
+    # -- sent-history ----------------------------------------------------------------------
+
+    def sent_ids(self, subscriber: str) -> frozenset[str]:
+        rows = self._rows(
+            "SELECT paper_id FROM deliveries WHERE subscriber = %s", (subscriber.casefold(),)
+        )
+        return frozenset(r[0] for r in rows)
+
+    def skipped_ids(self, subscriber: str) -> frozenset[str]:
+        rows = self._rows(
+            "SELECT paper_id FROM skipped WHERE subscriber = %s", (subscriber.casefold(),)
+        )
+        return frozenset(r[0] for r in rows)
+
+    def last_digest_day(self, subscriber: str) -> dt.date | None:
+        row = self._one(
+            "SELECT MAX(day) FROM digests WHERE subscriber = %s", (subscriber.casefold(),)
+        )
+        return dt.date.fromisoformat(row[0]) if row and row[0] else None
+
+    def last_digest_days(self) -> dict[str, dt.date]:
+        rows = self._rows("SELECT subscriber, MAX(day) FROM digests GROUP BY subscriber")
+        return {key: dt.date.fromisoformat(day) for key, day in rows}
+
+    def _record(
+        self,
+        who: str,
+        picks: list[dict[str, Any]],
+        skipped: list[str],
+        digest_id: str,
+        day: str,
+        now: dt.datetime,
+    ) -> None:
+        stamp = now.isoformat()
+        ids = [p["id"] for p in picks]
+        with self.db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO deliveries(subscriber, paper_id, digest_id, delivered_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(who, pid, digest_id, stamp) for pid in ids],
+            )
+            cur.execute(
+                "INSERT INTO digests(subscriber, digest_id, day, delivered_at, papers) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (who, digest_id, day, stamp, len(ids)),
+            )
+            cur.execute(
+                "DELETE FROM skipped WHERE subscriber = %s AND paper_id = ANY(%s)", (who, ids)
+            )
+            cur.executemany(
+                "INSERT INTO skipped(subscriber, paper_id, digest_id) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [(who, pid, digest_id) for pid in skipped],
+            )
+
+    # -- subscribers (``SubscriberRows``'s SQLite SQL, rewritten where PostgreSQL's differs) --
+
+    def sync_file_subscribers(
+        self, subscribers: Iterable[Subscriber], now: dt.datetime, *, write: bool = True
+    ) -> dict[str, SubscriberRecord]:
+        """``SubscriberRows.sync_file_subscribers``, one instance at a time: instances
+        starting together would each add the file's new subscribers (a duplicate key)."""
+        if not write:
+            return super().sync_file_subscribers(subscribers, now, write=False)
+        wanted = list(subscribers)
+        with self.db.transaction():
+            self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("subscribers"),))
+            return super().sync_file_subscribers(wanted, now, write=True)
+
+    def _tx(self) -> contextlib.AbstractContextManager[Any]:
+        return self.db.transaction()  # type: ignore[no-any-return,unused-ignore]
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self.db.execute(_postgres_sql(sql).encode(), params)
+
+    def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.db.cursor() as cur:
+            cur.executemany(_postgres_sql(sql).encode(), list(rows))
+
+    # -- the send ledger -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _advisory_lock(self, name: str, wait: float, busy: str) -> Iterator[None]:
+        """A session advisory lock; PostgreSQL releases it when the connection ends (a
+        process killed holds it no longer). ``busy``: why we gave up after ``wait``."""
+        key = _lock_key(name)
+        deadline = time.monotonic() + wait
+        while True:
+            row = self._one("SELECT pg_try_advisory_lock(%s)", (key,))
+            if row and row[0]:
+                break
+            if time.monotonic() >= deadline:
+                raise StoreError(self.path, busy)
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                self.db.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def send_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        """Nothing to hold: several senders share a run here, each with its own claims."""
+        return contextlib.nullcontext()
+
+    # -- sharing a run: claims with a lease, in the database's own time -------------------
+
+    shared = True
+
+    def freeze_lock(self, day: dt.date, wait: float) -> contextlib.AbstractContextManager[None]:
+        """Held while the run of ``day`` is opened and frozen: the first sender freezes it,
+        the others wait here and then find it frozen."""
+        busy = f"the run of {day} is still being frozen by another sender; try again later"
+        return self._advisory_lock(f"freeze:{day.isoformat()}", wait, busy)
+
+    def cap_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a sender counts the daily cap and claims within it."""
+        busy = "another sender holds the daily cap's lock"
+        return self._advisory_lock("cap", 600, busy)
+
+    def expire_claims(self, now: dt.datetime) -> list[str]:
+        """Claims whose lease lapsed (their sender died or stalled): rows in flight become
+        ``unknown`` (the server may have them), the rest are nobody's again. The addresses
+        made unknown, for the log."""
+        with self._recording("the claims whose lease lapsed"), self.db.transaction():
+            lapsed = [
+                r[0]
+                for r in self._rows(
+                    "SELECT id FROM claims WHERE lease_until < clock_timestamp() "
+                    "FOR UPDATE SKIP LOCKED"
+                )
+            ]
+            if not lapsed:
+                return []
+            rows = self._rows(
+                "SELECT run_id, subscriber, email, digest FROM ledger "
+                "WHERE claim_id = ANY(%s) AND status = 'sending' ORDER BY seq FOR UPDATE",
+                (lapsed,),
+            )
+            for run_id, key, _, digest in rows:
+                detail = "in flight when its sender's claim lapsed"
+                self._finish(run_id, key, "unknown", detail, now, digest)
+            self.db.execute("UPDATE ledger SET claim_id = NULL WHERE claim_id = ANY(%s)", (lapsed,))
+            self.db.execute("DELETE FROM claims WHERE id = ANY(%s)", (lapsed,))
+        return [email for _, _, email, _ in rows]
+
+    def claim(
+        self,
+        run_id: int,
+        keys: Collection[str],
+        *,
+        again: Sequence[LedgerStatus],
+        since: dt.datetime,
+        limit: int | None,
+        lease_seconds: float,
+        now: dt.datetime,
+    ) -> tuple[int, list[LedgerRow]]:
+        """Claim up to ``limit`` (None: all) of the run's unclaimed rows for ``keys``, in
+        the order they were frozen (see ``SqliteStore.claim``): rows another sender is
+        claiming at this moment are skipped, not waited for (``SKIP LOCKED``)."""
+        with self._recording("a claim on the run's rows"), self.db.transaction():
+            row = self._one(
+                "INSERT INTO claims(run_id, owner, lease_until) VALUES "
+                "(%s, %s, clock_timestamp() + make_interval(secs => %s)) RETURNING id",
+                (run_id, owner(), lease_seconds),
+            )
+            assert row is not None
+            claim_id = int(row[0])
+            rows = self._rows(
+                "WITH picked AS (SELECT seq FROM ledger WHERE run_id = %s AND claim_id IS NULL "
+                "AND subscriber = ANY(%s) AND (status = 'pending' OR "
+                "(status = ANY(%s) AND updated_at < %s)) ORDER BY seq LIMIT %s "
+                "FOR UPDATE SKIP LOCKED) "
+                "UPDATE ledger l SET claim_id = %s FROM picked WHERE l.seq = picked.seq "
+                "RETURNING l.seq, l.subscriber, l.email, l.digest, l.status, l.deferrals",
+                (run_id, list(keys), list(again), since.isoformat(), limit, claim_id),
+            )
+        rows.sort(key=lambda r: r[0])
+        return claim_id, [LedgerRow(run_id, *r[1:]) for r in rows]
+
+    def renew_claim(self, claim_id: int, lease_seconds: float, now: dt.datetime) -> bool:
+        """Extend the lease; False: it had lapsed and the claim is gone (stop the batch)."""
+        with self._recording("a claim's renewal"):
+            cur = self.db.execute(
+                "UPDATE claims SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+                "WHERE id = %s AND lease_until >= clock_timestamp()",
+                (lease_seconds, claim_id),
+            )
+        return cur.rowcount > 0
+
+    def release_claim(self, claim_id: int) -> None:
+        """The claim's rows are nobody's again (those it left unsent go to the next claim)."""
+        with self._recording("the end of a batch"), self.db.transaction():
+            self.db.execute("UPDATE ledger SET claim_id = NULL WHERE claim_id = %s", (claim_id,))
+            self.db.execute("DELETE FROM claims WHERE id = %s", (claim_id,))
+
+    def claimed_unsent(self, run_id: int | None = None) -> int:
+        """Rows claimed and not yet handed over (of ``run_id``, or of every run): the daily
+        cap counts them as going out."""
+        row = self._one(
+            "SELECT COUNT(*) FROM ledger WHERE claim_id IS NOT NULL "
+            "AND status IN ('pending', 'sending') AND (%s::bigint IS NULL OR run_id = %s)",
+            (run_id, run_id),
+        )
+        return int(row[0]) if row else 0
+
+    def pace(self, interval: float) -> float:
+        """Seconds to wait before the next message starts: every sender takes the next slot,
+        ``interval`` after the one before, from one row (the rate holds for them all)."""
+        row = self._one(
+            "INSERT INTO send_pace AS p (name, next_at) VALUES "
+            "('smtp', extract(epoch FROM clock_timestamp()) + %s) "
+            "ON CONFLICT (name) DO UPDATE SET next_at = "
+            "GREATEST(p.next_at, extract(epoch FROM clock_timestamp())) + %s "
+            "RETURNING next_at - %s - extract(epoch FROM clock_timestamp())",
+            (interval, interval, interval),
+        )
+        return max(0.0, float(row[0])) if row else 0.0
+
+    def fire_once(self, job: str, slot: str, now: dt.datetime) -> bool:
+        """True for the first caller of ``job`` at ``slot`` across every instance."""
+        cur = self.db.execute(
+            "INSERT INTO jobs_fired(job, slot, owner, fired_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (job, slot, owner(), now.isoformat()),
+        )
+        return cur.rowcount > 0
+
+    def open_run(self, day: dt.date, now: dt.datetime) -> int:
+        """The run for ``day``: created on first use, the same one on every later call."""
+        self.db.execute(
+            "INSERT INTO runs(day, started_at) VALUES (%s, %s) ON CONFLICT (day) DO NOTHING",
+            (day.isoformat(), now.isoformat()),
+        )
+        row = self._one("SELECT id FROM runs WHERE day = %s", (day.isoformat(),))
+        assert row is not None  # inserted just above, and runs are never deleted
+        return int(row[0])
+
+    def frozen_row(self, day: dt.date, subscriber: str) -> LedgerRow | None:
+        """The subscriber's row in the run of ``day``, if that run froze one (read only)."""
+        row = self._one(
+            "SELECT l.run_id, l.subscriber, l.email, l.digest, l.status FROM ledger l "
+            "JOIN runs r ON r.id = l.run_id WHERE r.day = %s AND l.subscriber = %s",
+            (day.isoformat(), subscriber.casefold()),
+        )
+        return None if row is None else LedgerRow(*row)
+
+    def run_recipients(self, run_id: int) -> set[str]:
+        return {
+            r[0] for r in self._rows("SELECT subscriber FROM ledger WHERE run_id = %s", (run_id,))
+        }
+
+    def unfinished(self, day: dt.date) -> set[str]:
+        """Recipients the run of ``day`` has still to send (or left in flight): resume them."""
+        rows = self._rows(
+            "SELECT l.subscriber FROM ledger l JOIN runs r ON r.id = l.run_id "
+            "WHERE r.day = %s AND l.status = ANY(%s)",
+            (day.isoformat(), [*UNFINISHED, "sending"]),
+        )
+        return {r[0] for r in rows}
+
+    def freeze(
+        self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
+    ) -> int:
+        """Add recipients to a run with their digests; rows already there are never changed.
+
+        A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
+        """
+        rows = _frozen_rows(run_id, digests, now, send_empty=send_empty)
+        added = 0
+        with self.db.transaction(), self.db.cursor() as cur:
+            for row in rows:  # in order: seq is the order a run sends its rows in
+                cur.execute(
+                    "INSERT INTO ledger(run_id, subscriber, email, digest, papers, status, "
+                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    row,
+                )
+                added += cur.rowcount
+        return added
+
+    def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]:
+        """Cancel what earlier days' runs left pending or deferred: today's windows cover those papers."""
+        with self.db.transaction():
+            rows = self._rows(
+                "UPDATE ledger l SET status = 'cancelled', detail = 'superseded by the run of ' "
+                "|| %s, updated_at = %s FROM runs r WHERE r.id = l.run_id AND r.day < %s "
+                "AND l.status = ANY(%s) RETURNING l.run_id, l.email, l.seq",
+                (day.isoformat(), now.isoformat(), day.isoformat(), list(UNFINISHED)),
+            )
+            self.db.execute(
+                "UPDATE runs SET finished_at = %s WHERE id = ANY(%s) AND finished_at IS NULL",
+                (now.isoformat(), list({r[0] for r in rows})),
+            )
+        return [email for _, email, _ in sorted(rows, key=lambda r: r[2])]
+
+    def recover_in_flight(self, run_id: int, now: dt.datetime) -> list[str]:
+        """Rows left ``sending`` by a process that died: the server may have them, so ``unknown``."""
+        what = "the messages in flight when a previous send stopped"
+        with self._recording(what), self.db.transaction():
+            rows = self._rows(
+                "SELECT subscriber, email, digest FROM ledger WHERE run_id = %s "
+                "AND status = 'sending' AND claim_id IS NULL ORDER BY seq FOR UPDATE",
+                (run_id,),
+            )
+            for key, _, digest in rows:
+                self._finish(
+                    run_id, key, "unknown", "in flight when a previous send stopped", now, digest
+                )
+        return [email for _, email, _ in rows]
+
+    def pending(self, run_id: int, *, retry_unknown: bool = False) -> list[LedgerRow]:
+        """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
+        statuses = [*UNFINISHED, "unknown"] if retry_unknown else list(UNFINISHED)
+        rows = self._rows(
+            "SELECT subscriber, email, digest, status, deferrals FROM ledger "
+            "WHERE run_id = %s AND status = ANY(%s) ORDER BY seq",
+            (run_id, statuses),
+        )
+        return [LedgerRow(run_id, *row) for row in rows]
+
+    def frozen_digest(
+        self, row: LedgerRow, subscriber: Subscriber, cache: dict[str, PaperData] | None = None
+    ) -> Digest:
+        """Rebuild a frozen digest; paper data comes from the store (``cache``: see
+        ``SqliteStore.frozen_digest``)."""
+        return _rebuild_digest(self, row, subscriber, cache)
+
+    def run_papers(self, run_id: int) -> dict[str, PaperData]:
+        """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache."""
+        rows = self._rows(
+            "SELECT DISTINCT p ->> 'id' FROM ledger l, "
+            "jsonb_array_elements(l.digest::jsonb -> 'picks') p WHERE l.run_id = %s",
+            (run_id,),
+        )
+        return self.papers(pid for (pid,) in rows)
+
+    def delivered_since(self, since: dt.datetime) -> int:
+        """Messages handed to the server since ``since`` (for the daily cap)."""
+        row = self._one(
+            "SELECT COUNT(*) FROM ledger WHERE status IN ('sent', 'unknown') AND updated_at >= %s",
+            (since.isoformat(),),
+        )
+        return int(row[0]) if row else 0
+
+    def mark_sending(
+        self,
+        run_id: int,
+        subscriber: str,
+        message_id: str,
+        now: dt.datetime,
+        *,
+        claim: int | None = None,
+    ) -> None:
+        """The message is being handed over; ``claim``: only while the row is still in it."""
+        with self._recording(f"that a message to {subscriber} is being sent"):
+            cur = self.db.execute(
+                "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = %s, "
+                "updated_at = %s WHERE run_id = %s AND subscriber = %s "
+                "AND (%s::bigint IS NULL OR claim_id = %s)",
+                (message_id, now.isoformat(), run_id, subscriber, claim, claim),
+            )
+        if cur.rowcount == 0 and claim is not None:
+            raise ClaimLost(self.path, f"the claim on {subscriber} lapsed; another sender has it")
+
+    def finish(
+        self,
+        run_id: int,
+        subscriber: str,
+        status: LedgerStatus,
+        detail: str,
+        now: dt.datetime,
+        *,
+        paper_ids: Sequence[str] | None = None,
+    ) -> None:
+        """A recipient's outcome; ``sent`` and ``unknown`` write the sent-history in the same commit.
+
+        ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
+        """
+        row = self._one(
+            "SELECT digest FROM ledger WHERE run_id = %s AND subscriber = %s", (run_id, subscriber)
+        )
+        if row is None:
+            raise KeyError(subscriber)
+        with self._recording(f"the outcome for {subscriber} ({status})"), self.db.transaction():
+            self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
+
+    def _finish(
+        self,
+        run_id: int,
+        key: str,
+        status: LedgerStatus,
+        detail: str,
+        now: dt.datetime,
+        digest: str,
+        paper_ids: Sequence[str] | None = None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE ledger SET status = %s, detail = %s, updated_at = %s, "
+            "deferrals = deferrals + (CASE WHEN %s = 'deferred' THEN 1 ELSE 0 END) "
+            "WHERE run_id = %s AND subscriber = %s",
+            (status, detail or None, now.isoformat(), status, run_id, key),
+        )
+        if status in ("sent", "unknown"):
+            self._record(key, *_carried(digest, paper_ids), now)
+
+    def run_rows(self, run_id: int, status: LedgerStatus) -> list[tuple[str, str]]:
+        """(email, detail) of the run's rows in ``status``."""
+        rows = self._rows(
+            "SELECT email, COALESCE(detail, '') FROM ledger WHERE run_id = %s AND status = %s "
+            "ORDER BY seq",
+            (run_id, status),
+        )
+        return [(e, d) for e, d in rows]
+
+    def run_counts(self, run_id: int) -> Counter[str]:
+        rows = self._rows(
+            "SELECT status, COUNT(*) FROM ledger WHERE run_id = %s GROUP BY status", (run_id,)
+        )
+        return Counter({status: n for status, n in rows})
+
+    def close_run(self, run_id: int, now: dt.datetime) -> None:
+        with self._recording("the end of the run"):
+            self.db.execute(
+                "UPDATE runs SET finished_at = %s WHERE id = %s AND NOT EXISTS "
+                "(SELECT 1 FROM ledger WHERE run_id = %s AND status = ANY(%s))",
+                (now.isoformat(), run_id, run_id, [*UNFINISHED, "sending"]),
+            )
+
+    # -- inbound: bounces, complaints, mailto unsubscribes ---------------------------------
+
+    def record_inbound(
+        self,
+        subscriber_id: str,
+        kind: InboundKind,
+        now: dt.datetime,
+        *,
+        status: str | None = None,
+        detail: str = "",
+        run_id: int | None = None,
+    ) -> None:
+        with self._recording(f"a {kind} for subscriber {subscriber_id}"):
+            self.db.execute(
+                "INSERT INTO inbound_events(subscriber, kind, status, detail, run_id, at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (subscriber_id, kind, status, detail, run_id, now.isoformat()),
+            )
+
+    def inbound_count(
+        self, subscriber_id: str, kinds: Sequence[InboundKind], since: dt.datetime
+    ) -> int:
+        """Events of these kinds for one subscriber since ``since``, resubscribes cleared."""
+        row = self._one(
+            "SELECT COUNT(*) FROM inbound_events WHERE subscriber = %s AND kind = ANY(%s) "
+            "AND at >= %s AND cleared = 0",
+            (subscriber_id, list(kinds), since.isoformat()),
+        )
+        return int(row[0]) if row else 0
+
+    def inbound_counts(self) -> dict[str, Counter[str]]:
+        """Subscriber id -> how many of each kind of event since their last resubscribe."""
+        counts: dict[str, Counter[str]] = {}
+        rows = self._rows(
+            "SELECT subscriber, kind, COUNT(*) FROM inbound_events WHERE cleared = 0 "
+            "GROUP BY subscriber, kind"
+        )
+        for subscriber, kind, n in rows:
+            counts.setdefault(subscriber, Counter())[kind] = n
+        return counts
+
+    def clear_inbound(self, subscriber_id: str) -> int:
+        """Reset a subscriber's counts (a resubscribe); the events stay for the rates."""
+        cur = self.db.execute(
+            "UPDATE inbound_events SET cleared = 1 WHERE subscriber = %s AND cleared = 0",
+            (subscriber_id,),
+        )
+        return cur.rowcount
+
+    def inbound_since(self, since: dt.datetime) -> Counter[str]:
+        """Events of each kind since ``since``, cleared or not (for the rates)."""
+        rows = self._rows(
+            "SELECT kind, COUNT(*) FROM inbound_events WHERE at >= %s GROUP BY kind",
+            (since.isoformat(),),
+        )
+        return Counter({kind: n for kind, n in rows})
+
+    def sent_since(self, since: dt.datetime) -> int:
+        """Messages the server took since ``since`` (the rates' denominator)."""
+        row = self._one(
+            "SELECT COUNT(*) FROM ledger WHERE status = 'sent' AND updated_at >= %s",
+            (since.isoformat(),),
+        )
+        return int(row[0]) if row else 0
+
+    # -- the run log -----------------------------------------------------------------------
+
+    def log_run_start(self, kind: str, now: dt.datetime) -> int:
+        row = self._one(
+            "INSERT INTO run_log(kind, started_at) VALUES (%s, %s) RETURNING id",
+            (kind, now.isoformat()),
+        )
+        return int(row[0]) if row else 0
+
+    def log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None:
+        with self._recording("the end of the run"):
+            self.db.execute(
+                "UPDATE run_log SET finished_at = %s, day = %s, papers = %s, sent = %s, "
+                "failed = %s, unknown = %s, nothing_new = %s, error = %s WHERE id = %s",
+                (
+                    now.isoformat(),
+                    health.day.isoformat() if health.day else None,
+                    health.papers,
+                    health.sent,
+                    health.failed,
+                    health.unknown,
+                    health.nothing_new,
+                    health.error,
+                    log_id,
+                ),
+            )
+
+    def last_runs(self, limit: int = 10) -> list[RunHealth]:
+        rows = self._rows(
+            "SELECT kind, day, started_at, finished_at, papers, sent, failed, unknown, "
+            "nothing_new, error FROM run_log ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        return [_run_health(row) for row in rows]
+
+    def first_run_at(self) -> dt.datetime | None:
+        row = self._one("SELECT MIN(started_at) FROM run_log")
+        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def last_delivery_at(self) -> dt.datetime | None:
+        row = self._one("SELECT MAX(updated_at) FROM ledger WHERE status = 'sent'")
+        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
