@@ -39,3 +39,19 @@ def test_every_command_takes_a_config_file(name: str, command: click.Command) ->
     if isinstance(command, click.Group):
         return
     assert any("--config" in p.opts for p in command.params if isinstance(p, click.Option)), name
+
+
+def test_the_config_option_names_the_default_that_config_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The option's help spells the variable and the file name out (config.py is not loaded
+    for --help): they must be the ones config.default_path() reads."""
+    from newsletter import config
+
+    option = next(p for p in cli.commands["check"].params if "--config" in p.opts)
+    assert isinstance(option, click.Option)
+    assert option.show_default == f"${config.ENV_VAR}, then ./{config.DEFAULT_PATH}"
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    assert option.get_default(click.Context(cli.commands["check"])) == config.DEFAULT_PATH
+    monkeypatch.setenv(config.ENV_VAR, "elsewhere.yaml")
+    assert option.get_default(click.Context(cli.commands["check"])) == "elsewhere.yaml"

@@ -197,7 +197,8 @@ def test_loading_a_config_loads_only_pydantic_and_yaml() -> None:
 
 
 def test_help_loads_no_heavy_library() -> None:
-    """`newsletter --help` and every command's --help: the stages load inside the commands."""
+    """`newsletter --help` and every command's --help: the stages load inside the commands,
+    and so does the config (pydantic and yaml were 130 of 180 ms of --help's imports)."""
     code = """
 from newsletter.cli import cli
 for args in (["--help"], *([name, "--help"] for name in cli.commands), ["subscribers", "list", "--help"]):
@@ -207,5 +208,4 @@ for args in (["--help"], *([name, "--help"] for name in cli.commands), ["subscri
         pass
 """
     loaded = third_party_loaded(code)
-    assert "click" in loaded
-    assert loaded - LIGHT == set()
+    assert loaded == {"click"}

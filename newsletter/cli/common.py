@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from newsletter import config as config_mod
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.web import tokens
 
 if TYPE_CHECKING:
+    from newsletter import config as config_mod
     from newsletter.store import SqliteStore
     from newsletter.store.postgres import PostgresStore
 
@@ -40,14 +40,22 @@ def _exit_code(error: NewsletterError) -> int:
     return EXIT_USAGE if isinstance(error, ConfigError | TemplateError) else EXIT_FAILED
 
 
+def _default_config() -> str:
+    from newsletter import config as config_mod
+
+    return config_mod.default_path()
+
+
 def config_option(fn: F) -> F:
+    # config.py (and pydantic with it) loads when a command runs, not for --help: the help
+    # text spells out config.ENV_VAR and config.DEFAULT_PATH (tests/test_help.py checks it).
     return click.option(
         "-c",
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=config_mod.default_path,
-        show_default=f"${config_mod.ENV_VAR}, then ./{config_mod.DEFAULT_PATH}",
+        default=_default_config,
+        show_default="$NEWSLETTER_CONFIG, then ./newsletter.yaml",
         help="The YAML file with topics and subscribers.",
     )(fn)
 
@@ -78,6 +86,8 @@ def handles_errors(fn: F) -> F:
 
 
 def load_config(path: Path) -> config_mod.Config:
+    from newsletter import config as config_mod
+
     return config_mod.load(path)
 
 

@@ -1,0 +1,137 @@
+"""Reading the YAML text: once, with libyaml where PyYAML has it, into what ``safe_load`` makes.
+
+The operator-facing lines for bad files are pinned in test_config.py; here they must be
+the same whichever reader composed the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from newsletter import config
+from newsletter.cli import cli
+
+VALID = (
+    "topics:\n  diffusion:\n    keywords: [diffusion]\n"
+    "subscribers:\n  - email: ada@example.org\n    topics: [diffusion]\n"
+)
+
+SNIPPETS = [
+    VALID,
+    "a: 1\nb: 1.5\nc: yes\nd: null\ne: ~\nf: 2024-02-03\ng: 2024-02-03 10:00:00Z\nh: 0x1f\n",
+    "a: &x [1, 2, {b: c}]\nd: *x\n",  # an alias: the same object twice
+    "base: &b {x: 1, y: 2}\nmerged:\n  <<: *b\n  y: 3\n",  # a merge key
+    "=: value\nother: [=]\n",
+    "? [1, 2]\n: tuple keys are lists in YAML\n",  # unhashable: PyYAML's error
+    "1: one\ntrue: yes\n3.5: x\nnull: y\n",
+    "s: !!str 12\nb: !!binary aGVsbG8=\nset: !!set {a, b}\nom: !!omap [a: 1, b: 2]\n",
+    "text: |\n  two\n  lines\nfolded: >\n  one\n  line\nq: 'it''s'\nd: \"tab\\there\"\n",
+    "empty_map: {}\nempty_list: []\nempty: \n",
+    "",
+    "# only a comment\n",
+    "- a list\n- at the top\n",
+    "plain scalar at the top\n",
+]
+
+
+def read(text: str) -> Any:
+    return config._construct(config._compose(text))
+
+
+def outcome(fn: Any, text: str) -> tuple[str, Any]:
+    """The data, or what the config's error line is made of (libyaml's marks quote no text)."""
+    try:
+        return "ok", fn(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        return type(e).__name__, (e.problem, mark.line if mark else None)
+
+
+@pytest.mark.parametrize("text", SNIPPETS)
+@pytest.mark.parametrize("fast", [True, False], ids=["libyaml", "python"])
+def test_reads_what_safe_load_reads(monkeypatch: pytest.MonkeyPatch, text: str, fast: bool) -> None:
+    if not fast:
+        monkeypatch.setattr(config, "_FAST_LOADER", None)
+    assert outcome(read, text) == outcome(yaml.safe_load, text)
+
+
+scalars = st.one_of(
+    st.text(max_size=20),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.dates(min_value=dt.date(1900, 1, 1)),
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(documents, st.sampled_from([False, True]))
+def test_any_dumped_document_reads_back_as_safe_load_reads_it(data: Any, flow: bool) -> None:
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    assert read(text) == yaml.safe_load(text)
+
+
+def test_the_text_is_parsed_once_by_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Composed once (libyaml) and the data made from the nodes: no second parse."""
+    assert yaml.__with_libyaml__, "PyYAML without libyaml: the slow reader is the only one"
+    parses: list[str] = []
+    real_compose, real_load = yaml.compose, yaml.load
+
+    def compose(stream: Any, Loader: Any) -> Any:
+        parses.append(f"compose {Loader.__name__}")
+        return real_compose(stream, Loader=Loader)
+
+    def load(stream: Any, Loader: Any) -> Any:
+        parses.append(f"load {Loader.__name__}")
+        return real_load(stream, Loader=Loader)
+
+    monkeypatch.setattr(yaml, "compose", compose)
+    monkeypatch.setattr(yaml, "load", load)
+    loaded = config.parse(VALID, "c.yaml")
+    assert [s.email for s in loaded.subscribers] == ["ada@example.org"]
+    assert parses == ["compose CSafeLoader"]
+
+
+BAD = [
+    ("topics: [unclosed\n", "2: yaml: expected ',' or ']', but got '<stream end>'"),
+    ("topics:\n\tdiffusion: x\n", "2: yaml: found character '\\t' that cannot start any token"),
+    ("topics:\n  a: b\n c: d\n", "3: yaml: expected <block end>, but found '<block mapping start>'"),
+    (f"{VALID}x: {'[' * 5000}{']' * 5000}\n", "7: yaml: nested more than 64 levels deep"),
+    (f"{VALID}x: {'[' * 500}{']' * 500}\n", "7: yaml: nested more than 64 levels deep"),
+    (f"{VALID}    max_papers: {'1' * 5001}\n", "7: subscribers[0].max_papers: a number of 5001 digits is too long"),
+    (f"{VALID}    bogus: 1\n", "7: subscribers[0].bogus: unknown key"),
+    (f"{VALID}  - email: ada@example.org\n    topics: [nope]\n",
+     "7: subscribers[1].email: duplicate subscriber 'ada@example.org' (also subscribers[0])\n"
+     "8: subscribers[1].topics[0]: unknown topic 'nope' (known: diffusion)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD)
+@pytest.mark.parametrize("fast", [True, False], ids=["libyaml", "python"])
+def test_bad_files_are_told_in_the_same_words_by_either_reader(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, problem: str, fast: bool
+) -> None:
+    if not fast:
+        monkeypatch.setattr(config, "_FAST_LOADER", None)
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", "-c", str(path)])
+    assert result.exit_code == 2
+    lines = [line.removeprefix(f"{path}:") for line in result.output.splitlines()]
+    assert lines == problem.split("\n")
