@@ -359,3 +359,30 @@ def test_the_roster_version_changes_with_every_change_of_a_reader(store: SqliteS
     seen.append(store.roster_version())
     assert len(set(seen[:-1])) == len(seen) - 1, seen  # each step changed it
     assert seen[0] == seen[-1] == (0, "")  # empty again
+
+
+class _Racing(SqliteStore):
+    """A store whose every write transaction lets another process sync the file first: the
+    moment two `send`s starting together (one waiting for the other's lock) both add the
+    file's new subscribers. ``_tx`` is the one hook between reading the rows and writing."""
+
+    def __init__(self, path: Path, rival: SqliteStore, subs: list[Subscriber]) -> None:
+        super().__init__(path)
+        self.rival, self.subs = rival, subs
+
+    def _tx(self):  # type: ignore[no-untyped-def]
+        if self.subs:
+            subs, self.subs = self.subs, []
+            self.rival.sync_file_subscribers(subs, NOW)
+        return super()._tx()
+
+
+def test_two_processes_adding_the_files_subscribers_together_agree(tmp_path: Path) -> None:
+    subs = [file_sub(f"r{i}@example.org") for i in range(3)]
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    with SqliteStore(path) as rival, _Racing(path, rival, subs) as racing:
+        rows = racing.sync_file_subscribers(subs, NOW)  # raised "UNIQUE constraint failed"
+        theirs = rival.sync_file_subscribers(subs, NOW)
+    assert {k: r.id for k, r in rows.items()} == {k: r.id for k, r in theirs.items()}
+    assert len(rows) == 3 and all(r.id for r in rows.values())

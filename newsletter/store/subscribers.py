@@ -364,8 +364,11 @@ class SubscriberRows:
                 changed.append(have[key])
         if write and (added or changed):
             with self._tx():
+                # Two processes starting together (a send and the one waiting for its lock)
+                # may both add the file's new subscribers: the first row stands.
                 self._exec_many(
-                    f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
+                    f"INSERT OR IGNORE INTO subscribers({_COLUMNS}, key) "
+                    f"VALUES ({','.join('?' * 21)})",
                     [(*_row(r), r.key) for r in added],
                 )
                 self._exec_many(
@@ -374,6 +377,16 @@ class SubscriberRows:
                     "exclude = ?, sections = ?, updated_at = ? WHERE id = ?",
                     [(*_row(r)[1:12], stamp, r.id) for r in changed],
                 )
+            # What was written, as written: another process's row (and id) where it won.
+            added_keys = [r.key for r in added]
+            for i in range(0, len(added_keys), 500):
+                chunk = added_keys[i : i + 500]
+                for row in self._exec(
+                    f"SELECT {_COLUMNS}, key FROM subscribers "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ):
+                    have[row[-1]] = reader.record(row[:-1])
         return have
 
     # -- the sign-up limits (shared by every process on the file) ----------------------------
