@@ -62,6 +62,12 @@ def statuses(url: str) -> Counter[str]:
     return Counter(dict(rows))
 
 
+def unknown_emails(url: str) -> set[str]:
+    with open_store(url, read_only=True) as store:
+        rows = store.db.execute("SELECT email FROM ledger WHERE status = 'unknown'").fetchall()
+    return {row[0] for row in rows}
+
+
 def test_three_instances_deliver_one_run_each_recipient_once(
     tmp_path: Path, postgres_db: Database
 ) -> None:
@@ -118,7 +124,9 @@ def test_one_of_two_instances_killed_five_times_loses_nobody(
     print(f"kills={kills} unknown={unknown} duplicates={duplicates} received={sum(got.values())}")
     assert kills == 5, f"the run finished after {kills} kills"
     assert found["sent"] + unknown == RECIPIENTS, found
-    assert not lost, f"lost: {sorted(lost)[:10]}"
+    # Lost is neither received nor reported: a row killed between its `sending` mark and the
+    # sink's 250 is `unknown`, reported for --retry-unknown, whether or not the sink had it.
+    assert not lost - unknown_emails(postgres_db.url), f"lost: {sorted(lost)[:10]}"
     assert duplicates <= unknown, (duplicates, unknown)
     # The last process to finish reports the day's run, unknown rows included.
     assert any(re.search(rf"^  unknown\s+{unknown}$", out, re.M) for out in outputs) or not unknown

@@ -494,7 +494,8 @@ def test_tokens_never_reach_the_log_of_a_send_at_vv(tmp_path: Path) -> None:
     with SqliteStore(cfg.parent / "state.db", read_only=True) as store:
         ids = [store.subscriber_by_email(a).id for a in addresses(4)]  # type: ignore[union-attr]
     made = [tokens.make_token(b"k" * 32, p, i) for i in ids for p in ("unsubscribe", "manage")]
-    assert made[0] in server.received[0].data.decode()  # the links that went out
+    # The links that went out (four connections: any message may arrive first).
+    assert any(made[0] in m.data.decode() for m in server.received)
     for token in made:
         assert token not in log
     assert "/unsubscribe/" not in log
