@@ -322,16 +322,7 @@ class SubscriberRows:
         wanted = {s.key: s for s in subscribers}
         if not wanted:
             return {}
-        reader = _Reader()
-        have: dict[str, SubscriberRecord] = {}
-        keys = list(wanted)
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            for row in self._exec(
-                f"SELECT {_COLUMNS}, key FROM subscribers WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                have[row[-1]] = reader.record(row[:-1])
+        have = self._rows_by_key(list(wanted))
         removed = {r[0] for r in self._exec("SELECT address_hash FROM removed_subscribers")}
         stamp = now.isoformat()
         added: list[SubscriberRecord] = []
@@ -378,16 +369,20 @@ class SubscriberRows:
                     [(*_row(r)[1:12], stamp, r.id) for r in changed],
                 )
             # What was written, as written: another process's row (and id) where it won.
-            added_keys = [r.key for r in added]
-            for i in range(0, len(added_keys), 500):
-                chunk = added_keys[i : i + 500]
-                for row in self._exec(
-                    f"SELECT {_COLUMNS}, key FROM subscribers "
-                    f"WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ):
-                    have[row[-1]] = reader.record(row[:-1])
+            have.update(self._rows_by_key([r.key for r in added]))
         return have
+
+    def _rows_by_key(self, keys: list[str]) -> dict[str, SubscriberRecord]:
+        reader = _Reader()
+        rows: dict[str, SubscriberRecord] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            for row in self._exec(
+                f"SELECT {_COLUMNS}, key FROM subscribers WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                rows[row[-1]] = reader.record(row[:-1])
+        return rows
 
     # -- the sign-up limits (shared by every process on the file) ----------------------------
 
