@@ -421,6 +421,13 @@ PURGE_EVERY = 15 * 60
 REGROUP_AFTER = 1.0
 
 
+def _period(now: dt.datetime, seconds: float) -> str:
+    """The start of the period of ``seconds`` that ``now`` is in (UTC, periods counted from
+    the epoch): the same slot for every instance, whenever in it each one asks."""
+    stamp = now.timestamp()
+    return dt.datetime.fromtimestamp(stamp - stamp % seconds, dt.UTC).isoformat()
+
+
 class _Outcomes:
     """What became of sign-up emails (the Events a send reports to), counted by status."""
 
@@ -527,15 +534,19 @@ class Daemon:
                 self.sender = None
 
     def fire_once(self, slot: str) -> bool:
-        """Is this instance the first of those serving the state to fire ``slot``? A state
-        that cannot be opened now: yes (the run then says why it cannot run)."""
+        """Is this instance the first of those serving the state to fire the send ``slot``?"""
+        return self._first("send", slot)
+
+    def _first(self, job: str, slot: str) -> bool:
+        """Is this instance the first of those serving the state to run ``job`` at ``slot``?
+        A state that cannot be opened now: yes (the job then says why it cannot run)."""
         with self.lock:
             config = self.config
         try:
             with wiring.open_state(config) as store:
-                return store.fire_once("send", slot, self.clock())
+                return store.fire_once(job, slot, self.clock())
         except NewsletterError as e:
-            log.warning("schedule.once_unknown slot=%s error=%s", slot, e)
+            log.warning("schedule.once_unknown job=%s slot=%s error=%s", job, slot, e)
             return True
 
     def resume(self) -> None:
@@ -610,6 +621,8 @@ class Daemon:
             config = self.config
         if config.state_url is None and not config.state_path.exists():
             return
+        if not self._first("purge", _period(self.clock(), PURGE_EVERY)):
+            return  # another instance serving the state purges this period
         try:
             with wiring.open_state(config) as store:
                 roster.purge(store, self.clock(), config.signup.confirm_hours)
@@ -633,10 +646,16 @@ class Daemon:
             log.error("inbound.poll_failed %s", e)
 
     def _poll(self) -> None:
+        """Every ``poll_minutes``, one pass over the bounce mailbox, by one instance of those
+        serving the state: the first to reach a period reads it, the others skip it (two
+        readers of one folder would handle its messages twice)."""
         while not self.stop_requested.is_set():
-            self.poll_inbound()
             with self.lock:
                 minutes = self.config.inbound.poll_minutes
+            if self._first("poll", _period(self.clock(), minutes * 60)):
+                self.poll_inbound()
+            else:
+                log.debug("inbound.poll_skipped reason=another_instance")
             self.clock.wait(self.stop_requested, minutes * 60)
 
     def reload(self) -> None:

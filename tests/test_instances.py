@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,12 +19,15 @@ from pathlib import Path
 import pytest
 
 from newsletter.store import open_store
+from tests import signup_site as site
 from tests.clock import FakeClock
 from tests.httpserver import FixtureServer
+from tests.servers.dovecot import Mailbox
 from tests.servers.postgres import Database
 from tests.smtpserver import SmtpServer, free_port
 from tests.test_send import DAY, SAVED, addresses, make_config
-from tests.test_serve import MAY_8, daemon_in_process, write_config
+from tests.test_serve import MAY_8, daemon_in_process, wait_for, write_config
+from tests.test_serve import Daemon as ServeProcess
 
 pytest_plugins = ["tests.servers.fixtures"]
 
@@ -161,3 +165,100 @@ def test_two_serves_on_one_database_send_each_scheduled_digest_once(
     assert got == {"ada@example.org": 1, "bob@example.org": 1, "cy@example.org": 1}
     skipped = [r for r in caplog.records if r.getMessage().startswith("schedule.skipped")]
     assert len(skipped) == 2, [r.getMessage() for r in skipped]  # 08:00 and 09:00, once each
+
+
+def test_two_serves_poll_the_bounce_mailbox_once_per_period(
+    tmp_path: Path,
+    postgres_db: Database,
+    mailbox: Mailbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", mailbox.password)
+    caplog.set_level(logging.INFO, logger="newsletter")
+    imap = (
+        f"inbound:\n  poll_minutes: 5\n  imap:\n    host: {mailbox.host}\n"
+        f"    port: {mailbox.port}\n    security: none\n    username: {mailbox.address}\n"
+        "    password_env: TEST_IMAP_PASSWORD\n"
+    )
+    clock = FakeClock(site.NOW)  # 07:00: the first five-minute period starts with the test
+    with SmtpServer() as smtp:
+        daemons = []
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            cfg = site.write_config(tmp_path / name, smtp.port, free_port(), extra=imap)
+            cfg.write_text(cfg.read_text().replace("state: state.db", f"state: {postgres_db.url}"))
+            daemons.append(daemon_in_process(cfg, clock))
+        with daemons[0], daemons[1]:
+
+            def both_wait() -> bool:  # each serve's poll done and waiting for its next
+                pollers = {
+                    t.ident or 0 for t in threading.enumerate() if t.name == "newsletter-inbound"
+                }
+                with clock.changed:
+                    waits = [clock.deadlines.get(p) for p in pollers]
+                    return len(pollers) == 2 and all(w and w > clock.now for w in waits)
+
+            for _ in range(30):  # minute by minute to 07:30, each poll seen through
+                wait_for(both_wait, 30)
+                clock.advance(60)
+            wait_for(both_wait, 30)
+    passes = [r for r in caplog.records if r.getMessage().startswith("inbound.imap_pass")]
+    # 07:00, 07:05 ... 07:30: seven periods, each read by one of the two serves (each serve
+    # polls in all seven: without the database saying who goes first, fourteen reads).
+    assert len(passes) == 7, [r.getMessage() for r in passes]
+
+
+def test_the_same_addresses_signing_up_on_two_serves_at_once_get_one_email_each(
+    tmp_path: Path, postgres_db: Database
+) -> None:
+    addresses = [f"twice{i}@example.org" for i in range(8)]
+    with SmtpServer() as smtp:
+        serves, roots = [], []
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            port = free_port()
+            cfg = site.write_config(tmp_path / name, smtp.port, port)
+            cfg.write_text(cfg.read_text().replace("state: state.db", f"state: {postgres_db.url}"))
+            serves.append(ServeProcess(cfg))
+            roots.append(f"http://127.0.0.1:{port}")
+        try:
+            visitors = [[site.Visitor(f"203.0.113.{i}") for i in range(2)] for _ in addresses]
+            tokens = [
+                [v.form_token(root + "/") for v, root in zip(pair, roots, strict=True)]
+                for pair in visitors
+            ]
+            pages: list[tuple[int, str]] = []
+
+            def post(pair: int, which: int, start: threading.Barrier) -> None:
+                fields: dict[str, str | list[str]] = {
+                    "form_token": tokens[pair][which],
+                    "email": addresses[pair],
+                    "topics": ["agents"],
+                    "cadence": "daily",
+                    "website": "",
+                }
+                start.wait()
+                pages.append(visitors[pair][which].post(roots[which] + "/subscribe", fields))
+
+            for pair in range(len(addresses)):
+                start = threading.Barrier(2)  # the two serves get the address at one moment
+                both = [
+                    threading.Thread(target=post, args=(pair, which, start)) for which in (0, 1)
+                ]
+                for t in both:
+                    t.start()
+                for t in both:
+                    t.join(60)
+            wait_for(lambda: len(smtp.received) >= len(addresses), 60)
+        finally:
+            codes = [s.stop() for s in serves]  # a stop sends what the outbox still holds
+        logs = "\n".join(s.log() for s in serves)
+    assert codes == [0, 0], logs
+    assert [p[0] for p in pages] == [200] * 2 * len(addresses), logs
+    assert "Traceback" not in logs and "Error" not in logs, logs
+    got = smtp.handler.count()
+    assert got == dict.fromkeys(addresses, 1), got  # one confirmation each, not one per serve
+    with open_store(postgres_db.url, read_only=True) as store:
+        rows = {r.email: r.status for r in store.subscribers()}
+    assert rows == dict.fromkeys(addresses, "pending")

@@ -379,3 +379,14 @@ def test_a_migration_that_fails_leaves_the_file_at_the_version_before(tmp_path: 
         migrations.migrate(db)
     assert migrations.version(db) == 3 and not db.in_transaction
     assert "error" not in {row[1] for row in db.execute("PRAGMA table_info(fetched_days)")}
+
+
+def test_once_only_jobs_are_remembered_for_a_week(store_url: str) -> None:
+    week_ago = NOW - dt.timedelta(days=7, minutes=5)
+    with open_store(store_url) as a, open_store(store_url) as b:
+        assert a.fire_once("poll", "then", week_ago)
+        assert a.fire_once("send", "then", week_ago)
+        assert not b.fire_once("poll", "then", NOW - dt.timedelta(days=6))  # still known
+        assert b.fire_once("poll", "now", NOW)  # the poll a week ago is forgotten ...
+        assert a.fire_once("poll", "then", NOW)
+        assert not a.fire_once("send", "then", NOW)  # ... the send of then not yet

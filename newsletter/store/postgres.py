@@ -460,6 +460,11 @@ class PostgresStore(SubscriberRows):
         """Nothing to hold: several senders share a run here, each with its own claims."""
         return contextlib.nullcontext()
 
+    def signup_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a sign-up is decided, by every instance serving this database: one
+        email per address holds however many serve it."""
+        return self._advisory_lock("signup", 30, "another instance holds the sign-up lock")
+
     # -- sharing a run: claims with a lease, in the database's own time -------------------
 
     shared = True
@@ -581,7 +586,14 @@ class PostgresStore(SubscriberRows):
             "ON CONFLICT DO NOTHING",
             (job, slot, owner(), now.isoformat()),
         )
-        return cur.rowcount > 0
+        if cur.rowcount == 0:
+            return False
+        # Kept a week (a poll every few minutes adds hundreds a day): enough to say who fired.
+        self.db.execute(
+            "DELETE FROM jobs_fired WHERE job = %s AND fired_at < %s",
+            (job, (now - dt.timedelta(days=7)).isoformat()),
+        )
+        return True
 
     def open_run(self, day: dt.date, now: dt.datetime) -> int:
         """The run for ``day``: created on first use, the same one on every later call."""

@@ -369,8 +369,9 @@ class SqliteStore(SubscriberRows):
     # -- locks -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _file_lock(self, name: str, wait: float) -> Iterator[None]:
-        """An advisory lock beside the database; the OS releases it when the process dies."""
+    def _file_lock(self, name: str, wait: float, busy: str = "") -> Iterator[None]:
+        """An advisory lock beside the database; the OS releases it when the process dies.
+        ``busy``: why we gave up after ``wait`` (by default: another process is sending)."""
         if self.path == ":memory:":
             yield
             return
@@ -389,7 +390,9 @@ class SqliteStore(SubscriberRows):
                         holder = fh.read().strip() or "another process"
                         raise StoreError(
                             self.path,
-                            f"{holder} is sending from this state file; try again when it is done",
+                            busy
+                            or f"{holder} is sending from this state file; "
+                            "try again when it is done",
                         ) from None
                     time.sleep(0.1)
             with contextlib.suppress(OSError):  # who holds it, for the message above; a full
@@ -405,6 +408,11 @@ class SqliteStore(SubscriberRows):
     def send_lock(self, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
         """Held for the whole of a send, so two processes never deliver the same run."""
         return self._file_lock("send", wait)
+
+    def signup_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a sign-up is decided, by every process serving this state: one
+        email per address holds however many serve it."""
+        return self._file_lock("signup", 30, "another process holds the sign-up lock")
 
     # -- sharing a run: one sender at a time here (the send lock), so claims never lapse ---
 
@@ -492,7 +500,14 @@ class SqliteStore(SubscriberRows):
             "INSERT OR IGNORE INTO jobs_fired(job, slot, owner, fired_at) VALUES (?, ?, ?, ?)",
             (job, slot, owner(), now.isoformat()),
         )
-        return cur.rowcount > 0
+        if cur.rowcount == 0:
+            return False
+        # Kept a week (a poll every few minutes adds hundreds a day): enough to say who fired.
+        self.db.execute(
+            "DELETE FROM jobs_fired WHERE job = ? AND fired_at < ?",
+            (job, (now - dt.timedelta(days=7)).isoformat()),
+        )
+        return True
 
     # -- the send ledger -------------------------------------------------------------------
 

@@ -192,10 +192,15 @@ class SubscriberRows:
             created_at=stamp,
             updated_at=record.updated_at or stamp,
         )
-        self._exec(
-            f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
+        # OR IGNORE: another process may have added the address since the SELECT above
+        # (PostgreSQL lets both read before either writes); it is then already here.
+        added = self._exec(
+            f"INSERT OR IGNORE INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
             (*_row(stored), key),
         )
+        if added.rowcount == 0:
+            row = self._exec("SELECT status FROM subscribers WHERE key = ?", (key,)).fetchone()
+            raise SubscriberExistsError(record.email, row[0] if row else "added meanwhile")
         return stored
 
     def set_subscriber_status(

@@ -201,13 +201,14 @@ class Signup(Handlers):
 
     def decide(self, choice: Choice, client: str) -> str:
         """What a valid sign-up does: queue one email or none; "full" when no sign-up may
-        wait for its confirmation now. Under a lock, so that the one-email limit holds for
-        sign-ups of one address at the same time."""
+        wait for its confirmation now. Under the store's sign-up lock (and this process's),
+        so that the one-email limit holds for sign-ups of one address at the same time on
+        every instance."""
         config = self.config
         now = self.site.clock()
         key = choice.email.casefold()
         file_keys = {s.email.casefold() for s in config.subscribers}
-        with Signup._lock, self.store() as store:
+        with Signup._lock, self.store() as store, store.signup_lock():
             if store.signup_mail_since(key, now - dt.timedelta(hours=24)) > 0:
                 log.info("signup.quiet reason=mailed_today")
                 return "quiet"
