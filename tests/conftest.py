@@ -29,6 +29,13 @@ settings.register_profile(
 settings.register_profile("dev", settings.get_profile("ci"), max_examples=1000)
 settings.load_profile("ci")
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: pytest-xdist hands tests out in this order, so the workers end
+    together instead of one running a minute-long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 DATA = Path(__file__).resolve().parent / "data"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter import compose
@@ -83,7 +83,11 @@ TOPICS = st.lists(
 SHARED, WHOLE = fast(), whole()  # one of each for every example: the caches fill up
 
 
+@pytest.mark.slow
 @given(st.lists(st.tuples(NAMES, TOPICS, st.integers(1, 6)), min_size=1, max_size=8))
+# A quarter of the profile's examples: each renders up to eight emails twice, once the slow
+# whole way (25 here for CI, 250 with --hypothesis-profile=dev).
+@settings(max_examples=max(10, settings.default.max_examples // 4))
 def test_once_for_many_recipients_is_each_alone(
     readers: list[tuple[str | None, list[str], int]],
 ) -> None:

@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.smtpserver import SmtpServer
 from tests.test_send import DAY, SAVED, addresses, make_config
 
@@ -41,6 +43,7 @@ def start(cfg: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_killed_sends_lose_nothing_and_duplicate_at_most_the_unknown(tmp_path: Path) -> None:
     rng = random.Random(20261124)
     with SmtpServer() as server:

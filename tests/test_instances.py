@@ -72,6 +72,7 @@ def unknown_emails(url: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+@pytest.mark.slow
 def test_three_instances_deliver_one_run_each_recipient_once(
     tmp_path: Path, postgres_db: Database
 ) -> None:
@@ -94,6 +95,7 @@ def test_three_instances_deliver_one_run_each_recipient_once(
     assert statuses(postgres_db.url) == {"sent": RECIPIENTS}
 
 
+@pytest.mark.slow
 def test_one_of_two_instances_killed_five_times_loses_nobody(
     tmp_path: Path, postgres_db: Database
 ) -> None:

@@ -329,6 +329,7 @@ def test_serve_purges_sign_ups_not_confirmed_in_time(tmp_path: Path) -> None:
         assert on.row("old@example.org") is None and on.row("new@example.org") is not None
 
 
+@pytest.mark.slow
 def test_two_thousand_sign_ups_fifty_at_a_time_leave_healthz_answering(tmp_path: Path) -> None:
     """2,000 sign-ups of distinct addresses, 50 in flight at a time, from one client (its
     limit raised for the test), while another client asks /healthz again and again."""
