@@ -11,16 +11,19 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
+from newsletter import compose, wiring
 from newsletter import config as config_mod
-from newsletter import wiring
 from newsletter.cli import cli
+from newsletter.ledger import CLAIM_BATCH
 from newsletter.store import SqliteStore, open_store
 from newsletter.web import tokens
 from tests.conftest import fixture_path, held
+from tests.servers.postgres import Database
 from tests.smtpserver import Faults, SmtpServer, make_test_ca, password_authenticator
 
 pytest_plugins = ["tests.servers.fixtures"]
@@ -87,6 +90,26 @@ def ledger(tmp_path: Path) -> Counter[str]:
     with wiring.open_state(config_mod.load(tmp_path / "subs.yaml"), read_only=True) as store:
         rows = store.db.execute("SELECT status, COUNT(*) FROM ledger GROUP BY status").fetchall()
     return Counter(dict(rows))
+
+
+def test_a_send_of_several_claimed_batches_composes_with_one_composer(
+    tmp_path: Path, postgres_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[object] = []
+    making = compose.Composer.__init__
+
+    def counted(self: compose.Composer, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        making(self, *args, **kwargs)
+
+    monkeypatch.setattr(compose.Composer, "__init__", counted)
+    n = CLAIM_BATCH * 2 + 10  # three claims on PostgreSQL, each composed in this process
+    with SmtpServer(keep_data=False) as server:
+        result = send(make_config(tmp_path, server.port, n=n, state=postgres_db.url))
+        assert result.exit_code == 0, result.output
+        assert sorted(server.handler.count()) == addresses(n)
+    # One for the batches (its templates compiled once), not one per claimed batch.
+    assert len(made) == 1
 
 
 def test_send_delivers_once_and_a_second_run_sends_nothing(tmp_path: Path, store_url: str) -> None:

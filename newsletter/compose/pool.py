@@ -79,6 +79,7 @@ def compose_many(
     papers: Sequence[PaperData] = (),
     workers: int | None = None,
     chunk: int = CHUNK,
+    composer: Callable[[], Composer] | None = None,
 ) -> Generator[Outgoing, None, None]:
     """Every digest composed, in order; lazily, holding at most ``2 * workers`` chunks.
 
@@ -88,12 +89,14 @@ def compose_many(
     instead of its papers. Any other paper object goes out whole, so this only changes what
     crosses to a worker, never the result. ``bodies=False``: the messages' ``email.html`` and
     ``email.text`` are empty (``data`` holds both), for a consumer that only sends the bytes;
-    they are not carried back from a worker.
+    they are not carried back from a worker. ``composer``: gives the composer (for ``spec``)
+    to compose with in this process, kept by a caller that composes batch after batch, so
+    that its templates and rendered-once pieces are made once, not once a batch.
     """
     told = _Told()
     workers = workers_for(count) if workers is None else workers
     if workers <= 1:
-        here = Composer(spec)
+        here = composer() if composer else Composer(spec)
         told.say(here.full_renders)
         for digest in digests:
             message = here.compose(digest)
