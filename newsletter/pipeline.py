@@ -230,14 +230,12 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
             run = ledger.open_run(store, day, clock)
             missing = run.missing(subscribers)
             if missing:
-                # Selected here, in full, before the ledger transaction (fetching does I/O of
-                # its own): the ledger keeps each digest, so a resumed run sends the same ones.
+                # Fetched and matched first (fetching does I/O of its own), then selected as
+                # the ledger freezes them, a chunk at a time: the ledger keeps each digest, so
+                # a resumed run sends the same ones; 100,000 of them are never all in memory.
                 selecting, requests = job.match(missing)
                 run.freeze(
-                    [
-                        selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
-                        for r in requests
-                    ],
+                    (selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped) for r in requests),
                     send_empty=config.selection.send_empty,
                 )
         spec = dataclasses.replace(job.spec, run_id=run.id)  # named in each VERP envelope sender

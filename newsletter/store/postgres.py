@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import json
 import re
 import time
@@ -37,6 +38,7 @@ from newsletter.models import (
     merge_papers,
 )
 from newsletter.store import pg_migrations as migrations
+from newsletter.store import sqlite
 from newsletter.store.location import shown_url
 from newsletter.store.sqlite import (
     UNFINISHED,
@@ -529,7 +531,7 @@ class PostgresStore(SubscriberRows):
                 "(status = ANY(%s) AND updated_at < %s)) ORDER BY seq LIMIT %s "
                 "FOR UPDATE SKIP LOCKED) "
                 "UPDATE ledger l SET claim_id = %s FROM picked WHERE l.seq = picked.seq "
-                "RETURNING l.seq, l.subscriber, l.email, l.digest, l.status, l.deferrals",
+                "RETURNING l.seq, l.subscriber, l.email, '', l.status, l.deferrals",
                 (run_id, list(keys), list(again), since.isoformat(), limit, claim_id),
             )
         rows.sort(key=lambda r: r[0])
@@ -622,15 +624,21 @@ class PostgresStore(SubscriberRows):
         """Add recipients to a run with their digests; rows already there are never changed.
 
         A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
+        ``digests`` is read lazily, ``FREEZE_CHUNK`` at a time, each chunk in a transaction of
+        its own (see ``SqliteStore.freeze``); the other senders wait on ``freeze_lock``.
         """
-        rows = _frozen_rows(run_id, digests, now, send_empty=send_empty)
+        source = iter(digests)
         added = 0
-        with self.db.transaction(), self.db.cursor() as cur:
-            for row in rows:  # in order: seq is the order a run sends its rows in
-                cur.execute(
+        while chunk := list(itertools.islice(source, sqlite.FREEZE_CHUNK)):
+            rows = _frozen_rows(run_id, chunk, now, send_empty=send_empty)
+            del chunk
+            with self.db.transaction(), self.db.cursor() as cur:
+                # In order (seq is the order a run sends its rows in), pipelined: the sum of
+                # the rows each INSERT added.
+                cur.executemany(
                     "INSERT INTO ledger(run_id, subscriber, email, digest, papers, status, "
                     "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    row,
+                    rows,
                 )
                 added += cur.rowcount
         return added
@@ -669,7 +677,7 @@ class PostgresStore(SubscriberRows):
         """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
         statuses = [*UNFINISHED, "unknown"] if retry_unknown else list(UNFINISHED)
         rows = self._rows(
-            "SELECT subscriber, email, digest, status, deferrals FROM ledger "
+            "SELECT subscriber, email, '', status, deferrals FROM ledger "
             "WHERE run_id = %s AND status = ANY(%s) ORDER BY seq",
             (run_id, statuses),
         )

@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import errno
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -41,13 +42,14 @@ from newsletter.models import (
     merge_papers,
 )
 from newsletter.store import migrations
-from newsletter.store.subscribers import SubscriberRows
+from newsletter.store.subscribers import Cursor, SubscriberRows
 
 #: A trend compares the newest snapshot with one at least this much older, when there is one.
 TREND_BASELINE = dt.timedelta(hours=12)
 
 #: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
 UNFINISHED = ("pending", "deferred")
+FREEZE_CHUNK = 2_000  # digests per transaction of a freeze
 
 
 class SqliteStore(SubscriberRows):
@@ -439,8 +441,9 @@ class SqliteStore(SubscriberRows):
         wanted = set(keys)
         marks = ",".join("?" * len(again)) or "NULL"
         with self._tx():
+            # Without the digests' JSON (~1.5 KB each): frozen_digest reads each when it is sent.
             found = self.db.execute(
-                f"SELECT rowid, subscriber, email, digest, status, deferrals FROM ledger "
+                f"SELECT rowid, subscriber, email, '', status, deferrals FROM ledger "
                 f"WHERE run_id = ? AND claim_id IS NULL AND (status = 'pending' OR "
                 f"(status IN ({marks}) AND updated_at < ?)) ORDER BY rowid",
                 (run_id, *again, since.isoformat()),
@@ -534,16 +537,25 @@ class SqliteStore(SubscriberRows):
         """Add recipients to a run with their digests; rows already there are never changed.
 
         A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
+        ``digests`` is read lazily, ``FREEZE_CHUNK`` at a time, each chunk in a transaction of
+        its own: neither the digests nor their JSON are all in memory at once, and the write
+        lock is not held while the next ones are selected. Rows frozen before a failure stay:
+        the run's recipients without a row are selected again when it resumes.
         """
-        rows = _frozen_rows(run_id, digests, now, send_empty=send_empty)
-        with self._tx():
-            before = self.db.total_changes
-            self.db.executemany(
-                "INSERT OR IGNORE INTO ledger(run_id, subscriber, email, digest, papers, status, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return self.db.total_changes - before
+        source = iter(digests)
+        added = 0
+        while chunk := list(itertools.islice(source, FREEZE_CHUNK)):
+            rows = _frozen_rows(run_id, chunk, now, send_empty=send_empty)
+            del chunk
+            with self._tx():
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO ledger(run_id, subscriber, email, digest, papers, status, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                added += self.db.total_changes - before
+        return added
 
     def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]:
         """Cancel what earlier days' runs left pending or deferred: today's windows cover those papers."""
@@ -585,8 +597,9 @@ class SqliteStore(SubscriberRows):
         """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
         statuses = (*UNFINISHED, "unknown") if retry_unknown else UNFINISHED
         marks = ",".join("?" * len(statuses))
+        # Without the digests' JSON (~1.5 KB each): frozen_digest reads each when it is sent.
         rows = self.db.execute(
-            f"SELECT subscriber, email, digest, status, deferrals FROM ledger "
+            f"SELECT subscriber, email, '', status, deferrals FROM ledger "
             f"WHERE run_id = ? AND status IN ({marks}) ORDER BY rowid",
             (run_id, *statuses),
         ).fetchall()
@@ -908,6 +921,7 @@ def _trends(history: dict[str, list[tuple[dt.datetime, int]]]) -> dict[str, Tren
 
 class _PaperReader(Protocol):
     def papers(self, ids: Iterable[str]) -> dict[str, PaperData]: ...
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
 
 def _rebuild_digest(
@@ -916,8 +930,19 @@ def _rebuild_digest(
     subscriber: Subscriber,
     cache: dict[str, PaperData] | None = None,
 ) -> Digest:
-    """A frozen digest (the ledger row's JSON) on the store's papers; both backends'."""
-    frozen = json.loads(row.digest)
+    """A frozen digest (the ledger row's JSON) on the store's papers; both backends'.
+
+    A row claimed to be sent carries no JSON (``claim``, ``pending``): it is read now."""
+    data = row.digest
+    if not data:
+        found = store._exec(
+            "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?",
+            (row.run_id, row.subscriber),
+        ).fetchone()
+        if found is None:
+            raise KeyError(row.subscriber)
+        data = found[0]
+    frozen = json.loads(data)
     ids = [p["id"] for p in frozen["picks"]]
     papers = {} if cache is None else cache
     papers.update(store.papers(pid for pid in ids if pid not in papers))

@@ -1,0 +1,67 @@
+"""A send of 100,000 frozen digests does not hold them all: the freeze reads the digests a
+chunk at a time (each chunk its own transaction), and the rows to send come without their
+JSON, which is read when each is sent."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter.models import Digest, Pick, Subscriber
+from newsletter.store import SqliteStore, sqlite
+from tests.test_store import DAY, NOW, paper
+
+
+def digest(n: int) -> Digest:
+    sub = Subscriber(email=f"reader{n}@example.org", topics=("t",))
+    return Digest(sub, DAY, (Pick(paper("a", 3), "t", "kw", "title", "because"),))
+
+
+def committed(path: Path) -> int:
+    """Rows another process sees: what the freeze has committed so far."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+
+
+def test_a_freeze_commits_chunk_by_chunk_as_it_reads_the_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "FREEZE_CHUNK", 3)
+    path = tmp_path / "s.db"
+    seen: list[tuple[int, int]] = []  # (digests read so far, rows committed then)
+    with SqliteStore(path) as store:
+        store.add_papers([paper("a", 3)], NOW)
+        run_id = store.open_run(DAY, NOW)
+
+        def digests() -> Iterator[Digest]:
+            for n in range(8):
+                seen.append((n, committed(path)))
+                yield digest(n)
+
+        assert store.freeze(run_id, digests(), NOW) == 8
+        # Selected lazily: the 4th digest is read after the first 3 are committed.
+        assert seen == [(0, 0), (1, 0), (2, 0), (3, 3), (4, 3), (5, 3), (6, 6), (7, 6)]
+        assert store.freeze(run_id, iter([digest(1), digest(9)]), NOW) == 1  # 1 is there
+        rows = store.pending(run_id)
+        assert [r.email for r in rows] == [f"reader{n}@example.org" for n in [*range(8), 9]]
+
+
+def test_rows_to_send_carry_no_json_and_each_digest_is_read_when_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 3)], NOW)
+        run_id = store.open_run(DAY, NOW)
+        frozen = [digest(n) for n in range(3)]
+        store.freeze(run_id, frozen, NOW)
+        rows = store.pending(run_id)
+        assert [r.digest for r in rows] == ["", "", ""]
+        rebuilt = [store.frozen_digest(r, d.subscriber) for r, d in zip(rows, frozen, strict=True)]
+        assert [d.paper_ids for d in rebuilt] == [("a",)] * 3
+        assert rebuilt[2].picks[0].reason == "because" and rebuilt[2].day == DAY
+        with pytest.raises(KeyError):  # no such row
+            store.frozen_digest(dataclasses.replace(rows[1], run_id=999), frozen[1].subscriber)
