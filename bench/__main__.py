@@ -13,6 +13,9 @@
     e2e     `newsletter send` for 20,000 and 100,000 subscribers  (a subprocess + the sink)
             (in the YAML file, in the store), start to exit, vs
             raw aiosmtplib pushing the same messages; peak RSS
+    store   10,000, 100,000 and 1,000,000 readers in the store:   (child process + its pool)
+            read, select and build every digest, discard; time
+            and peak RSS (the 1,000,000 alone takes ~10 minutes)
 
 ``--quick`` shrinks everything to check that the benchmarks run (figures meaningless).
 Run nothing else heavy at the same time: the machine's cores are the thing measured.
@@ -31,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, instancebench, parsebench, sendbench
+from bench import e2e, instancebench, parsebench, sendbench, storebench
 from bench.rss import PeakSampler
 
 TARGETS = {
@@ -46,7 +49,8 @@ TARGETS = {
 }
 
 
-PARTS = ["parse", "build", "memory", "send", "e2e"]
+STORE_SIZES = [10_000, 100_000, 1_000_000]
+PARTS = ["parse", "build", "memory", "send", "e2e", "store"]
 
 
 def machine() -> dict[str, Any]:
@@ -118,6 +122,8 @@ def main() -> None:
     if "e2e" in only:
         sizes, papers = ((200, 400), 300) if args.quick else ((20_000, 100_000), 2_000)
         results["e2e"] = e2e.run(sizes, papers)
+    if "store" in only:
+        results["store"] = storebench.run([300, 1_000] if args.quick else STORE_SIZES)
     summary(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -207,12 +213,29 @@ def summary(r: dict[str, Any]) -> None:
             rows.append(("  send / raw", f"{run['vs_raw']:.0%}", ">= 90%"))
             rss = f"{run['peak_rss_mb']:.0f} ({run['peak_processes']} processes)"
             rows.append(("  peak RSS of the send, MB", rss, "< 400 at 100,000"))
+    for run in r.get("store", {}).get("runs", []):
+        rows.append(
+            (
+                f"store: {run['subscribers']:,} readers, read + select + build, s",
+                f"{run['seconds']:.1f} ({run['digests_per_s']:,.0f}/s)",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "  peak RSS, all processes, MB",
+                f"{run['peak_rss_mb']:.0f} ({run['peak_processes']} processes)",
+                "< 1,000 at 1,000,000",
+            )
+        )
     width = max(len(a) for a, _, _ in rows)
     print()
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
     for line in r.get("e2e", {}).get("skipped", []):
         print(f"e2e: {line}")
+    for line in r.get("store", {}).get("skipped", []):
+        print(f"store: {line}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def text(subscribers: int, port: int, *, state: str = "newsletter.db") -> str:
         lines += [f"  {name}:", f"    keywords: [{', '.join(_q(k) for k in kw)}]"]
     for name, orgs in workload.TOPIC_ORGANIZATIONS.items():
         lines += [f"  {name}:", f"    organizations: [{', '.join(_q(o) for o in orgs)}]"]
-    lines.append("subscribers:")
+    lines.append("subscribers:" if subscribers else "subscribers: []")
     for sub in workload.subscribers(subscribers, TOPIC_NAMES):
         lines.append(f"  - email: {sub.email}")
         if sub.name:

@@ -72,40 +72,16 @@ def papers_json(count: int, seed: int = 8) -> bytes:
 
 def store_origin() -> str | None:
     """Why subscribers cannot be held in the store yet, or None when they can."""
-    from newsletter.store import SqliteStore
+    from bench import storebench
 
-    if not hasattr(SqliteStore, "add_subscriber"):
-        return "the store has no subscribers table yet (issue 15, branch readers): skipped"
-    return None
+    return storebench.missing()
 
 
 def fill_store(state: Path, subscribers: int) -> None:
-    """The workload's subscribers as active rows of the store (an import, confirmed)."""
-    from newsletter.models import SubscriberRecord  # type: ignore[attr-defined]
-    from newsletter.store import SqliteStore
+    """The workload's subscribers as active readers of the store (issue 15's own fill)."""
+    from bench import loadbench  # type: ignore[attr-defined]
 
-    now = workload.NOW - dt.timedelta(days=30)
-    store = SqliteStore(state)
-    try:
-        for sub in workload.subscribers(subscribers, configfile.TOPIC_NAMES):
-            store.add_subscriber(  # type: ignore[attr-defined]
-                SubscriberRecord(
-                    email=sub.email,
-                    topics=sub.topics,
-                    name=sub.name,
-                    max_papers=sub.max_papers,
-                    min_upvotes=sub.min_upvotes,
-                    keywords=sub.keywords,
-                    exclude=sub.exclude,
-                    sections=sub.sections,
-                    status="active",
-                    source="import",
-                    created_at=now,
-                    confirmed_at=now,
-                )
-            )
-    finally:
-        store.close()
+    loadbench.fill(state, subscribers)
 
 
 def command() -> list[str]:
