@@ -228,7 +228,7 @@ def summary(r: dict[str, Any]) -> None:
                 "< 1,000 at 1,000,000",
             )
         )
-    width = max(len(a) for a, _, _ in rows)
+    width = max((len(a) for a, _, _ in rows), default=0)
     print()
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
