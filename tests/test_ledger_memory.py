@@ -65,3 +65,22 @@ def test_rows_to_send_carry_no_json_and_each_digest_is_read_when_it_is_sent(
         assert rebuilt[2].picks[0].reason == "because" and rebuilt[2].day == DAY
         with pytest.raises(KeyError):  # no such row
             store.frozen_digest(dataclasses.replace(rows[1], run_id=999), frozen[1].subscriber)
+
+
+def test_a_digest_read_to_be_sent_is_not_read_again_for_its_outcome(tmp_path: Path) -> None:
+    """finish() writes the sent-history from the digest frozen_digest parsed for the send."""
+    with SqliteStore(tmp_path / "s.db") as store:
+        store.add_papers([paper("a", 3)], NOW)
+        run_id = store.open_run(DAY, NOW)
+        frozen = [digest(n) for n in range(2)]
+        store.freeze(run_id, frozen, NOW)
+        rows = store.pending(run_id)
+        store.frozen_digest(rows[0], frozen[0].subscriber)
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        store.finish(run_id, rows[0].subscriber, "sent", "250", NOW)
+        store.finish(run_id, rows[1].subscriber, "sent", "250", NOW)  # not read to be sent
+        store.db.set_trace_callback(None)
+        reads = [s for s in statements if s.startswith("SELECT digest FROM ledger")]
+        assert len(reads) == 1 and "reader1@" in reads[0]
+        assert store.sent_ids(rows[0].subscriber) == {"a"} == store.sent_ids(rows[1].subscriber)

@@ -114,6 +114,7 @@ class PostgresStore(SubscriberRows):
         self.url = url
         self.path = shown_url(url)  # what messages name, as SqliteStore names its file
         self.read_only = read_only
+        self._in_flight: dict[tuple[int, str], Any] = {}  # see SqliteStore.__init__
         try:
             # A password given goes in as a keyword: libpq's own (PGPASSWORD, .pgpass) otherwise.
             extra: dict[str, Any] = {"password": password} if password else {}
@@ -688,7 +689,7 @@ class PostgresStore(SubscriberRows):
     ) -> Digest:
         """Rebuild a frozen digest; paper data comes from the store (``cache``: see
         ``SqliteStore.frozen_digest``)."""
-        return _rebuild_digest(self, row, subscriber, cache)
+        return _rebuild_digest(self, row, subscriber, cache, self._in_flight)
 
     def run_papers(self, run_id: int) -> dict[str, PaperData]:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache."""
@@ -741,13 +742,17 @@ class PostgresStore(SubscriberRows):
 
         ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
         """
-        row = self._one(
-            "SELECT digest FROM ledger WHERE run_id = %s AND subscriber = %s", (run_id, subscriber)
-        )
-        if row is None:
-            raise KeyError(subscriber)
+        frozen = self._in_flight.pop((run_id, subscriber), None)
+        if frozen is None:
+            row = self._one(
+                "SELECT digest FROM ledger WHERE run_id = %s AND subscriber = %s",
+                (run_id, subscriber),
+            )
+            if row is None:
+                raise KeyError(subscriber)
+            frozen = row[0]
         with self._recording(f"the outcome for {subscriber} ({status})"), self.db.transaction():
-            self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
+            self._finish(run_id, subscriber, status, detail, now, frozen, paper_ids)
 
     def _finish(
         self,
@@ -756,9 +761,10 @@ class PostgresStore(SubscriberRows):
         status: LedgerStatus,
         detail: str,
         now: dt.datetime,
-        digest: str,
+        digest: str | dict[str, Any],
         paper_ids: Sequence[str] | None = None,
     ) -> None:
+        """``digest``: the frozen digest's JSON, or what it parses to."""
         self.db.execute(
             "UPDATE ledger SET status = %s, detail = %s, updated_at = %s, "
             "deferrals = deferrals + (CASE WHEN %s = 'deferred' THEN 1 ELSE 0 END) "

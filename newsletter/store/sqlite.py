@@ -50,6 +50,7 @@ TREND_BASELINE = dt.timedelta(hours=12)
 #: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
 UNFINISHED = ("pending", "deferred")
 FREEZE_CHUNK = 2_000  # digests per transaction of a freeze
+IN_FLIGHT_MAX = 10_000  # parsed digests kept between being read and their outcome
 
 
 class SqliteStore(SubscriberRows):
@@ -66,6 +67,9 @@ class SqliteStore(SubscriberRows):
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = str(path)
         self.read_only = read_only
+        # A frozen digest read to be sent, parsed, until its outcome is recorded: finish()
+        # needs it again, for the sent-history (bounded: what a send has in flight).
+        self._in_flight: dict[tuple[int, str], Any] = {}
         self.created = self.path != ":memory:" and not os.path.exists(self.path)
         try:
             if read_only:
@@ -639,13 +643,17 @@ class SqliteStore(SubscriberRows):
 
         ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
         """
-        row = self.db.execute(
-            "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?", (run_id, subscriber)
-        ).fetchone()
-        if row is None:
-            raise KeyError(subscriber)
+        frozen = self._in_flight.pop((run_id, subscriber), None)
+        if frozen is None:
+            row = self.db.execute(
+                "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?",
+                (run_id, subscriber),
+            ).fetchone()
+            if row is None:
+                raise KeyError(subscriber)
+            frozen = row[0]
         with self._recording(f"the outcome for {subscriber} ({status})"), self._tx():
-            self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
+            self._finish(run_id, subscriber, status, detail, now, frozen, paper_ids)
 
     def _finish(
         self,
@@ -654,9 +662,10 @@ class SqliteStore(SubscriberRows):
         status: LedgerStatus,
         detail: str,
         now: dt.datetime,
-        digest: str,
+        digest: str | dict[str, Any],
         paper_ids: Sequence[str] | None = None,
     ) -> None:
+        """``digest``: the frozen digest's JSON, or what it parses to."""
         self.db.execute(
             "UPDATE ledger SET status = ?, detail = ?, updated_at = ?, "
             "deferrals = deferrals + (? = 'deferred') WHERE run_id = ? AND subscriber = ?",
@@ -703,7 +712,7 @@ class SqliteStore(SubscriberRows):
         ``cache``, kept for a whole run, holds the papers already read: recipients share
         papers, so each is read and decoded once per run, not once per recipient.
         """
-        return _rebuild_digest(self, row, subscriber, cache)
+        return _rebuild_digest(self, row, subscriber, cache, self._in_flight)
 
     def run_papers(self, run_id: int) -> dict[str, PaperData]:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache.
@@ -873,12 +882,13 @@ def _frozen_rows(
 
 
 def _carried(
-    digest: str, paper_ids: Sequence[str] | None
+    digest: str | dict[str, Any], paper_ids: Sequence[str] | None
 ) -> tuple[list[dict[str, Any]], list[str], str, str]:
     """What a sent (or maybe sent) frozen digest writes to the sent-history: (picks carried,
-    skipped ids, digest id, day). ``paper_ids``: the papers the message carried, when the
-    size guard left some out (those are not sent)."""
-    frozen = json.loads(digest)
+    skipped ids, digest id, day). ``digest``: its JSON, or what that parses to.
+    ``paper_ids``: the papers the message carried, when the size guard left some out (those
+    are not sent)."""
+    frozen = json.loads(digest) if isinstance(digest, str) else digest
     picks = frozen["picks"]
     if paper_ids is not None:
         carried = set(paper_ids)
@@ -928,11 +938,14 @@ def _rebuild_digest(
     store: _PaperReader,
     row: LedgerRow,
     subscriber: Subscriber,
-    cache: dict[str, PaperData] | None = None,
+    cache: dict[str, PaperData] | None,
+    in_flight: dict[tuple[int, str], Any],
 ) -> Digest:
     """A frozen digest (the ledger row's JSON) on the store's papers; both backends'.
 
-    A row claimed to be sent carries no JSON (``claim``, ``pending``): it is read now."""
+    A row claimed to be sent carries no JSON (``claim``, ``pending``): it is read now and
+    kept parsed in ``in_flight`` until ``finish`` records its outcome (it needs it again,
+    for the sent-history)."""
     data = row.digest
     if not data:
         found = store._exec(
@@ -943,6 +956,10 @@ def _rebuild_digest(
             raise KeyError(row.subscriber)
         data = found[0]
     frozen = json.loads(data)
+    if not row.digest:  # being sent: finish() reads it from here, not again
+        if len(in_flight) >= IN_FLIGHT_MAX:  # outcomes never recorded: a bug
+            in_flight.clear()
+        in_flight[row.run_id, row.subscriber] = frozen
     ids = [p["id"] for p in frozen["picks"]]
     papers = {} if cache is None else cache
     papers.update(store.papers(pid for pid in ids if pid not in papers))
