@@ -28,14 +28,12 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench import e2e, instancebench, parsebench, sendbench, storebench
-from bench.rss import PeakSampler
+from bench.rss import measured
 
 TARGETS = {
     "build_digests_per_s": 5_000,
@@ -76,17 +74,7 @@ def build_child(subscribers: int, naive: int, outbox: Path | None) -> dict[str, 
         command += ["--naive", str(naive)]
     if outbox:
         command += ["--outbox", str(outbox)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    with PeakSampler(proc.pid) as sampler:
-        out, _ = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode})")
-    result: dict[str, Any] = json.loads(out)
-    result["wall_seconds_with_startup"] = time.perf_counter() - start
-    result["peak_rss_mb"] = sampler.peak_kb / 1024
-    result["peak_processes"] = sampler.peak_processes
-    return result
+    return measured(command)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import buildbench, workload
-from bench.rss import PeakSampler
+from bench.rss import measured
 
 
 def missing() -> str | None:
@@ -106,21 +105,8 @@ def one(subscribers: int, workers: int = 0) -> dict[str, Any]:
         loadbench.fill(state, subscribers)
         filled = time.perf_counter() - filled
         command = [sys.executable, "-m", "bench.storebench", "--child", str(state)]
-        command += ["--workers", str(workers)]
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        with PeakSampler(proc.pid) as sampler:
-            out, _ = proc.communicate()
-        if proc.returncode:
-            raise SystemExit(f"{' '.join(command)} failed ({proc.returncode})")
-    result: dict[str, Any] = json.loads(out)
-    result.update(
-        subscribers=subscribers,
-        fill_seconds=filled,
-        wall_seconds_with_startup=time.perf_counter() - start,
-        peak_rss_mb=sampler.peak_kb / 1024,
-        peak_processes=sampler.peak_processes,
-    )
+        result = measured([*command, "--workers", str(workers)])
+    result.update(subscribers=subscribers, fill_seconds=filled)
     return result
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.models import Digest, Pick, Subscriber
+from newsletter.models import Digest, LedgerRow, Pick, Subscriber
 from newsletter.store import SqliteStore, sqlite
 from tests.test_store import DAY, NOW, paper
 
@@ -50,15 +50,20 @@ def test_a_freeze_commits_chunk_by_chunk_as_it_reads_the_digests(
         assert [r.email for r in rows] == [f"reader{n}@example.org" for n in [*range(8), 9]]
 
 
+def frozen_run(store: SqliteStore, count: int) -> tuple[int, list[Digest], list[LedgerRow]]:
+    """A run with ``count`` digests frozen: its id, the digests, the rows to send."""
+    store.add_papers([paper("a", 3)], NOW)
+    run_id = store.open_run(DAY, NOW)
+    frozen = [digest(n) for n in range(count)]
+    store.freeze(run_id, frozen, NOW)
+    return run_id, frozen, store.pending(run_id)
+
+
 def test_rows_to_send_carry_no_json_and_each_digest_is_read_when_it_is_sent(
     tmp_path: Path,
 ) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
-        store.add_papers([paper("a", 3)], NOW)
-        run_id = store.open_run(DAY, NOW)
-        frozen = [digest(n) for n in range(3)]
-        store.freeze(run_id, frozen, NOW)
-        rows = store.pending(run_id)
+        _, frozen, rows = frozen_run(store, 3)
         assert [r.digest for r in rows] == ["", "", ""]
         rebuilt = [store.frozen_digest(r, d.subscriber) for r, d in zip(rows, frozen, strict=True)]
         assert [d.paper_ids for d in rebuilt] == [("a",)] * 3
@@ -70,11 +75,7 @@ def test_rows_to_send_carry_no_json_and_each_digest_is_read_when_it_is_sent(
 def test_a_digest_read_to_be_sent_is_not_read_again_for_its_outcome(tmp_path: Path) -> None:
     """finish() writes the sent-history from the digest frozen_digest parsed for the send."""
     with SqliteStore(tmp_path / "s.db") as store:
-        store.add_papers([paper("a", 3)], NOW)
-        run_id = store.open_run(DAY, NOW)
-        frozen = [digest(n) for n in range(2)]
-        store.freeze(run_id, frozen, NOW)
-        rows = store.pending(run_id)
+        run_id, frozen, rows = frozen_run(store, 2)
         store.frozen_digest(rows[0], frozen[0].subscriber)
         statements: list[str] = []
         store.db.set_trace_callback(statements.append)
