@@ -10,6 +10,12 @@
     instances  messages/s of whole `send` processes to one sink:   (child processes)
             one on SQLite, one on PostgreSQL, two on PostgreSQL (not in the default set:
             ``--only instances``; it starts a throwaway PostgreSQL cluster)
+    e2e     `newsletter send` for 20,000 and 100,000 subscribers  (a subprocess + the sink)
+            (in the YAML file, in the store), start to exit, vs
+            raw aiosmtplib pushing the same messages; peak RSS
+    store   10,000, 100,000 and 1,000,000 readers in the store:   (child process + its pool)
+            read, select and build every digest, discard; time
+            and peak RSS (the 1,000,000 alone takes ~10 minutes)
 
 ``--quick`` shrinks everything to check that the benchmarks run (figures meaningless).
 Run nothing else heavy at the same time: the machine's cores are the thing measured.
@@ -22,14 +28,12 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench import instancebench, parsebench, sendbench
-from bench.rss import PeakSampler
+from bench import e2e, instancebench, parsebench, sendbench, storebench
+from bench.rss import measured
 
 TARGETS = {
     "build_digests_per_s": 5_000,
@@ -37,8 +41,14 @@ TARGETS = {
     "seconds_100k": 30,
     "peak_rss_mb_100k": 300,
     "send_vs_raw": 0.9,
+    "e2e_vs_raw": 0.9,
+    "e2e_peak_rss_mb_100k": 400,
     "page_parse_ms": 30,
 }
+
+
+STORE_SIZES = [10_000, 100_000, 1_000_000]
+PARTS = ["parse", "build", "memory", "send", "e2e", "store"]
 
 
 def machine() -> dict[str, Any]:
@@ -64,30 +74,19 @@ def build_child(subscribers: int, naive: int, outbox: Path | None) -> dict[str, 
         command += ["--naive", str(naive)]
     if outbox:
         command += ["--outbox", str(outbox)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    with PeakSampler(proc.pid) as sampler:
-        out, _ = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode})")
-    result: dict[str, Any] = json.loads(out)
-    result["wall_seconds_with_startup"] = time.perf_counter() - start
-    result["peak_rss_mb"] = sampler.peak_kb / 1024
-    result["peak_processes"] = sampler.peak_processes
-    return result
+    return measured(command)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument(
-        "--only", choices=["parse", "build", "memory", "send", "instances"], action="append"
-    )
+    # instances is not in the default set: it starts a throwaway PostgreSQL cluster
+    parser.add_argument("--only", choices=[*PARTS, "instances"], action="append")
     parser.add_argument("--naive", type=int, default=300, help="digests for the naive baseline")
     parser.add_argument("--outbox", type=Path, default=None, help="write the 10k build here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
-    only = set(args.only or ["parse", "build", "memory", "send"])
+    only = set(args.only or PARTS)
     small, large = (500, 2_000) if args.quick else (10_000, 100_000)
     naive = 20 if args.quick else args.naive
 
@@ -108,6 +107,11 @@ def main() -> None:
     if "instances" in only:
         results["instances"] = instancebench.run(300 if args.quick else 5_000)
         print("instances", json.dumps(results["instances"]), flush=True)
+    if "e2e" in only:
+        sizes, papers = ((200, 400), 300) if args.quick else ((20_000, 100_000), 2_000)
+        results["e2e"] = e2e.run(sizes, papers)
+    if "store" in only:
+        results["store"] = storebench.run([300, 1_000] if args.quick else STORE_SIZES)
     summary(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -182,10 +186,44 @@ def summary(r: dict[str, Any]) -> None:
                     "",
                 )
             )
-    width = max(len(a) for a, _, _ in rows)
+    if "e2e" in r:
+        for run in r["e2e"]["runs"]:
+            name = f"e2e: send {run['subscribers']:,} ({run['origin']}), s / msgs/s"
+            rows.append((name, f"{run['wall_seconds']:.1f} / {run['msgs_per_s']:,.0f}", ""))
+            raw = run["raw"]
+            rows.append(
+                (
+                    "  raw aiosmtplib, same messages, s / msgs/s",
+                    f"{raw['wall_seconds']:.1f} / {raw['msgs_per_s']:,.0f}",
+                    "",
+                )
+            )
+            rows.append(("  send / raw", f"{run['vs_raw']:.0%}", ">= 90%"))
+            rss = f"{run['peak_rss_mb']:.0f} ({run['peak_processes']} processes)"
+            rows.append(("  peak RSS of the send, MB", rss, "< 400 at 100,000"))
+    for run in r.get("store", {}).get("runs", []):
+        rows.append(
+            (
+                f"store: {run['subscribers']:,} readers, read + select + build, s",
+                f"{run['seconds']:.1f} ({run['digests_per_s']:,.0f}/s)",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "  peak RSS, all processes, MB",
+                f"{run['peak_rss_mb']:.0f} ({run['peak_processes']} processes)",
+                "< 1,000 at 1,000,000",
+            )
+        )
+    width = max((len(a) for a, _, _ in rows), default=0)
     print()
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>28}  {target}")
+    for line in r.get("e2e", {}).get("skipped", []):
+        print(f"e2e: {line}")
+    for line in r.get("store", {}).get("skipped", []):
+        print(f"store: {line}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 
 def _children() -> dict[int, list[int]]:
@@ -68,3 +72,19 @@ class PeakSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def measured(command: list[str]) -> dict[str, Any]:
+    """Run ``command`` (a benchmark printing one JSON object), its process tree sampled: the
+    object, with the wall time from start to exit and the peak RSS summed over the tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    with PeakSampler(proc.pid) as sampler:
+        out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    result["wall_seconds_with_startup"] = time.perf_counter() - start
+    result["peak_rss_mb"] = sampler.peak_kb / 1024
+    result["peak_processes"] = sampler.peak_processes
+    return result

@@ -39,22 +39,22 @@ def free_port() -> int:
 
 
 class Sink:
-    """``bench.sink`` in a child process."""
+    """``bench.sink`` in a child process (``sizes``: it reports each message's size too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sizes: bool = False) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sink", str(self.port)],
+            [sys.executable, "-m", "bench.sink", str(self.port), *(["--sizes"] if sizes else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
-    def close(self) -> dict[str, int]:
+    def close(self) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
-        result: dict[str, int] = json.loads(self.proc.stdout.read())
+        result: dict[str, Any] = json.loads(self.proc.stdout.read())
         self.proc.wait()
         return result
 

@@ -1,7 +1,7 @@
 """An aiosmtpd server that accepts and discards every message: ``python -m bench.sink PORT``.
 
 Runs until its stdin closes (the benchmark runs it as a child process), then prints how many
-messages and bytes it accepted as JSON.
+messages and bytes it accepted as JSON (with ``--sizes``, also the size of each message).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ class Discard:
     def __init__(self) -> None:
         self.messages = 0
         self.bytes = 0
+        self.sizes: list[int] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages += 1
         self.bytes += len(envelope.content)
+        self.sizes.append(len(envelope.content))
         return "250 2.0.0 Discarded"
 
 
@@ -31,7 +33,10 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.read()  # until the parent closes it
     controller.stop()
-    print(json.dumps({"messages": handler.messages, "bytes": handler.bytes}), flush=True)
+    result: dict[str, Any] = {"messages": handler.messages, "bytes": handler.bytes}
+    if "--sizes" in sys.argv[2:]:
+        result["sizes"] = handler.sizes
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

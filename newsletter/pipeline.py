@@ -61,7 +61,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from newsletter import compose, ledger, roster, selection, sources
+from newsletter import collector, compose, ledger, roster, selection, sources
 from newsletter.config import Config
 from newsletter.deliver import Outcome, Sender
 from newsletter.errors import ClaimLost, NewsletterError, SendError
@@ -230,16 +230,18 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
             run = ledger.open_run(store, day, clock)
             missing = run.missing(subscribers)
             if missing:
-                # Selected here, in full, before the ledger transaction (fetching does I/O of
-                # its own): the ledger keeps each digest, so a resumed run sends the same ones.
+                # Fetched and matched first (fetching does I/O of its own), then selected as
+                # the ledger freezes them, a chunk at a time: the ledger keeps each digest, so
+                # a resumed run sends the same ones; 100,000 of them are never all in memory.
                 selecting, requests = job.match(missing)
-                run.freeze(
-                    [
-                        selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
-                        for r in requests
-                    ],
-                    send_empty=config.selection.send_empty,
-                )
+                with collector.paused():  # ~1 of 14 s of CPU for 100,000: walking the heap
+                    run.freeze(
+                        (
+                            selecting.select(r.subscriber, r.since, r.sent_ids, r.skipped)
+                            for r in requests
+                        ),
+                        send_empty=config.selection.send_empty,
+                    )
         spec = dataclasses.replace(job.spec, run_id=run.id)  # named in each VERP envelope sender
         composer = _Reused(spec)  # claimed batches (PostgreSQL) compose with one composer
         papers = run.papers()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from newsletter import config
 from newsletter.cli import cli
+from newsletter.errors import ConfigError
 
 VALID = (
     "topics:\n  diffusion:\n    keywords: [diffusion]\n"
@@ -43,6 +44,12 @@ SNIPPETS = [
 
 
 def read(text: str) -> Any:
+    """As config.parse reads: from libyaml's events, else from the node tree."""
+    data = config._data(text)
+    return config._construct(config._compose(text)) if data is config._UNREAD else data
+
+
+def read_nodes(text: str) -> Any:
     return config._construct(config._compose(text))
 
 
@@ -61,6 +68,14 @@ def test_reads_what_safe_load_reads(monkeypatch: pytest.MonkeyPatch, text: str, 
     if not fast:
         monkeypatch.setattr(config, "_FAST_LOADER", None)
     assert outcome(read, text) == outcome(yaml.safe_load, text)
+    assert outcome(read_nodes, text) == outcome(yaml.safe_load, text)
+
+
+def test_a_plain_file_is_read_from_the_events() -> None:
+    """The short way is taken where it can be (else the tests above prove little)."""
+    assert config._data(VALID) == yaml.safe_load(VALID)
+    assert config._data(SNIPPETS[1]) == yaml.safe_load(SNIPPETS[1])  # ints, dates, nulls
+    assert config._data("a: &x [1]\nb: *x\n") is config._UNREAD
 
 
 scalars = st.one_of(
@@ -84,28 +99,36 @@ documents = st.recursive(
 @given(documents, st.sampled_from([False, True]))
 def test_any_dumped_document_reads_back_as_safe_load_reads_it(data: Any, flow: bool) -> None:
     text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
-    assert read(text) == yaml.safe_load(text)
+    assert read(text) == read_nodes(text) == yaml.safe_load(text)
 
 
 def test_the_text_is_parsed_once_by_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Composed once (libyaml) and the data made from the nodes: no second parse."""
+    """A good file: read once, by libyaml, the data made from its events (no node tree, no
+    second parse). A file with problems is composed again, for the problems' lines."""
     assert yaml.__with_libyaml__, "PyYAML without libyaml: the slow reader is the only one"
     parses: list[str] = []
-    real_compose, real_load = yaml.compose, yaml.load
+    real_compose = yaml.compose
+
+    class Counted(yaml.CSafeLoader):
+        def __init__(self, stream: str) -> None:
+            parses.append("libyaml")
+            super().__init__(stream)
 
     def compose(stream: Any, Loader: Any) -> Any:
         parses.append(f"compose {Loader.__name__}")
         return real_compose(stream, Loader=Loader)
 
-    def load(stream: Any, Loader: Any) -> Any:
-        parses.append(f"load {Loader.__name__}")
-        return real_load(stream, Loader=Loader)
-
+    monkeypatch.setattr(config, "_FAST_LOADER", Counted)
     monkeypatch.setattr(yaml, "compose", compose)
-    monkeypatch.setattr(yaml, "load", load)
+    monkeypatch.setattr(yaml, "load", None)  # nothing else reads it
     loaded = config.parse(VALID, "c.yaml")
     assert [s.email for s in loaded.subscribers] == ["ada@example.org"]
-    assert parses == ["compose CSafeLoader"]
+    assert parses == ["libyaml"]
+    parses.clear()
+    with pytest.raises(ConfigError) as e:
+        config.parse(VALID.replace("[diffusion]\n", "[diffusion]\n    bogus: 1\n", 1), "c.yaml")
+    assert e.value.problems == ["c.yaml:4: topics.diffusion.bogus: unknown key"]
+    assert parses == ["libyaml", "compose Counted", "libyaml"]
 
 
 BAD = [

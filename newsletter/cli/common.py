@@ -7,6 +7,7 @@ Nothing here imports a stage at the top: ``newsletter --help`` must stay light.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import re
 import sys
@@ -88,7 +89,13 @@ def handles_errors(fn: F) -> F:
 def load_config(path: Path) -> config_mod.Config:
     from newsletter import config as config_mod
 
-    return config_mod.load(path)
+    # The config lives as long as the command: the cycle collector need not walk its
+    # objects (~150,000 for 20,000 subscribers) again at every collection of a run. What is
+    # garbage now is collected first (a few ms): frozen, it would never be.
+    gc.collect()
+    config = config_mod.load(path)
+    gc.freeze()
+    return config
 
 
 def open_state(config: config_mod.Config) -> SqliteStore | PostgresStore:

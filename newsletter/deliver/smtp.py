@@ -389,12 +389,23 @@ async def _write_data(conn: aiosmtplib.SMTP, data: bytes) -> None:
         raise aiosmtplib.SMTPServerDisconnected("connection lost during the message")
 
 
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
 def _dot_stuff(data: bytes) -> bytes:
-    """SMTP transparency (RFC 5321 4.5.2): CRLF line ends, a leading dot doubled; no end mark."""
-    data = re.sub(rb"\r?\n", b"\r\n", data)
+    """SMTP transparency (RFC 5321 4.5.2): CRLF line ends, a leading dot doubled; no end mark.
+
+    Counting and ``replace`` instead of regular expressions over the whole message: a regex
+    that may start at any byte cost ~700 µs a 35 KB message, a third of a send's CPU.
+    """
+    if data.count(b"\n") != data.count(b"\r\n"):  # a bare LF (ours end lines with CRLF)
+        data = _BARE_LF.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return re.sub(rb"(?m)^\.", b"..", data)
+    if data.startswith(b"."):
+        data = b"." + data
+    # Every line end is CRLF now: a line that starts with a dot follows one.
+    return data.replace(b"\r\n.", b"\r\n..")
 
 
 class _GaveUp(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import json
 import re
 import time
@@ -37,6 +38,7 @@ from newsletter.models import (
     merge_papers,
 )
 from newsletter.store import pg_migrations as migrations
+from newsletter.store import sqlite
 from newsletter.store.location import shown_url
 from newsletter.store.sqlite import (
     UNFINISHED,
@@ -112,6 +114,7 @@ class PostgresStore(SubscriberRows):
         self.url = url
         self.path = shown_url(url)  # what messages name, as SqliteStore names its file
         self.read_only = read_only
+        self._in_flight: dict[tuple[int, str], Any] = {}  # see SqliteStore.__init__
         try:
             # A password given goes in as a keyword: libpq's own (PGPASSWORD, .pgpass) otherwise.
             extra: dict[str, Any] = {"password": password} if password else {}
@@ -534,7 +537,7 @@ class PostgresStore(SubscriberRows):
                 "(status = ANY(%s) AND updated_at < %s)) ORDER BY seq LIMIT %s "
                 "FOR UPDATE SKIP LOCKED) "
                 "UPDATE ledger l SET claim_id = %s FROM picked WHERE l.seq = picked.seq "
-                "RETURNING l.seq, l.subscriber, l.email, l.digest, l.status, l.deferrals",
+                "RETURNING l.seq, l.subscriber, l.email, '', l.status, l.deferrals",
                 (run_id, list(keys), list(again), since.isoformat(), limit, claim_id),
             )
         rows.sort(key=lambda r: r[0])
@@ -634,15 +637,21 @@ class PostgresStore(SubscriberRows):
         """Add recipients to a run with their digests; rows already there are never changed.
 
         A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
+        ``digests`` is read lazily, ``FREEZE_CHUNK`` at a time, each chunk in a transaction of
+        its own (see ``SqliteStore.freeze``); the other senders wait on ``freeze_lock``.
         """
-        rows = _frozen_rows(run_id, digests, now, send_empty=send_empty)
+        source = iter(digests)
         added = 0
-        with self.db.transaction(), self.db.cursor() as cur:
-            for row in rows:  # in order: seq is the order a run sends its rows in
-                cur.execute(
+        while chunk := list(itertools.islice(source, sqlite.FREEZE_CHUNK)):
+            rows = _frozen_rows(run_id, chunk, now, send_empty=send_empty)
+            del chunk
+            with self.db.transaction(), self.db.cursor() as cur:
+                # In order (seq is the order a run sends its rows in), pipelined: the sum of
+                # the rows each INSERT added.
+                cur.executemany(
                     "INSERT INTO ledger(run_id, subscriber, email, digest, papers, status, "
                     "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    row,
+                    rows,
                 )
                 added += cur.rowcount
         return added
@@ -681,7 +690,7 @@ class PostgresStore(SubscriberRows):
         """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
         statuses = [*UNFINISHED, "unknown"] if retry_unknown else list(UNFINISHED)
         rows = self._rows(
-            "SELECT subscriber, email, digest, status, deferrals FROM ledger "
+            "SELECT subscriber, email, '', status, deferrals FROM ledger "
             "WHERE run_id = %s AND status = ANY(%s) ORDER BY seq",
             (run_id, statuses),
         )
@@ -692,7 +701,7 @@ class PostgresStore(SubscriberRows):
     ) -> Digest:
         """Rebuild a frozen digest; paper data comes from the store (``cache``: see
         ``SqliteStore.frozen_digest``)."""
-        return _rebuild_digest(self, row, subscriber, cache)
+        return _rebuild_digest(self, row, subscriber, cache, self._in_flight)
 
     def run_papers(self, run_id: int) -> dict[str, PaperData]:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache."""
@@ -745,13 +754,17 @@ class PostgresStore(SubscriberRows):
 
         ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
         """
-        row = self._one(
-            "SELECT digest FROM ledger WHERE run_id = %s AND subscriber = %s", (run_id, subscriber)
-        )
-        if row is None:
-            raise KeyError(subscriber)
+        frozen = self._in_flight.pop((run_id, subscriber), None)
+        if frozen is None:
+            row = self._one(
+                "SELECT digest FROM ledger WHERE run_id = %s AND subscriber = %s",
+                (run_id, subscriber),
+            )
+            if row is None:
+                raise KeyError(subscriber)
+            frozen = row[0]
         with self._recording(f"the outcome for {subscriber} ({status})"), self.db.transaction():
-            self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
+            self._finish(run_id, subscriber, status, detail, now, frozen, paper_ids)
 
     def _finish(
         self,
@@ -760,9 +773,10 @@ class PostgresStore(SubscriberRows):
         status: LedgerStatus,
         detail: str,
         now: dt.datetime,
-        digest: str,
+        digest: str | dict[str, Any],
         paper_ids: Sequence[str] | None = None,
     ) -> None:
+        """``digest``: the frozen digest's JSON, or what it parses to."""
         self.db.execute(
             "UPDATE ledger SET status = %s, detail = %s, updated_at = %s, "
             "deferrals = deferrals + (CASE WHEN %s = 'deferred' THEN 1 ELSE 0 END) "

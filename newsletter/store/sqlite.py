@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import errno
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -41,13 +42,15 @@ from newsletter.models import (
     merge_papers,
 )
 from newsletter.store import migrations
-from newsletter.store.subscribers import SubscriberRows
+from newsletter.store.subscribers import Cursor, SubscriberRows
 
 #: A trend compares the newest snapshot with one at least this much older, when there is one.
 TREND_BASELINE = dt.timedelta(hours=12)
 
 #: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
 UNFINISHED = ("pending", "deferred")
+FREEZE_CHUNK = 2_000  # digests per transaction of a freeze
+IN_FLIGHT_MAX = 10_000  # parsed digests kept between being read and their outcome
 
 
 class SqliteStore(SubscriberRows):
@@ -64,6 +67,9 @@ class SqliteStore(SubscriberRows):
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = str(path)
         self.read_only = read_only
+        # A frozen digest read to be sent, parsed, until its outcome is recorded: finish()
+        # needs it again, for the sent-history (bounded: what a send has in flight).
+        self._in_flight: dict[tuple[int, str], Any] = {}
         self.created = self.path != ":memory:" and not os.path.exists(self.path)
         try:
             if read_only:
@@ -447,8 +453,9 @@ class SqliteStore(SubscriberRows):
         wanted = set(keys)
         marks = ",".join("?" * len(again)) or "NULL"
         with self._tx():
+            # Without the digests' JSON (~1.5 KB each): frozen_digest reads each when it is sent.
             found = self.db.execute(
-                f"SELECT rowid, subscriber, email, digest, status, deferrals FROM ledger "
+                f"SELECT rowid, subscriber, email, '', status, deferrals FROM ledger "
                 f"WHERE run_id = ? AND claim_id IS NULL AND (status = 'pending' OR "
                 f"(status IN ({marks}) AND updated_at < ?)) ORDER BY rowid",
                 (run_id, *again, since.isoformat()),
@@ -549,16 +556,25 @@ class SqliteStore(SubscriberRows):
         """Add recipients to a run with their digests; rows already there are never changed.
 
         A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
+        ``digests`` is read lazily, ``FREEZE_CHUNK`` at a time, each chunk in a transaction of
+        its own: neither the digests nor their JSON are all in memory at once, and the write
+        lock is not held while the next ones are selected. Rows frozen before a failure stay:
+        the run's recipients without a row are selected again when it resumes.
         """
-        rows = _frozen_rows(run_id, digests, now, send_empty=send_empty)
-        with self._tx():
-            before = self.db.total_changes
-            self.db.executemany(
-                "INSERT OR IGNORE INTO ledger(run_id, subscriber, email, digest, papers, status, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return self.db.total_changes - before
+        source = iter(digests)
+        added = 0
+        while chunk := list(itertools.islice(source, FREEZE_CHUNK)):
+            rows = _frozen_rows(run_id, chunk, now, send_empty=send_empty)
+            del chunk
+            with self._tx():
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO ledger(run_id, subscriber, email, digest, papers, status, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                added += self.db.total_changes - before
+        return added
 
     def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]:
         """Cancel what earlier days' runs left pending or deferred: today's windows cover those papers."""
@@ -600,8 +616,9 @@ class SqliteStore(SubscriberRows):
         """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
         statuses = (*UNFINISHED, "unknown") if retry_unknown else UNFINISHED
         marks = ",".join("?" * len(statuses))
+        # Without the digests' JSON (~1.5 KB each): frozen_digest reads each when it is sent.
         rows = self.db.execute(
-            f"SELECT subscriber, email, digest, status, deferrals FROM ledger "
+            f"SELECT subscriber, email, '', status, deferrals FROM ledger "
             f"WHERE run_id = ? AND status IN ({marks}) ORDER BY rowid",
             (run_id, *statuses),
         ).fetchall()
@@ -641,13 +658,17 @@ class SqliteStore(SubscriberRows):
 
         ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
         """
-        row = self.db.execute(
-            "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?", (run_id, subscriber)
-        ).fetchone()
-        if row is None:
-            raise KeyError(subscriber)
+        frozen = self._in_flight.pop((run_id, subscriber), None)
+        if frozen is None:
+            row = self.db.execute(
+                "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?",
+                (run_id, subscriber),
+            ).fetchone()
+            if row is None:
+                raise KeyError(subscriber)
+            frozen = row[0]
         with self._recording(f"the outcome for {subscriber} ({status})"), self._tx():
-            self._finish(run_id, subscriber, status, detail, now, row[0], paper_ids)
+            self._finish(run_id, subscriber, status, detail, now, frozen, paper_ids)
 
     def _finish(
         self,
@@ -656,9 +677,10 @@ class SqliteStore(SubscriberRows):
         status: LedgerStatus,
         detail: str,
         now: dt.datetime,
-        digest: str,
+        digest: str | dict[str, Any],
         paper_ids: Sequence[str] | None = None,
     ) -> None:
+        """``digest``: the frozen digest's JSON, or what it parses to."""
         self.db.execute(
             "UPDATE ledger SET status = ?, detail = ?, updated_at = ?, "
             "deferrals = deferrals + (? = 'deferred') WHERE run_id = ? AND subscriber = ?",
@@ -705,7 +727,7 @@ class SqliteStore(SubscriberRows):
         ``cache``, kept for a whole run, holds the papers already read: recipients share
         papers, so each is read and decoded once per run, not once per recipient.
         """
-        return _rebuild_digest(self, row, subscriber, cache)
+        return _rebuild_digest(self, row, subscriber, cache, self._in_flight)
 
     def run_papers(self, run_id: int) -> dict[str, PaperData]:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache.
@@ -875,12 +897,13 @@ def _frozen_rows(
 
 
 def _carried(
-    digest: str, paper_ids: Sequence[str] | None
+    digest: str | dict[str, Any], paper_ids: Sequence[str] | None
 ) -> tuple[list[dict[str, Any]], list[str], str, str]:
     """What a sent (or maybe sent) frozen digest writes to the sent-history: (picks carried,
-    skipped ids, digest id, day). ``paper_ids``: the papers the message carried, when the
-    size guard left some out (those are not sent)."""
-    frozen = json.loads(digest)
+    skipped ids, digest id, day). ``digest``: its JSON, or what that parses to.
+    ``paper_ids``: the papers the message carried, when the size guard left some out (those
+    are not sent)."""
+    frozen = json.loads(digest) if isinstance(digest, str) else digest
     picks = frozen["picks"]
     if paper_ids is not None:
         carried = set(paper_ids)
@@ -923,16 +946,35 @@ def _trends(history: dict[str, list[tuple[dt.datetime, int]]]) -> dict[str, Tren
 
 class _PaperReader(Protocol):
     def papers(self, ids: Iterable[str]) -> dict[str, PaperData]: ...
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
 
 def _rebuild_digest(
     store: _PaperReader,
     row: LedgerRow,
     subscriber: Subscriber,
-    cache: dict[str, PaperData] | None = None,
+    cache: dict[str, PaperData] | None,
+    in_flight: dict[tuple[int, str], Any],
 ) -> Digest:
-    """A frozen digest (the ledger row's JSON) on the store's papers; both backends'."""
-    frozen = json.loads(row.digest)
+    """A frozen digest (the ledger row's JSON) on the store's papers; both backends'.
+
+    A row claimed to be sent carries no JSON (``claim``, ``pending``): it is read now and
+    kept parsed in ``in_flight`` until ``finish`` records its outcome (it needs it again,
+    for the sent-history)."""
+    data = row.digest
+    if not data:
+        found = store._exec(
+            "SELECT digest FROM ledger WHERE run_id = ? AND subscriber = ?",
+            (row.run_id, row.subscriber),
+        ).fetchone()
+        if found is None:
+            raise KeyError(row.subscriber)
+        data = found[0]
+    frozen = json.loads(data)
+    if not row.digest:  # being sent: finish() reads it from here, not again
+        if len(in_flight) >= IN_FLIGHT_MAX:  # outcomes never recorded: a bug
+            in_flight.clear()
+        in_flight[row.run_id, row.subscriber] = frozen
     ids = [p["id"] for p in frozen["picks"]]
     papers = {} if cache is None else cache
     papers.update(store.papers(pid for pid in ids if pid not in papers))
