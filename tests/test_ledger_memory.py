@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from newsletter.models import Digest, LedgerRow, Pick, Subscriber
-from newsletter.store import SqliteStore, Store, open_store, sqlite
+from newsletter.store import SqliteStore, Store, ledger_rows, open_store
 from newsletter.store.postgres import PostgresStore
 from tests.test_store import DAY, NOW, paper
 
@@ -33,7 +33,7 @@ def committed(store_url: str) -> int:
 def test_a_freeze_commits_chunk_by_chunk_as_it_reads_the_digests(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite, "FREEZE_CHUNK", 3)
+    monkeypatch.setattr(ledger_rows, "FREEZE_CHUNK", 3)
     seen: list[tuple[int, int]] = []  # (digests read so far, rows committed then)
     with open_store(store_url) as store:
         store.add_papers([paper("a", 3)], NOW)

@@ -12,46 +12,31 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import itertools
 import json
 import re
 import time
 import zlib
-from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, LiteralString
 
 import psycopg
 
-from newsletter.errors import ClaimLost, StoreError
+from newsletter.errors import StoreError
 from newsletter.models import (
-    Digest,
-    InboundKind,
     LedgerRow,
     LedgerStatus,
     PaperData,
     Response,
-    RunHealth,
     Subscriber,
     SubscriberRecord,
     Trend,
     merge_papers,
 )
 from newsletter.store import pg_migrations as migrations
-from newsletter.store import sqlite
+from newsletter.store.ledger_rows import UNFINISHED, LedgerRows, owner
 from newsletter.store.location import shown_url
-from newsletter.store.sqlite import (
-    UNFINISHED,
-    _carried,
-    _dump,
-    _frozen_rows,
-    _load,
-    _rebuild_digest,
-    _run_health,
-    _trends,
-    owner,
-)
-from newsletter.store.subscribers import Cursor, SubscriberRows
+from newsletter.store.sqlite import _dump, _load, _trends
+from newsletter.store.subscribers import Cursor
 
 
 class EmptyDatabase(StoreError):
@@ -99,7 +84,7 @@ def _postgres_sql(sql: str) -> str:
     return sql
 
 
-class PostgresStore(SubscriberRows):
+class PostgresStore(LedgerRows):
     """The state database at ``url``, opened for one command; a database error that leaves
     the ``with`` block becomes a ``StoreError`` naming the URL (without its password).
 
@@ -361,59 +346,6 @@ class PostgresStore(SubscriberRows):
 
     # -- sent-history ----------------------------------------------------------------------
 
-    def sent_ids(self, subscriber: str) -> frozenset[str]:
-        rows = self._rows(
-            "SELECT paper_id FROM deliveries WHERE subscriber = %s", (subscriber.casefold(),)
-        )
-        return frozenset(r[0] for r in rows)
-
-    def skipped_ids(self, subscriber: str) -> frozenset[str]:
-        rows = self._rows(
-            "SELECT paper_id FROM skipped WHERE subscriber = %s", (subscriber.casefold(),)
-        )
-        return frozenset(r[0] for r in rows)
-
-    def last_digest_day(self, subscriber: str) -> dt.date | None:
-        row = self._one(
-            "SELECT MAX(day) FROM digests WHERE subscriber = %s", (subscriber.casefold(),)
-        )
-        return dt.date.fromisoformat(row[0]) if row and row[0] else None
-
-    def last_digest_days(self) -> dict[str, dt.date]:
-        rows = self._rows("SELECT subscriber, MAX(day) FROM digests GROUP BY subscriber")
-        return {key: dt.date.fromisoformat(day) for key, day in rows}
-
-    def _record(
-        self,
-        who: str,
-        picks: list[dict[str, Any]],
-        skipped: list[str],
-        digest_id: str,
-        day: str,
-        now: dt.datetime,
-    ) -> None:
-        stamp = now.isoformat()
-        ids = [p["id"] for p in picks]
-        with self.db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO deliveries(subscriber, paper_id, digest_id, delivered_at) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(who, pid, digest_id, stamp) for pid in ids],
-            )
-            cur.execute(
-                "INSERT INTO digests(subscriber, digest_id, day, delivered_at, papers) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (who, digest_id, day, stamp, len(ids)),
-            )
-            cur.execute(
-                "DELETE FROM skipped WHERE subscriber = %s AND paper_id = ANY(%s)", (who, ids)
-            )
-            cur.executemany(
-                "INSERT INTO skipped(subscriber, paper_id, digest_id) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                [(who, pid, digest_id) for pid in skipped],
-            )
-
     # -- subscribers (``SubscriberRows``'s SQLite SQL, rewritten where PostgreSQL's differs) --
 
     def sync_file_subscribers(
@@ -434,9 +366,10 @@ class PostgresStore(SubscriberRows):
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self.db.execute(_postgres_sql(sql).encode(), params)
 
-    def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         with self.db.cursor() as cur:
             cur.executemany(_postgres_sql(sql).encode(), list(rows))
+            return cur.rowcount  # the sum over the rows (psycopg >= 3.1)
 
     # -- the send ledger -------------------------------------------------------------------
 
@@ -553,22 +486,6 @@ class PostgresStore(SubscriberRows):
             )
         return cur.rowcount > 0
 
-    def release_claim(self, claim_id: int) -> None:
-        """The claim's rows are nobody's again (those it left unsent go to the next claim)."""
-        with self._recording("the end of a batch"), self.db.transaction():
-            self.db.execute("UPDATE ledger SET claim_id = NULL WHERE claim_id = %s", (claim_id,))
-            self.db.execute("DELETE FROM claims WHERE id = %s", (claim_id,))
-
-    def claimed_unsent(self, run_id: int | None = None) -> int:
-        """Rows claimed and not yet handed over (of ``run_id``, or of every run): the daily
-        cap counts them as going out."""
-        row = self._one(
-            "SELECT COUNT(*) FROM ledger WHERE claim_id IS NOT NULL "
-            "AND status IN ('pending', 'sending') AND (%s::bigint IS NULL OR run_id = %s)",
-            (run_id, run_id),
-        )
-        return int(row[0]) if row else 0
-
     def pace(self, interval: float) -> float:
         """Seconds to wait before the next message starts: every sender takes the next slot,
         ``interval`` after the one before, from one row (the rate holds for them all)."""
@@ -581,80 +498,6 @@ class PostgresStore(SubscriberRows):
             (interval, interval, interval),
         )
         return max(0.0, float(row[0])) if row else 0.0
-
-    def fire_once(self, job: str, slot: str, now: dt.datetime) -> bool:
-        """True for the first caller of ``job`` at ``slot`` across every instance."""
-        cur = self.db.execute(
-            "INSERT INTO jobs_fired(job, slot, owner, fired_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (job, slot, owner(), now.isoformat()),
-        )
-        if cur.rowcount == 0:
-            return False
-        # Kept a week (a poll every few minutes adds hundreds a day): enough to say who fired.
-        self.db.execute(
-            "DELETE FROM jobs_fired WHERE job = %s AND fired_at < %s",
-            (job, (now - dt.timedelta(days=7)).isoformat()),
-        )
-        return True
-
-    def open_run(self, day: dt.date, now: dt.datetime) -> int:
-        """The run for ``day``: created on first use, the same one on every later call."""
-        self.db.execute(
-            "INSERT INTO runs(day, started_at) VALUES (%s, %s) ON CONFLICT (day) DO NOTHING",
-            (day.isoformat(), now.isoformat()),
-        )
-        row = self._one("SELECT id FROM runs WHERE day = %s", (day.isoformat(),))
-        assert row is not None  # inserted just above, and runs are never deleted
-        return int(row[0])
-
-    def frozen_row(self, day: dt.date, subscriber: str) -> LedgerRow | None:
-        """The subscriber's row in the run of ``day``, if that run froze one (read only)."""
-        row = self._one(
-            "SELECT l.run_id, l.subscriber, l.email, l.digest, l.status FROM ledger l "
-            "JOIN runs r ON r.id = l.run_id WHERE r.day = %s AND l.subscriber = %s",
-            (day.isoformat(), subscriber.casefold()),
-        )
-        return None if row is None else LedgerRow(*row)
-
-    def run_recipients(self, run_id: int) -> set[str]:
-        return {
-            r[0] for r in self._rows("SELECT subscriber FROM ledger WHERE run_id = %s", (run_id,))
-        }
-
-    def unfinished(self, day: dt.date) -> set[str]:
-        """Recipients the run of ``day`` has still to send (or left in flight): resume them."""
-        rows = self._rows(
-            "SELECT l.subscriber FROM ledger l JOIN runs r ON r.id = l.run_id "
-            "WHERE r.day = %s AND l.status = ANY(%s)",
-            (day.isoformat(), [*UNFINISHED, "sending"]),
-        )
-        return {r[0] for r in rows}
-
-    def freeze(
-        self, run_id: int, digests: Iterable[Digest], now: dt.datetime, *, send_empty: bool = False
-    ) -> int:
-        """Add recipients to a run with their digests; rows already there are never changed.
-
-        A digest without papers is recorded as ``empty`` (nothing new), unless ``send_empty``.
-        ``digests`` is read lazily, ``FREEZE_CHUNK`` at a time, each chunk in a transaction of
-        its own (see ``SqliteStore.freeze``); the other senders wait on ``freeze_lock``.
-        """
-        source = iter(digests)
-        added = 0
-        while chunk := list(itertools.islice(source, sqlite.FREEZE_CHUNK)):
-            rows = _frozen_rows(run_id, chunk, now, send_empty=send_empty)
-            del chunk
-            with self.db.transaction(), self.db.cursor() as cur:
-                # In order (seq is the order a run sends its rows in), pipelined: the sum of
-                # the rows each INSERT added.
-                cur.executemany(
-                    "INSERT INTO ledger(run_id, subscriber, email, digest, papers, status, "
-                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    rows,
-                )
-                added += cur.rowcount
-        return added
 
     def supersede_before(self, day: dt.date, now: dt.datetime) -> list[str]:
         """Cancel what earlier days' runs left pending or deferred: today's windows cover those papers."""
@@ -686,23 +529,6 @@ class PostgresStore(SubscriberRows):
                 )
         return [email for _, email, _ in rows]
 
-    def pending(self, run_id: int, *, retry_unknown: bool = False) -> list[LedgerRow]:
-        """Rows to send: pending and deferred ones (and unknown ones with ``retry_unknown``)."""
-        statuses = [*UNFINISHED, "unknown"] if retry_unknown else list(UNFINISHED)
-        rows = self._rows(
-            "SELECT subscriber, email, '', status, deferrals FROM ledger "
-            "WHERE run_id = %s AND status = ANY(%s) ORDER BY seq",
-            (run_id, statuses),
-        )
-        return [LedgerRow(run_id, *row) for row in rows]
-
-    def frozen_digest(
-        self, row: LedgerRow, subscriber: Subscriber, cache: dict[str, PaperData] | None = None
-    ) -> Digest:
-        """Rebuild a frozen digest; paper data comes from the store (``cache``: see
-        ``SqliteStore.frozen_digest``)."""
-        return _rebuild_digest(self, row, subscriber, cache, self._in_flight)
-
     def run_papers(self, run_id: int) -> dict[str, PaperData]:
         """Every paper of the run's frozen digests, read once: a ``frozen_digest`` cache."""
         rows = self._rows(
@@ -712,207 +538,6 @@ class PostgresStore(SubscriberRows):
         )
         return self.papers(pid for (pid,) in rows)
 
-    def delivered_since(self, since: dt.datetime) -> int:
-        """Messages handed to the server since ``since`` (for the daily cap)."""
-        row = self._one(
-            "SELECT COUNT(*) FROM ledger WHERE status IN ('sent', 'unknown') AND updated_at >= %s",
-            (since.isoformat(),),
-        )
-        return int(row[0]) if row else 0
-
-    def mark_sending(
-        self,
-        run_id: int,
-        subscriber: str,
-        message_id: str,
-        now: dt.datetime,
-        *,
-        claim: int | None = None,
-    ) -> None:
-        """The message is being handed over; ``claim``: only while the row is still in it."""
-        with self._recording(f"that a message to {subscriber} is being sent"):
-            cur = self.db.execute(
-                "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = %s, "
-                "updated_at = %s WHERE run_id = %s AND subscriber = %s "
-                "AND (%s::bigint IS NULL OR claim_id = %s)",
-                (message_id, now.isoformat(), run_id, subscriber, claim, claim),
-            )
-        if cur.rowcount == 0 and claim is not None:
-            raise ClaimLost(self.path, f"the claim on {subscriber} lapsed; another sender has it")
-
-    def finish(
-        self,
-        run_id: int,
-        subscriber: str,
-        status: LedgerStatus,
-        detail: str,
-        now: dt.datetime,
-        *,
-        paper_ids: Sequence[str] | None = None,
-    ) -> None:
-        """A recipient's outcome; ``sent`` and ``unknown`` write the sent-history in the same commit.
-
-        ``paper_ids``: the papers the message carried, when fewer than the frozen digest's.
-        """
-        frozen = self._in_flight.pop((run_id, subscriber), None)
-        if frozen is None:
-            row = self._one(
-                "SELECT digest FROM ledger WHERE run_id = %s AND subscriber = %s",
-                (run_id, subscriber),
-            )
-            if row is None:
-                raise KeyError(subscriber)
-            frozen = row[0]
-        with self._recording(f"the outcome for {subscriber} ({status})"), self.db.transaction():
-            self._finish(run_id, subscriber, status, detail, now, frozen, paper_ids)
-
-    def _finish(
-        self,
-        run_id: int,
-        key: str,
-        status: LedgerStatus,
-        detail: str,
-        now: dt.datetime,
-        digest: str | dict[str, Any],
-        paper_ids: Sequence[str] | None = None,
-    ) -> None:
-        """``digest``: the frozen digest's JSON, or what it parses to."""
-        self.db.execute(
-            "UPDATE ledger SET status = %s, detail = %s, updated_at = %s, "
-            "deferrals = deferrals + (CASE WHEN %s = 'deferred' THEN 1 ELSE 0 END) "
-            "WHERE run_id = %s AND subscriber = %s",
-            (status, detail or None, now.isoformat(), status, run_id, key),
-        )
-        if status in ("sent", "unknown"):
-            self._record(key, *_carried(digest, paper_ids), now)
-
-    def run_rows(self, run_id: int, status: LedgerStatus) -> list[tuple[str, str]]:
-        """(email, detail) of the run's rows in ``status``."""
-        rows = self._rows(
-            "SELECT email, COALESCE(detail, '') FROM ledger WHERE run_id = %s AND status = %s "
-            "ORDER BY seq",
-            (run_id, status),
-        )
-        return [(e, d) for e, d in rows]
-
-    def run_counts(self, run_id: int) -> Counter[str]:
-        rows = self._rows(
-            "SELECT status, COUNT(*) FROM ledger WHERE run_id = %s GROUP BY status", (run_id,)
-        )
-        return Counter({status: n for status, n in rows})
-
-    def close_run(self, run_id: int, now: dt.datetime) -> None:
-        with self._recording("the end of the run"):
-            self.db.execute(
-                "UPDATE runs SET finished_at = %s WHERE id = %s AND NOT EXISTS "
-                "(SELECT 1 FROM ledger WHERE run_id = %s AND status = ANY(%s))",
-                (now.isoformat(), run_id, run_id, [*UNFINISHED, "sending"]),
-            )
-
     # -- inbound: bounces, complaints, mailto unsubscribes ---------------------------------
 
-    def record_inbound(
-        self,
-        subscriber_id: str,
-        kind: InboundKind,
-        now: dt.datetime,
-        *,
-        status: str | None = None,
-        detail: str = "",
-        run_id: int | None = None,
-    ) -> None:
-        with self._recording(f"a {kind} for subscriber {subscriber_id}"):
-            self.db.execute(
-                "INSERT INTO inbound_events(subscriber, kind, status, detail, run_id, at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (subscriber_id, kind, status, detail, run_id, now.isoformat()),
-            )
-
-    def inbound_count(
-        self, subscriber_id: str, kinds: Sequence[InboundKind], since: dt.datetime
-    ) -> int:
-        """Events of these kinds for one subscriber since ``since``, resubscribes cleared."""
-        row = self._one(
-            "SELECT COUNT(*) FROM inbound_events WHERE subscriber = %s AND kind = ANY(%s) "
-            "AND at >= %s AND cleared = 0",
-            (subscriber_id, list(kinds), since.isoformat()),
-        )
-        return int(row[0]) if row else 0
-
-    def inbound_counts(self) -> dict[str, Counter[str]]:
-        """Subscriber id -> how many of each kind of event since their last resubscribe."""
-        counts: dict[str, Counter[str]] = {}
-        rows = self._rows(
-            "SELECT subscriber, kind, COUNT(*) FROM inbound_events WHERE cleared = 0 "
-            "GROUP BY subscriber, kind"
-        )
-        for subscriber, kind, n in rows:
-            counts.setdefault(subscriber, Counter())[kind] = n
-        return counts
-
-    def clear_inbound(self, subscriber_id: str) -> int:
-        """Reset a subscriber's counts (a resubscribe); the events stay for the rates."""
-        cur = self.db.execute(
-            "UPDATE inbound_events SET cleared = 1 WHERE subscriber = %s AND cleared = 0",
-            (subscriber_id,),
-        )
-        return cur.rowcount
-
-    def inbound_since(self, since: dt.datetime) -> Counter[str]:
-        """Events of each kind since ``since``, cleared or not (for the rates)."""
-        rows = self._rows(
-            "SELECT kind, COUNT(*) FROM inbound_events WHERE at >= %s GROUP BY kind",
-            (since.isoformat(),),
-        )
-        return Counter({kind: n for kind, n in rows})
-
-    def sent_since(self, since: dt.datetime) -> int:
-        """Messages the server took since ``since`` (the rates' denominator)."""
-        row = self._one(
-            "SELECT COUNT(*) FROM ledger WHERE status = 'sent' AND updated_at >= %s",
-            (since.isoformat(),),
-        )
-        return int(row[0]) if row else 0
-
     # -- the run log -----------------------------------------------------------------------
-
-    def log_run_start(self, kind: str, now: dt.datetime) -> int:
-        row = self._one(
-            "INSERT INTO run_log(kind, started_at) VALUES (%s, %s) RETURNING id",
-            (kind, now.isoformat()),
-        )
-        return int(row[0]) if row else 0
-
-    def log_run_end(self, log_id: int, now: dt.datetime, health: RunHealth) -> None:
-        with self._recording("the end of the run"):
-            self.db.execute(
-                "UPDATE run_log SET finished_at = %s, day = %s, papers = %s, sent = %s, "
-                "failed = %s, unknown = %s, nothing_new = %s, error = %s WHERE id = %s",
-                (
-                    now.isoformat(),
-                    health.day.isoformat() if health.day else None,
-                    health.papers,
-                    health.sent,
-                    health.failed,
-                    health.unknown,
-                    health.nothing_new,
-                    health.error,
-                    log_id,
-                ),
-            )
-
-    def last_runs(self, limit: int = 10) -> list[RunHealth]:
-        rows = self._rows(
-            "SELECT kind, day, started_at, finished_at, papers, sent, failed, unknown, "
-            "nothing_new, error FROM run_log ORDER BY id DESC LIMIT %s",
-            (limit,),
-        )
-        return [_run_health(row) for row in rows]
-
-    def first_run_at(self) -> dt.datetime | None:
-        row = self._one("SELECT MIN(started_at) FROM run_log")
-        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None
-
-    def last_delivery_at(self) -> dt.datetime | None:
-        row = self._one("SELECT MAX(updated_at) FROM ledger WHERE status = 'sent'")
-        return dt.datetime.fromisoformat(row[0]) if row and row[0] else None

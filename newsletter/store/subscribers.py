@@ -69,8 +69,9 @@ class SubscriberRows:
         cursor: Cursor = self.db.execute(sql, params)
         return cursor
 
-    def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.db.executemany(sql, rows)
+    def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement once a row; the rows it changed, summed."""
+        return int(self.db.executemany(sql, rows).rowcount)
 
     # -- reading -----------------------------------------------------------------------------
 
