@@ -108,10 +108,11 @@ class LedgerRows(SubscriberRows):
         self._exec_many(
             "DELETE FROM skipped WHERE subscriber = ? AND paper_id = ?", [(who, pid) for pid in ids]
         )
-        self._exec_many(
-            "INSERT OR IGNORE INTO skipped(subscriber, paper_id, digest_id) VALUES (?, ?, ?)",
-            [(who, pid, digest_id) for pid in skipped],
-        )
+        if skipped:
+            self._exec_many(
+                "INSERT OR IGNORE INTO skipped(subscriber, paper_id, digest_id) VALUES (?, ?, ?)",
+                [(who, pid, digest_id) for pid in skipped],
+            )
 
     # -- claims ----------------------------------------------------------------------------
 
