@@ -604,7 +604,7 @@ class Daemon:
         purge_at = 0.0
         while not self.stop_requested.is_set():
             if time.monotonic() >= purge_at:
-                self._purge()
+                self._purge(once=True)
                 purge_at = time.monotonic() + PURGE_EVERY
             if not self.changes.wait(min(PURGE_EVERY, max(0.1, purge_at - time.monotonic()))):
                 continue
@@ -616,13 +616,15 @@ class Daemon:
             except Exception:
                 log.exception("schedule.regroup_failed")
 
-    def _purge(self) -> None:
+    def _purge(self, *, once: bool = False) -> None:
+        """Forget the sign-ups not confirmed in time; ``once``: unless another instance
+        serving the state purged in this period already."""
         with self.lock:
             config = self.config
         if config.state_url is None and not config.state_path.exists():
             return
-        if not self._first("purge", _period(self.clock(), PURGE_EVERY)):
-            return  # another instance serving the state purges this period
+        if once and not self._first("purge", _period(self.clock(), PURGE_EVERY)):
+            return
         try:
             with wiring.open_state(config) as store:
                 roster.purge(store, self.clock(), config.signup.confirm_hours)
