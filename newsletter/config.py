@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import sys
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -779,7 +780,9 @@ def _from_events(loader: yaml.CSafeLoader) -> Any:
         parent = stack[-1]
         container = parent[0]
         if isinstance(container, list):
-            container.append(value)
+            # A list's strings (topics, keywords) repeat from subscriber to subscriber: one
+            # object each, not one per subscriber (~20 MB of 100,000 subscribers' topics).
+            container.append(sys.intern(value) if type(value) is str else value)
         elif parent[1] is no_key:
             if not isinstance(value, str | int | float | bool | None) or value in ("<<", "="):
                 raise _Unusual  # unhashable, a date, a merge or value key: PyYAML's way

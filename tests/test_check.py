@@ -57,6 +57,24 @@ def test_a_good_file_passes(tmp_path: Path) -> None:
     assert not (tmp_path / "state.db").exists()  # checked, not created
 
 
+def test_the_sample_digests_are_rendered_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For the problems and the warnings both (each rendering is ~0.1 s of a 1 s check)."""
+    from newsletter import compose
+
+    calls: list[Path | None] = []
+    real = compose.check_templates
+
+    def counted(templates_dir: Path | None) -> list[str]:
+        calls.append(templates_dir)
+        return real(templates_dir)
+
+    monkeypatch.setattr(compose, "check_templates", counted)
+    assert check(config(tmp_path)).exit_code == 0
+    assert calls == [None]
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

@@ -78,6 +78,17 @@ def test_a_plain_file_is_read_from_the_events() -> None:
     assert config._data("a: &x [1]\nb: *x\n") is config._UNREAD
 
 
+def test_a_lists_strings_are_one_object_however_many_subscribers_list_them() -> None:
+    """100,000 subscribers' topics are a few strings, not 300,000 (~20 MB)."""
+    text = "subs:\n" + "".join(
+        f"  - topics: [diffusion, agents]\n    name: n{i}\n" for i in range(3)
+    )
+    subs = config._data(text)["subs"]
+    assert subs == yaml.safe_load(text)["subs"]
+    assert all(s["topics"][0] is subs[0]["topics"][0] for s in subs)
+    assert all(s["topics"][1] is subs[0]["topics"][1] for s in subs)
+
+
 scalars = st.one_of(
     st.text(max_size=20),
     st.integers(),

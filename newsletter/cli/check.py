@@ -35,8 +35,8 @@ def check(config_path: Path, connect: bool) -> None:
     from newsletter.cli import preflight
 
     config = load_config(config_path)
-    problems = preflight.problems(config)
-    for line in preflight.warnings(config):
+    problems, rendered = preflight.problems(config)
+    for line in preflight.warnings(config, rendered):
         click.echo(f"warning: {line}", err=True)
     for line in problems:
         click.echo(line, err=True)

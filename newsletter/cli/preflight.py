@@ -8,10 +8,9 @@ command (``check.py``) imports this module when it runs: it loads Jinja and the 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import jinja2
@@ -27,9 +26,11 @@ from newsletter.web import tokens
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def problems(config: Config) -> list[str]:
-    """One ``FILE: key: message`` line per thing a run would fail on."""
+def problems(config: Config) -> tuple[list[str], list[str]]:
+    """One ``FILE: key: message`` line per thing a run would fail on; and the templates'
+    warnings (``compose.check_templates``'s, for ``warnings``: they are rendered once)."""
     found: list[str] = []
+    rendered: list[str] = []
     key = tokens.key_problem(config.newsletter.secret_env)
     if key is not None:
         found.append(f"{config.path}: newsletter.secret_env: {key}")
@@ -49,7 +50,7 @@ def problems(config: Config) -> list[str]:
     if state is not None:
         found.append(f"{config.path}: newsletter.state: {where}: {state}")
     try:
-        compose.check_templates(config.templates_path)
+        rendered = compose.check_templates(config.templates_path)
     except TemplateError as e:
         found.append(str(e))
     if config.archive.enabled:
@@ -63,7 +64,7 @@ def problems(config: Config) -> list[str]:
         compose.load_masthead(config)  # a DKIM key that cannot sign
     except ConfigError as e:
         found.extend(e.problems)
-    return found
+    return found, rendered
 
 
 def state_problem(path: Path) -> str | None:
@@ -90,11 +91,11 @@ def state_problem(path: Path) -> str | None:
     return None
 
 
-def warnings(config: Config) -> Iterator[str]:
-    """A template each recipient's email is rendered from in full (slower); a file in
-    ``templates_dir`` that no template uses: most likely a misspelt name."""
-    with contextlib.suppress(TemplateError):  # a broken template is one of ``problems``
-        yield from compose.check_templates(config.templates_path)
+def warnings(config: Config, rendered: Iterable[str]) -> Iterator[str]:
+    """A template each recipient's email is rendered from in full (slower: ``rendered``,
+    from ``problems``); a file in ``templates_dir`` that no template uses: most likely a
+    misspelt name."""
+    yield from rendered
     own = config.templates_path
     if own is None or not own.is_dir():
         return
