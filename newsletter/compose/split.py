@@ -74,10 +74,11 @@ class Split:
     """A template rendered once per digest, and what to evaluate per recipient."""
 
     template: jinja2.Template  # the recipient's outputs are ``__nl_slot(i)`` calls
-    outputs: jinja2.Template  # calls ``__nl_capture(i, expression)`` for every output i
+    outputs: jinja2.Template  # sets ``__nl_capture<i>`` to output i's expression
     count: int  # how many outputs
     tested: tuple[str, ...]  # recipient names tested for truth: ``__nl_has_<name>``
     reads: tuple[str, ...]  # the other context names the template reads: the memo key
+    captures: tuple[str, ...] = ()  # what ``outputs`` sets, in output order
 
 
 def split(env: jinja2.Environment, name: str) -> Split:
@@ -134,8 +135,11 @@ def split(env: jinja2.Environment, name: str) -> Split:
         reads = jinja2.meta.find_undeclared_variables(tree) - {SLOT} - {FLAG + t for t in tested}
     except jinja2.TemplateError:
         raise CannotSplit(None) from None  # rendering reports it, with file and line
+    # Each output assigned at the top level lands in the context's vars, unfinalized and
+    # unescaped: read back without a call per output (Jinja routes calls through
+    # ``Context.call``, most of an evaluation's cost).
     captures = [
-        nodes.Output([_call(CAPTURE, [nodes.Const(i), expr], expr.lineno)])
+        nodes.Assign(nodes.Name(f"{CAPTURE}{i}", "store"), expr, lineno=expr.lineno)
         for i, expr in enumerate(outputs)
     ]
     try:
@@ -143,21 +147,26 @@ def split(env: jinja2.Environment, name: str) -> Split:
         evaluator = _compile(env, nodes.Template(captures), name, filename)
     except jinja2.TemplateError:
         raise CannotSplit(None) from None
-    return Split(template, evaluator, len(outputs), tuple(sorted(tested)), tuple(sorted(reads)))
+    return Split(
+        template,
+        evaluator,
+        len(outputs),
+        tuple(sorted(tested)),
+        tuple(sorted(reads)),
+        tuple(f"{CAPTURE}{i}" for i in range(len(outputs))),
+    )
 
 
 def evaluate(split_: Split, context: dict[str, Any]) -> list[object]:
     """What each recipient output prints for this context, unfinalized, in one pass."""
-    values: list[object] = [None] * split_.count
-
-    def capture(i: int, value: object) -> str:
-        values[i] = value
-        return ""
-
     template = split_.outputs
-    for _ in template.root_render_func(template.new_context(context | {CAPTURE: capture})):
+    # What ``new_context`` makes (the globals, the context over them), merged once here
+    # and handed over shared, not copied again.
+    run = template.new_context({**template.globals, **context}, shared=True)
+    for _ in template.root_render_func(run):
         pass
-    return values
+    found = run.vars
+    return [found.get(name) for name in split_.captures]
 
 
 def flags(split_: Split, context: dict[str, Any]) -> dict[str, bool]:
