@@ -22,12 +22,13 @@ rendered in full for every recipient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 import jinja2.meta
 from jinja2 import nodes
+from jinja2.runtime import new_context
 
 #: What differs between two recipients of the same papers (``digest`` holds the subscriber).
 RECIPIENT = frozenset(
@@ -79,6 +80,9 @@ class Split:
     tested: tuple[str, ...]  # recipient names tested for truth: ``__nl_has_<name>``
     reads: tuple[str, ...]  # the other context names the template reads: the memo key
     captures: tuple[str, ...] = ()  # what ``outputs`` sets, in output order
+    #: ``outputs``' globals as a plain dict: Jinja's are a ChainMap, which costs
+    #: microseconds to merge into every recipient's context.
+    globals: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def split(env: jinja2.Environment, name: str) -> Split:
@@ -154,15 +158,18 @@ def split(env: jinja2.Environment, name: str) -> Split:
         tuple(sorted(tested)),
         tuple(sorted(reads)),
         tuple(f"{CAPTURE}{i}" for i in range(len(outputs))),
+        dict(evaluator.globals),
     )
 
 
 def evaluate(split_: Split, context: dict[str, Any]) -> list[object]:
     """What each recipient output prints for this context, unfinalized, in one pass."""
     template = split_.outputs
-    # What ``new_context`` makes (the globals, the context over them), merged once here
-    # and handed over shared, not copied again.
-    run = template.new_context({**template.globals, **context}, shared=True)
+    env = template.environment
+    # What ``Template.new_context`` makes (the globals, the context over them), merged once
+    # here from a plain dict and handed over shared, not copied from Jinja's ChainMap again.
+    names = {**split_.globals, **context}
+    run = new_context(env, template.name, template.blocks, names, True, split_.globals)
     for _ in template.root_render_func(run):
         pass
     found = run.vars
