@@ -22,7 +22,7 @@ rendered in full for every recipient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -80,9 +80,6 @@ class Split:
     tested: tuple[str, ...]  # recipient names tested for truth: ``__nl_has_<name>``
     reads: tuple[str, ...]  # the other context names the template reads: the memo key
     captures: tuple[str, ...] = ()  # what ``outputs`` sets, in output order
-    #: ``outputs``' globals as a plain dict: Jinja's are a ChainMap, which costs
-    #: microseconds to merge into every recipient's context.
-    globals: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def split(env: jinja2.Environment, name: str) -> Split:
@@ -158,7 +155,6 @@ def split(env: jinja2.Environment, name: str) -> Split:
         tuple(sorted(tested)),
         tuple(sorted(reads)),
         tuple(f"{CAPTURE}{i}" for i in range(len(outputs))),
-        dict(evaluator.globals),
     )
 
 
@@ -167,9 +163,10 @@ def evaluate(split_: Split, context: dict[str, Any]) -> list[object]:
     template = split_.outputs
     env = template.environment
     # What ``Template.new_context`` makes (the globals, the context over them), merged once
-    # here from a plain dict and handed over shared, not copied from Jinja's ChainMap again.
-    names = {**split_.globals, **context}
-    run = new_context(env, template.name, template.blocks, names, True, split_.globals)
+    # here and handed over shared, not copied again.
+    globals_ = template.globals
+    names = {**globals_, **context}
+    run = new_context(env, template.name, template.blocks, names, True, globals_)
     for _ in template.root_render_func(run):
         pass
     found = run.vars
@@ -210,4 +207,5 @@ def _compile(
 ) -> jinja2.Template:
     tree.set_environment(env)
     code = env.compile(tree, name, filename)
-    return env.template_class.from_code(env, code, env.make_globals(None))
+    # A plain dict of the globals, as ``templates.read`` leaves the templates' (see there).
+    return env.template_class.from_code(env, code, dict(env.make_globals(None)))

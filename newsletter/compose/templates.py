@@ -74,9 +74,13 @@ def read(env: jinja2.Environment) -> None:
     one is left for rendering to report, with its file and line."""
     for name in (HTML_TEMPLATE, TEXT_TEMPLATE, CARD_TEMPLATE, TEXT_CARD_TEMPLATE):
         try:
-            env.get_template(name)
+            template = env.get_template(name)
         except jinja2.TemplateError:
             continue
+        # Jinja keeps a template's globals as a ChainMap over the environment's, merged
+        # into every render's context (4 us a render, a few renders a digest); nothing
+        # changes the globals once the templates are read, so a plain dict sees the same.
+        template.globals = dict(template.globals)
 
 
 # --- filters -------------------------------------------------------------------------------
