@@ -13,14 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter import sources
 from newsletter.config import Config
 from newsletter.deliver import SmtpSettings, default_helo_name
 from newsletter.errors import ConfigError
-from newsletter.sources.http import ResponseStore
 
 if TYPE_CHECKING:
+    from newsletter import sources
     from newsletter.inbound.imap import Pass
+    from newsletter.sources.http import ResponseStore
     from newsletter.store import SqliteStore
     from newsletter.store.postgres import PostgresStore
 
@@ -136,6 +136,8 @@ def open_sources(
     replay: bool = False,
 ) -> Iterator[list[sources.Source]]:
     """The configured sources (responses kept in ``store``), or the one ``--from`` file."""
+    from newsletter import sources  # the HTML parsers: only for commands that fetch
+
     if from_file is not None:
         yield [sources.FileSource(from_file)]
         return

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from newsletter import compose, sources, wiring
+from newsletter import compose, wiring
 from newsletter.compose import templates
 from newsletter.config import Config, state_path_problem
 from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
@@ -144,6 +144,8 @@ def smtp_line(settings: SmtpSettings) -> tuple[str, int]:
 
 def connect_lines(config: Config) -> Iterator[tuple[str, int]]:
     """One line and exit code for the SMTP server, then one for the first source."""
+    from newsletter import sources  # the HTML parsers: only with --connect
+
     try:
         settings = wiring.smtp_settings(config)
     except ConfigError:  # reported with the other problems
