@@ -31,7 +31,7 @@ from newsletter.models import (
     Subscriber,
     digest_id,
 )
-from newsletter.store.subscribers import SubscriberRows
+from newsletter.store.paper_rows import PaperRows
 
 #: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
 UNFINISHED = ("pending", "deferred")
@@ -44,7 +44,7 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-class LedgerRows(SubscriberRows):
+class LedgerRows(PaperRows):
     """What ``SqliteStore`` and ``PostgresStore`` do alike with the ledger, the sent-history,
     the run log and the inbound events (see the module's docstring)."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import json
 import re
 import time
 import zlib
@@ -26,16 +25,14 @@ from newsletter.models import (
     LedgerRow,
     LedgerStatus,
     PaperData,
-    Response,
     Subscriber,
     SubscriberRecord,
-    Trend,
     merge_papers,
 )
 from newsletter.store import pg_migrations as migrations
 from newsletter.store.ledger_rows import UNFINISHED, LedgerRows, owner
 from newsletter.store.location import shown_url
-from newsletter.store.sqlite import _dump, _load, _trends
+from newsletter.store.sqlite import _dump, _load
 from newsletter.store.subscribers import Cursor
 
 
@@ -210,68 +207,6 @@ class PostgresStore(LedgerRows):
                 )
         return len(merged)
 
-    def mark_fetched(
-        self,
-        source: str,
-        day: dt.date,
-        papers: int,
-        now: dt.datetime,
-        *,
-        error: str | None = None,
-    ) -> None:
-        """Record a fetch of ``source`` for ``day``; with ``error``, a failed one to retry."""
-        self.db.execute(
-            "INSERT INTO fetched_days(source, day, fetched_at, papers, error) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, day) DO UPDATE SET "
-            "fetched_at = excluded.fetched_at, papers = excluded.papers, error = excluded.error",
-            (source, day.isoformat(), now.isoformat(), papers, error),
-        )
-
-    def failed_days(self, source: str, since: dt.date) -> list[dt.date]:
-        """Days from ``since`` on whose last fetch from ``source`` failed: fetch them again."""
-        rows = self._rows(
-            "SELECT day FROM fetched_days WHERE source = %s AND day >= %s AND error IS NOT NULL "
-            "ORDER BY day",
-            (source, since.isoformat()),
-        )
-        return [dt.date.fromisoformat(r[0]) for r in rows]
-
-    def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]:
-        """Days fetched after they ended (UTC): their list can no longer grow."""
-        wanted = [d.isoformat() for d in days]
-        rows = self._rows(
-            "SELECT day, fetched_at FROM fetched_days "
-            "WHERE source = %s AND day = ANY(%s) AND error IS NULL",
-            (source, wanted),
-        )
-        return {
-            dt.date.fromisoformat(day)
-            for day, fetched_at in rows
-            if dt.datetime.fromisoformat(fetched_at).date() > dt.date.fromisoformat(day)
-        }
-
-    def save_response(self, response: Response, now: dt.datetime) -> None:
-        """Keep the raw response: conditional GET revalidates it, --replay re-parses it."""
-        self.db.execute(
-            "INSERT INTO responses(url, status, headers, body, fetched_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (url) DO UPDATE SET "
-            "status = excluded.status, headers = excluded.headers, body = excluded.body, "
-            "fetched_at = excluded.fetched_at",
-            (
-                response.url,
-                response.status,
-                json.dumps(dict(response.headers)),
-                response.body,
-                now.isoformat(),
-            ),
-        )
-
-    def load_response(self, url: str) -> Response | None:
-        row = self._one("SELECT url, status, headers, body FROM responses WHERE url = %s", (url,))
-        if row is None:
-            return None
-        return Response(row[0], row[1], bytes(row[3]), json.loads(row[2]), from_store=True)
-
     def candidates(self, days: Iterable[dt.date]) -> list[PaperData]:
         """Papers listed on any of ``days``, each once, on the earliest of its days."""
         wanted = sorted({d.isoformat() for d in days})
@@ -313,36 +248,6 @@ class PostgresStore(LedgerRows):
             if until is None or at <= until:
                 history.setdefault(pid, []).append((at, upvotes))
         return history
-
-    def trends(
-        self, paper_ids: Iterable[str], *, until: dt.datetime | None = None
-    ) -> dict[str, Trend]:
-        """Upvotes gained per paper between its newest snapshot and an older baseline;
-        ``until``: from the snapshots taken up to then (the archive scores a past day)."""
-        return _trends(self._snapshots(paper_ids, until))
-
-    def upvotes_at(
-        self, paper_ids: Iterable[str], until: dt.datetime
-    ) -> dict[str, tuple[int, dt.datetime]]:
-        """Each paper's upvotes as of ``until`` and when that snapshot was taken (see
-        ``SqliteStore.upvotes_at``)."""
-        out: dict[str, tuple[int, dt.datetime]] = {}
-        for pid, snaps in self._snapshots(paper_ids, None).items():
-            before = [s for s in snaps if s[0] <= until]
-            at, upvotes = before[-1] if before else snaps[0]
-            out[pid] = (upvotes, at)
-        return out
-
-    def listed_days(self) -> list[tuple[dt.date, int, dt.datetime]]:
-        """Every day with papers, newest first: (day, papers listed, last fetched)."""
-        rows = self._rows(
-            "SELECT d.day, COUNT(*), MAX(p.updated_at) FROM paper_days d "
-            "JOIN papers p ON p.id = d.paper_id GROUP BY d.day ORDER BY d.day DESC"
-        )
-        return [
-            (dt.date.fromisoformat(day), count, dt.datetime.fromisoformat(changed))
-            for day, count, changed in rows
-        ]
 
     # -- sent-history ----------------------------------------------------------------------
 

@@ -28,15 +28,10 @@ from newsletter.models import (
     LedgerRow,
     LedgerStatus,
     PaperData,
-    Response,
-    Trend,
     merge_papers,
 )
 from newsletter.store import migrations
 from newsletter.store.ledger_rows import UNFINISHED, LedgerRows, owner
-
-#: A trend compares the newest snapshot with one at least this much older, when there is one.
-TREND_BASELINE = dt.timedelta(hours=12)
 
 
 class SqliteStore(LedgerRows):
@@ -179,53 +174,6 @@ class SqliteStore(LedgerRows):
                 count += 1
         return count
 
-    def mark_fetched(
-        self,
-        source: str,
-        day: dt.date,
-        papers: int,
-        now: dt.datetime,
-        *,
-        error: str | None = None,
-    ) -> None:
-        """Record a fetch of ``source`` for ``day``; with ``error``, a failed one to retry."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO fetched_days(source, day, fetched_at, papers, error) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (source, day.isoformat(), now.isoformat(), papers, error),
-        )
-
-    def failed_days(self, source: str, since: dt.date) -> list[dt.date]:
-        """Days from ``since`` on whose last fetch from ``source`` failed: fetch them again."""
-        rows = self.db.execute(
-            "SELECT day FROM fetched_days WHERE source = ? AND day >= ? AND error IS NOT NULL "
-            "ORDER BY day",
-            (source, since.isoformat()),
-        )
-        return [dt.date.fromisoformat(r[0]) for r in rows]
-
-    def save_response(self, response: Response, now: dt.datetime) -> None:
-        """Keep the raw response: conditional GET revalidates it, --replay re-parses it."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO responses(url, status, headers, body, fetched_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (
-                response.url,
-                response.status,
-                json.dumps(dict(response.headers)),
-                response.body,
-                now.isoformat(),
-            ),
-        )
-
-    def load_response(self, url: str) -> Response | None:
-        row = self.db.execute(
-            "SELECT url, status, headers, body FROM responses WHERE url = ?", (url,)
-        ).fetchone()
-        if row is None:
-            return None
-        return Response(row[0], row[1], bytes(row[3]), json.loads(row[2]), from_store=True)
-
     def candidates(self, days: Iterable[dt.date]) -> list[PaperData]:
         """Papers listed on any of ``days``, each once, on the earliest of its days."""
         wanted = sorted({d.isoformat() for d in days})
@@ -238,25 +186,6 @@ class SqliteStore(LedgerRows):
             wanted,
         ).fetchall()
         return [_load(data, day) for data, day in rows]
-
-    def complete_days(self, source: str, days: Iterable[dt.date]) -> set[dt.date]:
-        """Days fetched after they ended (UTC): their list can no longer grow."""
-        done = set()
-        for day in days:
-            row = self.db.execute(
-                "SELECT fetched_at FROM fetched_days WHERE source = ? AND day = ? AND error IS NULL",
-                (source, day.isoformat()),
-            ).fetchone()
-            if row and dt.datetime.fromisoformat(row[0]).date() > day:
-                done.add(day)
-        return done
-
-    def trends(
-        self, paper_ids: Iterable[str], *, until: dt.datetime | None = None
-    ) -> dict[str, Trend]:
-        """Upvotes gained per paper between its newest snapshot and an older baseline;
-        ``until``: from the snapshots taken up to then (the archive scores a past day)."""
-        return _trends(self._snapshots(paper_ids, until))
 
     def _snapshots(
         self, paper_ids: Iterable[str], until: dt.datetime | None
@@ -275,31 +204,6 @@ class SqliteStore(LedgerRows):
                 if until is None or at <= until:
                     history.setdefault(pid, []).append((at, upvotes))
         return history
-
-    def upvotes_at(
-        self, paper_ids: Iterable[str], until: dt.datetime
-    ) -> dict[str, tuple[int, dt.datetime]]:
-        """Each paper's upvotes as of ``until`` and when that snapshot was taken: the newest
-        one up to then, or the first one when every snapshot is later (a day fetched only
-        after it ended)."""
-        out: dict[str, tuple[int, dt.datetime]] = {}
-        for pid, snaps in self._snapshots(paper_ids, None).items():
-            before = [s for s in snaps if s[0] <= until]
-            at, upvotes = before[-1] if before else snaps[0]
-            out[pid] = (upvotes, at)
-        return out
-
-    def listed_days(self) -> list[tuple[dt.date, int, dt.datetime]]:
-        """Every day with papers, newest first: (day, papers listed, when one of them was last
-        fetched). What the archive keeps of a day is good until the last two change."""
-        rows = self.db.execute(
-            "SELECT d.day, COUNT(*), MAX(p.updated_at) FROM paper_days d "
-            "JOIN papers p ON p.id = d.paper_id GROUP BY d.day ORDER BY d.day DESC"
-        )
-        return [
-            (dt.date.fromisoformat(day), count, dt.datetime.fromisoformat(changed))
-            for day, count, changed in rows
-        ]
 
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
@@ -493,21 +397,6 @@ class SqliteStore(LedgerRows):
     # -- run health ------------------------------------------------------------------------
 
     # -- inbound: bounces, complaints, mailto unsubscribes ---------------------------------
-
-
-def _trends(history: dict[str, list[tuple[dt.datetime, int]]]) -> dict[str, Trend]:
-    """Upvotes gained per paper between its newest snapshot and an older baseline."""
-    out: dict[str, Trend] = {}
-    for pid, snaps in history.items():
-        if len(snaps) < 2:
-            continue
-        newest_at, newest = snaps[-1]
-        older = [s for s in snaps[:-1] if newest_at - s[0] >= TREND_BASELINE] or snaps[:1]
-        base_at, base = older[-1]
-        hours = (newest_at - base_at).total_seconds() / 3600
-        if hours > 0:
-            out[pid] = Trend(delta=newest - base, hours=hours)
-    return out
 
 
 def _explained(error: sqlite3.Error) -> str:
