@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import logging
 from collections import Counter
@@ -243,7 +244,9 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
                         send_empty=config.selection.send_empty,
                     )
         spec = dataclasses.replace(job.spec, run_id=run.id)  # named in each VERP envelope sender
-        composer = _Reused(spec)  # claimed batches (PostgreSQL) compose with one composer
+        # Claimed batches (PostgreSQL) compose with one composer, made when the first batch
+        # composes in this process (a send whose batch goes to a compose pool never makes it).
+        composer = functools.cache(functools.partial(compose.Composer, spec))
         papers = run.papers()
         batches = run.batches(
             [s.key for s in subscribers],
@@ -262,7 +265,7 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
                     rate_per_second=config.smtp.rate_per_second,
                 )
                 try:
-                    _send_batch(job, composer, run, batch.rows, subscribers, papers, recorder)
+                    _send_batch(job, spec, composer, run, batch.rows, subscribers, papers, recorder)
                 except ClaimLost as e:  # others have its rows now: on to a new claim
                     log.warning("run.claim_lapsed error=%s", e)
                 finally:
@@ -284,7 +287,8 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
 
 def _send_batch(
     job: _Job,
-    composer: _Reused,
+    spec: compose.ComposeSpec,
+    composer: Callable[[], compose.Composer],
     run: ledger.Run,
     rows: list[LedgerRow],
     subscribers: list[Subscriber],
@@ -295,12 +299,12 @@ def _send_batch(
     digests = run.digests(rows, subscribers, job.mailed, papers)
     # A real send's sender sends the bytes; the ledger reads the papers each one carried.
     messages = compose.compose_many(
-        composer.spec,
+        spec,
         digests,
         count=len(rows),
         bodies=False,
         papers=list(papers.values()),
-        composer=composer.get,
+        composer=composer,
     )
     try:
         job.sender.send_all(messages, recorder)
@@ -312,20 +316,6 @@ def _send_batch(
         # A send that stopped early ends the compose pool now; left to the garbage
         # collector, its shutdown can deadlock (it starts a thread while collecting).
         messages.close()
-
-
-class _Reused:
-    """One composer for every batch of a send that composes in this process, made when the
-    first such batch comes (a send whose batches go to a compose pool never makes it)."""
-
-    def __init__(self, spec: compose.ComposeSpec) -> None:
-        self.spec = spec
-        self._composer: compose.Composer | None = None
-
-    def get(self) -> compose.Composer:
-        if self._composer is None:
-            self._composer = compose.Composer(self.spec)
-        return self._composer
 
 
 class _FetchFailed(Exception):
