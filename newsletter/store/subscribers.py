@@ -193,10 +193,11 @@ class SubscriberRows:
             created_at=stamp,
             updated_at=record.updated_at or stamp,
         )
-        # OR IGNORE: another process may have added the address since the SELECT above
-        # (PostgreSQL lets both read before either writes); it is then already here.
+        # Another process may have added the address since the SELECT above (PostgreSQL lets
+        # both read before either writes): it is then already here. Any other violation raises.
         added = self._exec(
-            f"INSERT OR IGNORE INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)})",
+            f"INSERT INTO subscribers({_COLUMNS}, key) VALUES ({','.join('?' * 21)}) "
+            "ON CONFLICT (key) DO NOTHING",
             (*_row(stored), key),
         )
         if added.rowcount == 0:
@@ -364,8 +365,8 @@ class SubscriberRows:
                 # Two processes starting together (a send and the one waiting for its lock)
                 # may both add the file's new subscribers: the first row stands.
                 self._exec_many(
-                    f"INSERT OR IGNORE INTO subscribers({_COLUMNS}, key) "
-                    f"VALUES ({','.join('?' * 21)})",
+                    f"INSERT INTO subscribers({_COLUMNS}, key) "
+                    f"VALUES ({','.join('?' * 21)}) ON CONFLICT (key) DO NOTHING",
                     [(*_row(r), r.key) for r in added],
                 )
                 self._exec_many(
