@@ -31,17 +31,12 @@ from newsletter.models import (
     Subscriber,
     digest_id,
 )
-from newsletter.store.paper_rows import PaperRows
+from newsletter.store.paper_rows import PaperRows, _marks
 
 #: Ledger rows a run still has to send (resumed by the next send, run or serve of the day).
 UNFINISHED = ("pending", "deferred")
 FREEZE_CHUNK = 2_000  # digests per transaction of a freeze
 IN_FLIGHT_MAX = 10_000  # parsed digests kept between being read and their outcome
-
-
-def _marks(values: Sequence[Any]) -> str:
-    """``?, ?, ?``: one placeholder a value, for ``IN (...)`` on both backends."""
-    return ", ".join("?" * len(values))
 
 
 class LedgerRows(PaperRows):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from newsletter.models import Response, Trend
 from newsletter.store.subscribers import SubscriberRows
@@ -16,8 +17,9 @@ from newsletter.store.subscribers import SubscriberRows
 TREND_BASELINE = dt.timedelta(hours=12)
 
 
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
+def _marks(values: Sequence[Any]) -> str:
+    """``?, ?, ?``: one placeholder a value, for ``IN (...)`` on both backends."""
+    return ", ".join("?" * len(values))
 
 
 class PaperRows(SubscriberRows):
@@ -56,7 +58,7 @@ class PaperRows(SubscriberRows):
             return set()
         rows = self._exec(
             f"SELECT day, fetched_at FROM fetched_days "
-            f"WHERE source = ? AND day IN ({_marks(len(wanted))}) AND error IS NULL",
+            f"WHERE source = ? AND day IN ({_marks(wanted)}) AND error IS NULL",
             (source, *wanted),
         )
         return {
