@@ -24,6 +24,8 @@ KILLS = 20
 
 
 def start(cfg: Path, *args: str) -> subprocess.Popen[str]:
+    """``newsletter send`` of DAY from the saved capture, in the config's folder (as an
+    instance on its own machine), its output merged for the test to read."""
     env = {**os.environ, "NEWSLETTER_SECRET": "crash-test-key-of-at-least-32-bytes"}
     cmd = [
         sys.executable,
@@ -39,7 +41,7 @@ def start(cfg: Path, *args: str) -> subprocess.Popen[str]:
         *args,
     ]
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=cfg.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +22,8 @@ from tests.httpserver import FixtureServer
 from tests.servers.dovecot import Mailbox
 from tests.servers.postgres import Database
 from tests.smtpserver import SmtpServer, free_port
-from tests.test_send import DAY, SAVED, addresses, make_config
+from tests.test_crash import start
+from tests.test_send import addresses, make_config
 from tests.test_serve import MAY_8, daemon_in_process, wait_for, write_config
 from tests.test_serve import Daemon as ServeProcess
 
@@ -39,19 +37,6 @@ def instance_config(tmp_path: Path, name: str, port: int, url: str, smtp: str = 
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
     return make_config(folder, port, n=RECIPIENTS, smtp=smtp, state=url)
-
-
-def start(cfg: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "NEWSLETTER_SECRET": "instances-test-key-of-at-least-32-bytes"}
-    cmd = [sys.executable, "-m", "newsletter", "send", "-c", str(cfg), "--from", str(SAVED)]
-    return subprocess.Popen(
-        [*cmd, "--date", DAY],
-        cwd=cfg.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def sent_by(output: str) -> int:
