@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter.config import Config
-from newsletter.deliver import SmtpSettings, default_helo_name
 from newsletter.errors import ConfigError
 
 if TYPE_CHECKING:
     from newsletter import sources
+    from newsletter.deliver import SmtpSettings
     from newsletter.inbound.imap import Pass
     from newsletter.sources.http import ResponseStore
     from newsletter.store import SqliteStore
@@ -61,6 +61,8 @@ def password_problem(config: Config) -> str | None:
 
 def smtp_settings(config: Config) -> SmtpSettings:
     """What ``SmtpSender`` needs; a missing password is a ConfigError (exit 2)."""
+    from newsletter.deliver import SmtpSettings, default_helo_name  # not for `check`
+
     smtp = config.smtp
     problem = password_problem(config)
     if problem is not None:

@@ -12,6 +12,7 @@ import datetime as dt
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import jinja2.meta
@@ -19,9 +20,11 @@ import jinja2.meta
 from newsletter import compose, wiring
 from newsletter.compose import templates
 from newsletter.config import Config, state_path_problem
-from newsletter.deliver import SendAborted, SmtpSender, SmtpSettings
 from newsletter.errors import ConfigError, SendError, TemplateError
 from newsletter.web import tokens
+
+if TYPE_CHECKING:
+    from newsletter.deliver import SmtpSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -126,6 +129,8 @@ def _included(env: jinja2.Environment, names: list[str]) -> set[str]:
 
 def smtp_line(settings: SmtpSettings) -> tuple[str, int]:
     """Connect, TLS and AUTH as a send would, then QUIT: one line and its exit code."""
+    from newsletter.deliver import SendAborted, SmtpSender  # the SMTP client: only --connect
+
     steps = ["EHLO"]
     if settings.security == "starttls":
         steps.append("STARTTLS")
