@@ -747,22 +747,22 @@ def _from_events(loader: yaml.CSafeLoader) -> Any:
     top: Any = _UNREAD
     documents = 0
     no_key = _UNREAD
+    # Bound once: this loop runs for every scalar of the file (170,000 at 20,000 subscribers).
+    get_event, scalar_event, str_tag, intern = loader.get_event, yaml.ScalarEvent, _STR, sys.intern
     while True:
-        event: Any = loader.get_event()
+        event: Any = get_event()
         kind = type(event)
-        if kind is yaml.ScalarEvent:
+        if kind is scalar_event:
             if event.anchor is not None or event.tag not in (None, "!"):
                 raise _Unusual
             text = event.value
             plain = event.implicit[0]
             if quick and (not plain or (text and text[0] not in firsts)):
-                tag = _STR
+                value: Any = text
+            elif (tag := resolve(yaml.ScalarNode, text, event.implicit)) == str_tag:
+                value = text
             else:
-                tag = resolve(yaml.ScalarNode, text, event.implicit)
-            if tag == _STR:
-                value: Any = event.value
-            else:
-                node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+                node = yaml.ScalarNode(tag, text, event.start_mark, event.end_mark)
                 value = pyyaml.construct_object(node, deep=True)
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             if event.anchor is not None or event.tag not in (None, "!"):
@@ -789,13 +789,15 @@ def _from_events(loader: yaml.CSafeLoader) -> Any:
             continue
         parent = stack[-1]
         container = parent[0]
-        if isinstance(container, list):
+        if type(container) is list:
             # A list's strings (topics, keywords) repeat from subscriber to subscriber: one
             # object each, not one per subscriber (~20 MB of 100,000 subscribers' topics).
-            container.append(sys.intern(value) if type(value) is str else value)
+            container.append(intern(value) if type(value) is str else value)
         elif parent[1] is no_key:
-            if not isinstance(value, str | int | float | bool | None) or value in ("<<", "="):
-                raise _Unusual  # unhashable, a date, a merge or value key: PyYAML's way
+            if type(value) is not str and not isinstance(value, int | float | bool | None):
+                raise _Unusual  # unhashable or a date: PyYAML's way
+            if value == "<<" or value == "=":
+                raise _Unusual  # a merge or value key: PyYAML's way
             parent[1] = value
         else:
             container[parent[1]] = value
