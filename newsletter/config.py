@@ -54,6 +54,7 @@ def _check_email(value: str) -> str:
 check_email = _check_email
 
 _LINE_BREAKS = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\0": "a NUL character"}
+_HEADER_PLAIN = re.compile(r"(?:[^\r\n\0=]|=(?!\?))*")  # no line break, no encoded word
 
 
 def _header_text(value: str) -> str:
@@ -63,6 +64,8 @@ def _header_text(value: str) -> str:
     value and, before Python 3.11.10, writes what it decodes as is: a new header line
     (CVE-2024-6923). The decoded text is checked too, however deep the words are nested.
     """
+    if _HEADER_PLAIN.fullmatch(value):  # most values (every subscriber's email and name)
+        return value
     from email.policy import default
 
     text, decoded = value, False
@@ -420,9 +423,12 @@ class InboundSettings(_Model):
     imap: ImapSettings | None = None
 
 
+_ALNUM = re.compile(r"[^\W_]")  # a character str.isalnum() says yes to
+
+
 def _check_term(value: str) -> str:
     # A term of punctuation only ("-") matches between any two non-letters: everywhere.
-    if not any(c.isalnum() for c in value):
+    if not _ALNUM.search(value):
         raise ValueError(f"{value!r} has no letter or digit to match")
     return value
 

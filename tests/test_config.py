@@ -452,3 +452,15 @@ def test_parse_time() -> None:
     assert config.parse_time("23:59:30") == dt.time(23, 59, 30)
     with pytest.raises(ValueError, match="HH:MM"):
         config.parse_time("8am")
+
+
+def test_a_term_needs_a_character_that_str_isalnum_accepts_for_every_code_point() -> None:
+    """The term check's pattern says what ``str.isalnum`` says, character by character."""
+    import sys
+
+    from newsletter.config import _ALNUM
+
+    differ = [
+        c for c in map(chr, range(sys.maxunicode + 1)) if bool(_ALNUM.search(c)) != c.isalnum()
+    ]
+    assert differ == []
