@@ -239,3 +239,19 @@ except SystemExit as e:
     loaded = third_party_loaded(code)
     assert "jinja2" in loaded  # the samples were rendered: the probe sees what it should
     assert not loaded & {"bs4", "httpx", "soupsieve", "aiosmtplib"}, loaded
+
+
+def test_composing_loads_none_of_the_bounce_readers() -> None:
+    """A composer needs the VERP and unsubscribe addresses (``inbound.tokens``), not the
+    bounce readers' patterns (25 ms of every composing process's start, workers included);
+    the package's names still import as before, each from its module when first asked for."""
+    code = """
+import sys
+import newsletter.compose
+assert "newsletter.inbound.tokens" in sys.modules  # the probe sees what it should
+print(sorted(m for m in sys.modules if m.startswith("newsletter.inbound.")), file=sys.stderr)
+from newsletter.inbound import Verdict, classify, mime, read, verp_address
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == "['newsletter.inbound.tokens']"
