@@ -314,6 +314,35 @@ def test_pieces_encode_like_the_whole_body(parts: list[str]) -> None:
     )
 
 
+recipient_value = st.sampled_from(
+    ["", "Ada", "a\nb", "\n", "x\n", " ", "=", "é", ".", "\r"]
+) | st.text(max_size=90)
+pieces_text = piece | st.text(max_size=40).map(lambda s: s.replace("\r", ""))
+
+
+@given(
+    parts=st.lists(st.tuples(pieces_text, st.booleans()), max_size=30),
+    recipients=st.lists(
+        st.lists(recipient_value, min_size=30, max_size=30), min_size=1, max_size=3
+    ),
+)
+@example(parts=[("a\n", False), ("", True)], recipients=[[""] * 30, ["b"] * 30])
+@example(parts=[("", True)], recipients=[[""] * 30, ["x\n"] * 30])
+def test_pieces_shared_by_recipients_encode_like_the_whole_body(
+    parts: list[tuple[str, bool]], recipients: list[list[str]]
+) -> None:
+    """A render many recipients share (``qp.Shared``): every recipient's body is the bytes of
+    their whole text, the lines without their values encoded once for all."""
+    slots = [i for i, (_, slot) in enumerate(parts) if slot]
+    shared = qp.Shared(slots)
+    encoder = qp.Encoder()
+    for values in recipients:
+        pieces = qp.Pieces(values[i] if slot else text for i, (text, slot) in enumerate(parts))
+        pieces.shared = shared
+        text = "".join(pieces)
+        assert encoder.body(text, pieces) == qp.Encoder().quoted_printable(text)
+
+
 @pytest.mark.parametrize("name", sorted(DIGESTS))
 def test_message_from_pieces_is_the_same_bytes(name: str) -> None:
     digest, recipient_name = DIGESTS[name]

@@ -225,7 +225,8 @@ class _Fast:
         parts = self.once.pieces(HTML_TEMPLATE, context, summaries)
         if parts is None:
             parts = self._render(HTML_TEMPLATE, context, summaries)
-        html, pieces = "".join(parts), qp.Pieces(parts)  # measured once, sent as measured
+        pieces = parts if isinstance(parts, qp.Pieces) else qp.Pieces(parts)
+        html = "".join(pieces)  # measured once, sent as measured
         return html, pieces, self.encoder.size(html, pieces)
 
     def text(self, context: dict[str, Any]) -> tuple[str, list[str]]:

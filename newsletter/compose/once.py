@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from newsletter.compose import split
+from newsletter.compose import qp, split
 from newsletter.compose.html import escaped
 from newsletter.compose.partials import Partials
 from newsletter.compose.templates import (
@@ -55,6 +55,7 @@ class _Rendered:
     picks: tuple[Pick, ...]  # checked on a hit: the key holds the papers by id
     pieces: list[str]
     positions: list[tuple[int, int]]  # (piece, output) to fill in per recipient
+    shared: qp.Shared  # the encoding of the lines without a recipient's value, once
 
 
 class RenderedOnce:
@@ -126,7 +127,8 @@ class RenderedOnce:
         except Exception as e:  # any problem: the full render reports it, with file and line
             self._full(name, f"{type(e).__name__}: {e}")
             return None
-        out = rendered.pieces.copy()
+        out = qp.Pieces(rendered.pieces)
+        out.shared = rendered.shared
         html = name == HTML_TEMPLATE
         for position, i in rendered.positions:
             value = values[i]
@@ -158,7 +160,8 @@ class RenderedOnce:
         pieces = self.render(name, shared, summaries, once.split.template)
         index = {m: i for i, m in enumerate(markers)}
         positions = [(k, index[p]) for k, p in enumerate(pieces) if p in index]
-        return _Rendered(context.get("picks", ()), pieces, positions)
+        encoding = qp.Shared([k for k, _ in positions])
+        return _Rendered(context.get("picks", ()), pieces, positions, encoding)
 
 
 def _key_value(value: object) -> object:
