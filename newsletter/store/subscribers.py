@@ -364,24 +364,31 @@ class SubscriberRows:
             with self._tx():
                 # Two processes starting together (a send and the one waiting for its lock)
                 # may both add the file's new subscribers: the first row stands.
+                # The rows made one at a time as they are written: a list of 100,000 rows
+                # of text was ~60 MB at once.
                 self._exec_many(
                     f"INSERT INTO subscribers({_COLUMNS}, key) "
                     f"VALUES ({','.join('?' * 21)}) ON CONFLICT (key) DO NOTHING",
-                    [(*_row(r), r.key) for r in added],
+                    ((*_row(r), r.key) for r in added),
                 )
                 self._exec_many(
                     "UPDATE subscribers SET email = ?, name = ?, topics = ?, cadence = ?, "
                     "max_papers = ?, min_upvotes = ?, timezone = ?, send_at = ?, keywords = ?, "
                     "exclude = ?, sections = ?, updated_at = ? WHERE id = ?",
-                    [(*_row(r)[1:12], stamp, r.id) for r in changed],
+                    ((*_row(r)[1:12], stamp, r.id) for r in changed),
                 )
-            # What was written, as written: another process's row (and id) where it won.
-            have.update(self._rows_by_key([r.key for r in added]))
+            # What was written, as written: another process's row (and id) where it won;
+            # each record made here replaced as its row is read (not both held in full).
+            keys = [r.key for r in added]
+            del added, changed
+            self._rows_by_key(keys, into=have)
         return have
 
-    def _rows_by_key(self, keys: list[str]) -> dict[str, SubscriberRecord]:
+    def _rows_by_key(
+        self, keys: list[str], into: dict[str, SubscriberRecord] | None = None
+    ) -> dict[str, SubscriberRecord]:
         reader = _Reader()
-        rows: dict[str, SubscriberRecord] = {}
+        rows: dict[str, SubscriberRecord] = {} if into is None else into
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             for row in self._exec(
