@@ -41,6 +41,12 @@ def _peak(call: Callable[[], _T]) -> tuple[_T, int]:
     return result, peak
 
 
+def test_a_casefolded_address_is_its_own_key() -> None:
+    ada = Subscriber("ada@example.org", ("ml",))
+    assert ada.key is ada.email  # not a string of its own for each set the send keeps
+    assert Subscriber("Ada@Example.org", ("ml",)).key == "ada@example.org"
+
+
 def test_the_files_new_subscribers_are_written_a_row_at_a_time(tmp_path: Path) -> None:
     """A run's first sync of the file writes a row for each subscriber: not from a list of
     all the rows' values, nor holding every record twice (~1,590 B a subscriber at the peak
