@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -295,7 +296,9 @@ class SqliteStore(LedgerRows):
         """Claim up to ``limit`` (None: all) of the run's unclaimed rows for ``keys``, in the
         order they were frozen: ``pending`` ones, and ones in ``again`` last changed before
         ``since`` (a send does not retry in the same pass what it deferred)."""
-        wanted = set(keys)
+        # A row's key and address are the caller's strings where they are the same text,
+        # and its status the one interned string: 100,000 rows held ~19 MB of copies.
+        wanted = {key: key for key in keys}
         marks = ",".join("?" * len(again)) or "NULL"
         with self._tx():
             # Without the digests' JSON (~1.5 KB each): frozen_digest reads each when it is sent.
@@ -315,7 +318,12 @@ class SqliteStore(LedgerRows):
             self.db.executemany(
                 "UPDATE ledger SET claim_id = ? WHERE rowid = ?", [(claim_id, r[0]) for r in found]
             )
-        return claim_id, [LedgerRow(run_id, *r[1:]) for r in found]
+        rows = []
+        for _, key, email, digest, status, deferrals in found:
+            key = wanted[key]
+            email = key if email == key else email
+            rows.append(LedgerRow(run_id, key, email, digest, sys.intern(status), deferrals))
+        return claim_id, rows
 
     def renew_claim(self, claim_id: int, lease_seconds: float, now: dt.datetime) -> bool:
         lease = (now + dt.timedelta(seconds=lease_seconds)).isoformat()
