@@ -297,9 +297,12 @@ class SqliteStore(LedgerRows):
         order they were frozen: ``pending`` ones, and ones in ``again`` last changed before
         ``since`` (a send does not retry in the same pass what it deferred)."""
         # A row's key and address are the caller's strings where they are the same text,
-        # and its status the one interned string: 100,000 rows held ~19 MB of copies.
+        # and its status the one interned string: 100,000 rows held ~19 MB of copies. The
+        # rows are made as they are read, not from a list of every row's values first.
         wanted = {key: key for key in keys}
         marks = ",".join("?" * len(again)) or "NULL"
+        rows: list[LedgerRow] = []
+        rowids: list[int] = []
         with self._tx():
             # Without the digests' JSON (~1.5 KB each): frozen_digest reads each when it is sent.
             found = self.db.execute(
@@ -307,8 +310,17 @@ class SqliteStore(LedgerRows):
                 f"WHERE run_id = ? AND claim_id IS NULL AND (status = 'pending' OR "
                 f"(status IN ({marks}) AND updated_at < ?)) ORDER BY rowid",
                 (run_id, *again, since.isoformat()),
-            ).fetchall()
-            found = [r for r in found if r[1] in wanted][:limit]
+            )
+            for rowid, key, email, digest, status, deferrals in found:
+                if limit is not None and len(rows) >= limit:
+                    break
+                key = wanted.get(key)
+                if key is None:
+                    continue
+                email = key if email == key else email
+                rows.append(LedgerRow(run_id, key, email, digest, sys.intern(status), deferrals))
+                rowids.append(rowid)
+            found.close()
             lease = (now + dt.timedelta(seconds=lease_seconds)).isoformat()
             cur = self.db.execute(
                 "INSERT INTO claims(run_id, owner, lease_until) VALUES (?, ?, ?)",
@@ -316,13 +328,9 @@ class SqliteStore(LedgerRows):
             )
             claim_id = int(cur.lastrowid or 0)
             self.db.executemany(
-                "UPDATE ledger SET claim_id = ? WHERE rowid = ?", [(claim_id, r[0]) for r in found]
+                "UPDATE ledger SET claim_id = ? WHERE rowid = ?",
+                ((claim_id, rowid) for rowid in rowids),
             )
-        rows = []
-        for _, key, email, digest, status, deferrals in found:
-            key = wanted[key]
-            email = key if email == key else email
-            rows.append(LedgerRow(run_id, key, email, digest, sys.intern(status), deferrals))
         return claim_id, rows
 
     def renew_claim(self, claim_id: int, lease_seconds: float, now: dt.datetime) -> bool:
