@@ -161,6 +161,7 @@ def run_once(
         log.info("run.no_papers sources=%s", ",".join(s.name for s in group))
         return report
     who = roster.load(store, config.subscriber_models(), now)
+    collector.trim()  # the store's rows it read and wrote, freed
     subscribers = _recipients(config, options, day, who, report)
     spec = compose.ComposeSpec(
         config.templates_path, compose.load_masthead(config), key, now, test_links=options.test
@@ -256,6 +257,7 @@ def _send(job: _Job, subscribers: list[Subscriber], clock: Clock) -> None:
         )
         try:
             for batch in batches:
+                collector.trim()  # the digests selected and frozen, the claim's reading: freed
                 recorder = run.recorder(
                     batch.rows,
                     max_deferrals=config.smtp.max_deferrals,

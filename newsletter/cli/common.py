@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from newsletter import collector
 from newsletter.errors import ConfigError, NewsletterError, TemplateError
 from newsletter.web import tokens
 
@@ -95,6 +96,7 @@ def load_config(path: Path) -> config_mod.Config:
     gc.collect()
     config = config_mod.load(path)
     gc.freeze()
+    collector.trim()  # what reading the file took and no longer holds
     return config
 
 
