@@ -387,30 +387,25 @@ class SubscriberRows:
         return have
 
     def _ids_by_key(self, keys: list[str]) -> dict[str, str]:
-        ids: dict[str, str] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            ids.update(
-                self._exec(
-                    f"SELECT key, id FROM subscribers WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            )
-        return ids
+        return {row[-1]: row[0] for row in self._with_keys("id", keys)}
 
     def _rows_by_key(
         self, keys: list[str], into: dict[str, SubscriberRecord] | None = None
     ) -> dict[str, SubscriberRecord]:
         reader = _Reader()
         rows: dict[str, SubscriberRecord] = {} if into is None else into
+        for row in self._with_keys(_COLUMNS, keys):
+            rows[row[-1]] = reader.record(row[:-1])
+        return rows
+
+    def _with_keys(self, columns: str, keys: list[str]) -> Iterator[Sequence[Any]]:
+        """``columns`` and the key of the subscribers with these keys, 500 keys a query."""
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            for row in self._exec(
-                f"SELECT {_COLUMNS}, key FROM subscribers WHERE key IN ({','.join('?' * len(chunk))})",
+            yield from self._exec(
+                f"SELECT {columns}, key FROM subscribers WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
-            ):
-                rows[row[-1]] = reader.record(row[:-1])
-        return rows
+            )
 
     # -- the sign-up limits (shared by every process on the file) ----------------------------
 
